@@ -1,0 +1,98 @@
+// Shared helpers for the browser tests: a static server for Trunk's `dist/`, Debian Chromium
+// launched through playwright-core, and a page wrapper that records every request, page error
+// and console error so that tests can assert that nothing leaves the page's origin.
+import { createServer } from 'node:http';
+import { readFile, mkdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { extname, join, normalize, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const repoRoot = resolve(here, '..', '..');
+export const distDir = resolve(process.env.MEDTRANSFER_DIST ?? join(repoRoot, 'dist'));
+export const screenshotDir = join(repoRoot, 'target', 'screenshots');
+export const sharedData = resolve(repoRoot, '..', 'shared', 'data');
+
+const MIME = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.wasm': 'application/wasm',
+  '.css': 'text/css; charset=utf-8',
+  '.json': 'application/json',
+  '.png': 'image/png',
+  '.svg': 'image/svg+xml',
+  '.ico': 'image/x-icon',
+  '.bin': 'application/octet-stream',
+  '.mpk': 'application/octet-stream',
+  '.safetensors': 'application/octet-stream',
+};
+
+/** Serves `root` on 127.0.0.1 at a free port; resolves to { origin, close() }. */
+export async function serveStatic(root = distDir) {
+  if (!existsSync(join(root, 'index.html'))) {
+    throw new Error(`${root}/index.html is missing: build the app with Trunk first (scripts/test.sh does)`);
+  }
+  const server = createServer(async (req, res) => {
+    const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    const file = normalize(join(root, path === '/' ? 'index.html' : path));
+    if (!file.startsWith(root)) { res.writeHead(403).end(); return; }
+    try {
+      const body = await readFile(file);
+      res.writeHead(200, { 'content-type': MIME[extname(file)] ?? 'application/octet-stream' });
+      res.end(body);
+    } catch {
+      res.writeHead(404).end('not found');
+    }
+  });
+  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+  const { port } = server.address();
+  return { origin: `http://127.0.0.1:${port}`, close: () => new Promise((ok) => server.close(ok)) };
+}
+
+/** Flags that keep Chromium off the network (this machine has none) and quiet. */
+const BASE_FLAGS = [
+  '--headless=new', '--no-sandbox', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
+];
+
+/** Launches Debian's Chromium; `webgpu: true` adds `--enable-unsafe-webgpu`. */
+export async function launch({ webgpu }) {
+  const args = webgpu ? [...BASE_FLAGS, '--enable-unsafe-webgpu'] : BASE_FLAGS;
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+    headless: true,
+    args,
+  });
+}
+
+/**
+ * Opens a page that records: `foreign` (requests to any other origin), `errors` (uncaught page
+ * errors and console errors), `logs` (every console line, for diagnosis).
+ */
+export async function openPage(browser, origin, viewport = { width: 1280, height: 800 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  const record = { foreign: [], errors: [], logs: [] };
+  page.on('request', (request) => {
+    const url = request.url();
+    if (!url.startsWith(origin + '/') && !url.startsWith('data:') && !url.startsWith('blob:')) {
+      record.foreign.push(url);
+    }
+  });
+  page.on('pageerror', (error) => record.errors.push(`pageerror: ${error.message}`));
+  page.on('console', (message) => {
+    record.logs.push(`${message.type()}: ${message.text()}`);
+    if (message.type() === 'error') record.errors.push(`console.error: ${message.text()}`);
+  });
+  return { page, context, record };
+}
+
+/** Saves a full-page screenshot under target/screenshots/NAME.png for a person to look at. */
+export async function screenshot(page, name) {
+  await mkdir(screenshotDir, { recursive: true });
+  const path = join(screenshotDir, `${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  return path;
+}
