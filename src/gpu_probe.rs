@@ -21,7 +21,11 @@ fn adapter_label(adapter: &JsValue) -> Option<String> {
     let info = Reflect::get(adapter, &JsValue::from_str("info")).ok()?;
     let parts: Vec<String> = ["vendor", "architecture", "device", "description"]
         .iter()
-        .filter_map(|key| Reflect::get(&info, &JsValue::from_str(key)).ok()?.as_string())
+        .filter_map(|key| {
+            Reflect::get(&info, &JsValue::from_str(key))
+                .ok()?
+                .as_string()
+        })
         .filter(|part| !part.trim().is_empty())
         .collect();
     (!parts.is_empty()).then(|| parts.join(" "))

@@ -1,13 +1,10 @@
-//! MedTransfer's browser app: a Leptos client-side page, built by Trunk into WebAssembly.
-
-mod app;
-mod gpu_probe;
+//! Entry point of the page: mounts the Leptos app (see `lib.rs`).
 
 fn main() {
     #[cfg(target_arch = "wasm32")]
     {
         console_error_panic_hook::set_once();
-        leptos::mount::mount_to_body(app::App);
+        leptos::mount::mount_to_body(medtransfer_app::app::App);
     }
     #[cfg(not(target_arch = "wasm32"))]
     eprintln!(

@@ -7,7 +7,11 @@ use medtransfer_core::smoke::run_smoke;
 use medtransfer_core::{GpuPreference, select_device};
 
 #[derive(Parser)]
-#[command(name = "medtransfer", version, about = "Transfer learning for medical images, locally")]
+#[command(
+    name = "medtransfer",
+    version,
+    about = "Transfer learning for medical images, locally"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -5,6 +5,8 @@
 //! and the `medtransfer` CLI are thin shells around this crate.
 
 pub mod device;
+pub mod efficientnet;
+pub mod preprocess;
 pub mod smoke;
 
 pub use device::{BackendKind, ComputeDevice, GpuPreference, select_device};

@@ -1,0 +1,5 @@
+//! MedTransfer's browser app: a Leptos client-side page, built by Trunk into WebAssembly.
+//! The binary (`src/main.rs`) only mounts [`app::App`]; the work is in `medtransfer-core`.
+
+pub mod app;
+pub mod gpu_probe;
