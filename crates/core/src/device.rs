@@ -40,6 +40,9 @@ pub struct ComputeDevice {
     pub adapter_name: String,
     /// Why the GPU is not used, when `kind` is [`BackendKind::Cpu`].
     pub fallback_reason: Option<String>,
+    /// The GPU adapter is a software renderer on the CPU (llvmpipe, lavapipe, SwiftShader as
+    /// wgpu reports it natively); there `flex` is usually faster.
+    pub software_adapter: bool,
 }
 
 impl ComputeDevice {
@@ -51,6 +54,7 @@ impl ComputeDevice {
             api: None,
             adapter_name: "flex (pure-Rust CPU backend)".to_string(),
             fallback_reason: Some(reason.into()),
+            software_adapter: false,
         }
     }
 
@@ -105,13 +109,17 @@ pub async fn select_device(preference: GpuPreference) -> ComputeDevice {
         GpuPreference::CpuOnly(reason) => ComputeDevice::cpu(reason),
         GpuPreference::PreferGpu { adapter_label } => {
             match Device::wgpu_options().init_with_setup_async().await {
-                Ok((device, setup)) => ComputeDevice {
-                    device,
-                    kind: BackendKind::Gpu,
-                    api: Some(api_name(setup.backend)),
-                    adapter_name: adapter_name(&setup.adapter.get_info(), adapter_label),
-                    fallback_reason: None,
-                },
+                Ok((device, setup)) => {
+                    let info = setup.adapter.get_info();
+                    ComputeDevice {
+                        device,
+                        kind: BackendKind::Gpu,
+                        api: Some(api_name(setup.backend)),
+                        adapter_name: adapter_name(&info, adapter_label),
+                        fallback_reason: None,
+                        software_adapter: info.device_type == wgpu::DeviceType::Cpu,
+                    }
+                }
                 Err(error) => ComputeDevice::cpu(format!("GPU initialisation failed: {error}")),
             }
         }

@@ -6,6 +6,7 @@
 
 pub mod device;
 pub mod efficientnet;
+pub mod inference;
 pub mod preprocess;
 pub mod smoke;
 

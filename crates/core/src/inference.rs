@@ -1,0 +1,82 @@
+//! Running the pretrained backbone on batches of preprocessed images: embeddings and ImageNet
+//! logits read back to the host asynchronously, shared by the CLI and the browser app.
+
+use burn::tensor::Device;
+
+use crate::efficientnet::{EMBEDDING_DIM, EfficientNetLite0, NUM_CLASSES};
+use crate::preprocess::{PreprocessError, batch_to_tensor};
+use crate::smoke::{ComputeError, read_f32};
+
+/// Errors from running the backbone on a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum InferenceError {
+    /// The batch could not be turned into a tensor (wrong sizes).
+    #[error(transparent)]
+    Input(#[from] PreprocessError),
+    /// The device failed to compute or to read back.
+    #[error(transparent)]
+    Compute(#[from] ComputeError),
+}
+
+/// What the backbone gives for each image of a batch, in input order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchOutput {
+    /// One 1280-d embedding (global-average-pooled features) per image.
+    pub embeddings: Vec<Vec<f32>>,
+    /// One row of 1000 ImageNet logits per image.
+    pub logits: Vec<Vec<f32>>,
+}
+
+/// Runs `model` on `images` (each a flat CHW 3×224×224 from [`crate::preprocess`]) as one batch.
+pub async fn run_batch(
+    model: &EfficientNetLite0,
+    images: &[Vec<f32>],
+    device: &Device,
+) -> Result<BatchOutput, InferenceError> {
+    if images.is_empty() {
+        return Ok(BatchOutput {
+            embeddings: Vec::new(),
+            logits: Vec::new(),
+        });
+    }
+    let output = model.forward(batch_to_tensor(images, device)?);
+    let embeddings = read_f32(output.embedding).await?;
+    let logits = read_f32(output.logits).await?;
+    let expected = (images.len() * EMBEDDING_DIM, images.len() * NUM_CLASSES);
+    if (embeddings.len(), logits.len()) != expected {
+        return Err(ComputeError::Execution(format!(
+            "read back {} embedding and {} logit values for {} images",
+            embeddings.len(),
+            logits.len(),
+            images.len()
+        ))
+        .into());
+    }
+    Ok(BatchOutput {
+        embeddings: embeddings
+            .chunks(EMBEDDING_DIM)
+            .map(<[f32]>::to_vec)
+            .collect(),
+        logits: logits.chunks(NUM_CLASSES).map(<[f32]>::to_vec).collect(),
+    })
+}
+
+/// Softmax of one row of logits, computed stably on the host.
+pub fn softmax_row(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|&x| (x - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_row_sums_to_one_and_keeps_order() {
+        let p = softmax_row(&[1.0, 3.0, 2.0, 1000.0]);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(p[3] > 0.999 && p[1] > p[2] && p[2] > p[0]);
+    }
+}
