@@ -1,11 +1,26 @@
-//! The page's root component.
+//! The page's root component and its sections.
+
+use std::rc::Rc;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use medtransfer_core::efficientnet::labels::top_k_from_rows;
+use medtransfer_core::efficientnet::{
+    CONVERTED_WEIGHTS_FILE_NAME, EfficientNetLite0, ImageNetLabels, LABELS_FILE_NAME,
+    load_from_bytes,
+};
+use medtransfer_core::inference::{run_batch, softmax_row};
+use medtransfer_core::preprocess::preprocess_image;
 use medtransfer_core::smoke::run_smoke;
-use medtransfer_core::{BackendKind, select_device};
+use medtransfer_core::{BackendKind, ComputeDevice, select_device};
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
 
+use crate::cached_fetch::{FetchSource, Progress, evict, fetch_cached};
 use crate::gpu_probe::probe_webgpu;
+
+/// Cache API bucket for the pretrained files; bump the suffix when their format changes.
+const WEIGHTS_CACHE: &str = "medtransfer-weights-v1";
 
 /// What the start-up check found: the backend line and the smoke computation's outcome.
 #[derive(Clone, Debug)]
@@ -15,10 +30,48 @@ struct StartupReport {
     smoke: Result<String, String>,
 }
 
-/// The page: header, privacy line and the compute backend in use.
+/// Where the pretrained model is in its loading.
+#[derive(Clone, Debug, PartialEq)]
+enum ModelState {
+    /// Waiting for the compute device.
+    Waiting,
+    /// Downloading (or reading from the cache) the weights.
+    Downloading(Progress),
+    /// Ready to run; the weights came from `source`.
+    Ready(FetchSource),
+    /// Loading failed; the message says why.
+    Failed(String),
+}
+
+/// The loaded network and what it runs on, shared by the page's handlers (not `Send`).
+#[derive(Clone)]
+struct Pretrained {
+    model: Rc<EfficientNetLite0>,
+    labels: Rc<ImageNetLabels>,
+    device: ComputeDevice,
+}
+
+/// One picked image's ImageNet top-5, or why it could not be classified.
+#[derive(Clone, Debug, PartialEq)]
+struct ImageNetResult {
+    name: String,
+    outcome: Result<ImageNetTop5, String>,
+}
+
+/// Top-5 classes and the raw logits (kept for checks against reference values).
+#[derive(Clone, Debug, PartialEq)]
+struct ImageNetTop5 {
+    top5: Vec<(usize, String, f32)>,
+    logits: Vec<f32>,
+}
+
+/// The page: header, privacy line, the compute backend and the pretrained network.
 #[component]
 pub fn App() -> impl IntoView {
     let report = RwSignal::new(None::<StartupReport>);
+    let model_state = RwSignal::new(ModelState::Waiting);
+    let pretrained = StoredValue::new_local(None::<Pretrained>);
+
     spawn_local(async move {
         let device = select_device(probe_webgpu().await).await;
         let smoke = run_smoke(&device.device)
@@ -30,6 +83,13 @@ pub fn App() -> impl IntoView {
             kind: device.kind,
             smoke,
         }));
+        match load_pretrained(device, model_state).await {
+            Ok((loaded, source)) => {
+                pretrained.set_value(Some(loaded));
+                model_state.set(ModelState::Ready(source));
+            }
+            Err(error) => model_state.set(ModelState::Failed(error)),
+        }
     });
 
     view! {
@@ -40,19 +100,266 @@ pub fn App() -> impl IntoView {
             </p>
         </header>
         <main>
-            <section aria-labelledby="compute-heading">
-                <h2 id="compute-heading">"Compute"</h2>
-                <p data-testid="backend" data-kind=move || report.get().map(|r| format!("{:?}", r.kind))>
-                    {move || report.get().map(|r| r.backend).unwrap_or_else(|| "Starting the compute backend…".to_string())}
-                </p>
-                <p data-testid="smoke-result" data-ok=move || report.get().map(|r| r.smoke.is_ok().to_string())>
-                    {move || match report.get().map(|r| r.smoke) {
-                        None => String::new(),
-                        Some(Ok(values)) => format!("Self-check passed: {values}"),
-                        Some(Err(error)) => format!("Self-check failed: {error}"),
-                    }}
-                </p>
-            </section>
+            <ComputeSection report=report />
+            <PretrainedSection model_state=model_state pretrained=pretrained />
         </main>
     }
+}
+
+/// Downloads (or reads from the cache) the weights and labels and builds the network. A cached
+/// copy that fails to load is evicted and downloaded once more.
+async fn load_pretrained(
+    device: ComputeDevice,
+    state: RwSignal<ModelState>,
+) -> Result<(Pretrained, FetchSource), String> {
+    let progress = |p| state.set(ModelState::Downloading(p));
+    let (labels, _) = fetch_cached(LABELS_FILE_NAME, WEIGHTS_CACHE, |_| {}).await?;
+    let labels = std::str::from_utf8(&labels)
+        .map_err(|_| "the ImageNet label list is not text".to_string())
+        .and_then(|json| ImageNetLabels::from_json(json).map_err(|e| e.to_string()))?;
+    let (bytes, source) =
+        fetch_cached(CONVERTED_WEIGHTS_FILE_NAME, WEIGHTS_CACHE, progress).await?;
+    let (model, source) = match load_from_bytes(&bytes, &device.device) {
+        Ok(model) => (model, source),
+        Err(error) if source == FetchSource::Cache => {
+            web_sys::console::warn_1(
+                &format!("cached weights unusable ({error}); downloading again").into(),
+            );
+            evict(CONVERTED_WEIGHTS_FILE_NAME, WEIGHTS_CACHE).await;
+            let (bytes, source) =
+                fetch_cached(CONVERTED_WEIGHTS_FILE_NAME, WEIGHTS_CACHE, progress).await?;
+            (
+                load_from_bytes(&bytes, &device.device).map_err(|e| e.to_string())?,
+                source,
+            )
+        }
+        Err(error) => return Err(error.to_string()),
+    };
+    Ok((
+        Pretrained {
+            model: Rc::new(model),
+            labels: Rc::new(labels),
+            device,
+        },
+        source,
+    ))
+}
+
+/// The backend in use and the result of the start-up self-check.
+#[component]
+fn ComputeSection(report: RwSignal<Option<StartupReport>>) -> impl IntoView {
+    view! {
+        <section aria-labelledby="compute-heading">
+            <h2 id="compute-heading">"Compute"</h2>
+            <p data-testid="backend" data-kind=move || report.get().map(|r| format!("{:?}", r.kind))>
+                {move || {
+                    report
+                        .get()
+                        .map(|r| r.backend)
+                        .unwrap_or_else(|| "Starting the compute backend…".to_string())
+                }}
+            </p>
+            <p data-testid="smoke-result" data-ok=move || report.get().map(|r| r.smoke.is_ok().to_string())>
+                {move || match report.get().map(|r| r.smoke) {
+                    None => String::new(),
+                    Some(Ok(values)) => format!("Self-check passed: {values}"),
+                    Some(Err(error)) => format!("Self-check failed: {error}"),
+                }}
+            </p>
+        </section>
+    }
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// The pretrained network: download progress, then a way to try it on any picture.
+#[component]
+fn PretrainedSection(
+    model_state: RwSignal<ModelState>,
+    pretrained: StoredValue<Option<Pretrained>, LocalStorage>,
+) -> impl IntoView {
+    let results = RwSignal::new(Vec::<ImageNetResult>::new());
+    let busy = RwSignal::new(false);
+    let status_text = move || match model_state.get() {
+        ModelState::Waiting => "Waiting for the compute backend…".to_string(),
+        ModelState::Downloading(Progress {
+            loaded,
+            total: Some(total),
+        }) => {
+            format!(
+                "Loading the pretrained network: {} of {}",
+                megabytes(loaded),
+                megabytes(total)
+            )
+        }
+        ModelState::Downloading(Progress {
+            loaded,
+            total: None,
+        }) => {
+            format!("Loading the pretrained network: {}", megabytes(loaded))
+        }
+        ModelState::Ready(FetchSource::Cache) => {
+            "EfficientNet-Lite0 (ImageNet) ready, from this browser's cache.".to_string()
+        }
+        ModelState::Ready(FetchSource::Network) => {
+            "EfficientNet-Lite0 (ImageNet) ready; kept in this browser for next time.".to_string()
+        }
+        ModelState::Failed(error) => format!("The pretrained network could not be loaded: {error}"),
+    };
+    let state_attr = move || match model_state.get() {
+        ModelState::Waiting | ModelState::Downloading(_) => "loading",
+        ModelState::Ready(_) => "ready",
+        ModelState::Failed(_) => "failed",
+    };
+    let source_attr = move || match model_state.get() {
+        ModelState::Ready(FetchSource::Cache) => Some("cache"),
+        ModelState::Ready(FetchSource::Network) => Some("network"),
+        _ => None,
+    };
+    let progress_value = move || match model_state.get() {
+        ModelState::Downloading(p) => p.loaded as f64,
+        ModelState::Ready(_) => 1.0,
+        _ => 0.0,
+    };
+    let progress_max = move || match model_state.get() {
+        ModelState::Downloading(Progress { total: Some(t), .. }) => t as f64,
+        _ => 1.0,
+    };
+
+    let on_pick = move |event: leptos::ev::Event| {
+        let Some(input) = event
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok())
+        else {
+            return;
+        };
+        let files: Vec<web_sys::File> = input
+            .files()
+            .map(|list| (0..list.length()).filter_map(|i| list.get(i)).collect())
+            .unwrap_or_default();
+        let Some(loaded) = pretrained.get_value() else {
+            return;
+        };
+        busy.set(true);
+        spawn_local(async move {
+            results.set(classify_files(&loaded, files).await);
+            busy.set(false);
+        });
+    };
+
+    view! {
+        <section aria-labelledby="pretrained-heading">
+            <h2 id="pretrained-heading">"Pretrained network"</h2>
+            <p data-testid="model-status" data-state=state_attr data-source=source_attr role="status">
+                {status_text}
+            </p>
+            <progress
+                data-testid="model-progress"
+                aria-label="Pretrained network download"
+                value=progress_value
+                max=progress_max
+            ></progress>
+            <label class="picker">
+                "Try it on pictures (ImageNet classes): "
+                <input
+                    type="file"
+                    accept="image/png,image/jpeg"
+                    multiple
+                    data-testid="imagenet-files"
+                    disabled=move || state_attr() != "ready" || busy.get()
+                    on:change=on_pick
+                />
+            </label>
+            <p role="status">{move || busy.get().then_some("Running the network…")}</p>
+            <ul class="imagenet-results">
+                <For each=move || results.get() key=|r| r.name.clone() let:result>
+                    <ImageNetResultItem result=result />
+                </For>
+            </ul>
+        </section>
+    }
+}
+
+/// One image's result: its top-5 classes, or its error.
+#[component]
+fn ImageNetResultItem(result: ImageNetResult) -> impl IntoView {
+    let name = result.name.clone();
+    match result.outcome {
+        Ok(top) => {
+            let logits = format!("{:?}", top.logits);
+            let top1 = top.top5.first().map(|(index, _, _)| *index);
+            view! {
+                <li data-testid="imagenet-result" data-name=name data-top1=top1 data-logits=logits>
+                    <strong>{result.name}</strong>
+                    <ol>
+                        {top
+                            .top5
+                            .into_iter()
+                            .map(|(index, label, prob)| {
+                                view! { <li>{format!("{label} ({index}) — {:.1}%", prob * 100.0)}</li> }
+                            })
+                            .collect_view()}
+                    </ol>
+                </li>
+            }
+            .into_any()
+        }
+        Err(error) => {
+            let message = error.clone();
+            view! {
+                <li data-testid="imagenet-result" data-name=name data-error=error class="error">
+                    <strong>{result.name}</strong>
+                    ": "
+                    {message}
+                </li>
+            }
+            .into_any()
+        }
+    }
+}
+
+/// Reads, preprocesses and classifies the picked files as one batch; each unreadable file gets
+/// its own error and the rest go on.
+async fn classify_files(loaded: &Pretrained, files: Vec<web_sys::File>) -> Vec<ImageNetResult> {
+    let mut names = Vec::with_capacity(files.len());
+    let mut inputs = Vec::with_capacity(files.len());
+    for file in files {
+        names.push(file.name());
+        inputs.push(match JsFuture::from(file.array_buffer()).await {
+            Ok(buffer) => preprocess_image(&js_sys::Uint8Array::new(&buffer).to_vec())
+                .map_err(|e| e.to_string()),
+            Err(_) => Err("the file could not be read".to_string()),
+        });
+    }
+    let ok_inputs: Vec<Vec<f32>> = inputs.iter().filter_map(|r| r.clone().ok()).collect();
+    let output = run_batch(&loaded.model, &ok_inputs, &loaded.device.device).await;
+    let mut next = 0;
+    names
+        .into_iter()
+        .zip(inputs)
+        .map(|(name, input)| {
+            let outcome = match (input, &output) {
+                (Err(error), _) => Err(error),
+                (Ok(_), Err(error)) => Err(error.to_string()),
+                (Ok(_), Ok(output)) => {
+                    next += 1;
+                    let logits = output.logits[next - 1].clone();
+                    let probabilities = softmax_row(&logits);
+                    let top5 = top_k_from_rows(&logits, &probabilities, logits.len(), 5)
+                        .into_iter()
+                        .flatten()
+                        .map(|p| {
+                            let label =
+                                loaded.labels.short_name(p.class).unwrap_or("?").to_string();
+                            (p.class, label, p.probability)
+                        })
+                        .collect();
+                    Ok(ImageNetTop5 { top5, logits })
+                }
+            };
+            ImageNetResult { name, outcome }
+        })
+        .collect()
 }

@@ -2,4 +2,5 @@
 //! The binary (`src/main.rs`) only mounts [`app::App`]; the work is in `medtransfer-core`.
 
 pub mod app;
+pub mod cached_fetch;
 pub mod gpu_probe;

@@ -67,16 +67,21 @@ export async function launch({ webgpu }) {
   });
 }
 
+/** Console lines that mean a kernel or the wasm module broke, whatever their level. */
+const SUSPICIOUS = /panicked|Invalid ShaderModule|Validation Error|RuntimeError|unreachable/i;
+
 /**
- * Opens a page that records: `foreign` (requests to any other origin), `errors` (uncaught page
+ * Opens a page that records: `all` (every request URL), `foreign` (requests to any other
+ * origin), `errors` (uncaught page
  * errors and console errors), `logs` (every console line, for diagnosis).
  */
 export async function openPage(browser, origin, viewport = { width: 1280, height: 800 }) {
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
-  const record = { foreign: [], errors: [], logs: [] };
+  const record = { foreign: [], errors: [], logs: [], all: [] };
   page.on('request', (request) => {
     const url = request.url();
+    record.all.push(url);
     if (!url.startsWith(origin + '/') && !url.startsWith('data:') && !url.startsWith('blob:')) {
       record.foreign.push(url);
     }
@@ -85,6 +90,8 @@ export async function openPage(browser, origin, viewport = { width: 1280, height
   page.on('console', (message) => {
     record.logs.push(`${message.type()}: ${message.text()}`);
     if (message.type() === 'error') record.errors.push(`console.error: ${message.text()}`);
+    // wgpu reports broken kernels as warnings while the page may still limp on: fail on those too.
+    else if (SUSPICIOUS.test(message.text())) record.errors.push(`console.${message.type()}: ${message.text()}`);
   });
   return { page, context, record };
 }
