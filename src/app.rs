@@ -182,6 +182,8 @@ fn PretrainedSection(
 ) -> impl IntoView {
     let results = RwSignal::new(Vec::<ImageNetResult>::new());
     let busy = RwSignal::new(false);
+    // (images, milliseconds) of the last pick: read, preprocess, forward and read-back.
+    let timing = RwSignal::new(None::<(usize, f64)>);
     let status_text = move || match model_state.get() {
         ModelState::Waiting => "Waiting for the compute backend…".to_string(),
         ModelState::Downloading(Progress {
@@ -244,7 +246,10 @@ fn PretrainedSection(
         };
         busy.set(true);
         spawn_local(async move {
+            let started = js_sys::Date::now();
+            let count = files.len();
             results.set(classify_files(&loaded, files).await);
+            timing.set(Some((count, js_sys::Date::now() - started)));
             busy.set(false);
         });
     };
@@ -273,6 +278,23 @@ fn PretrainedSection(
                 />
             </label>
             <p role="status">{move || busy.get().then_some("Running the network…")}</p>
+            <p
+                data-testid="imagenet-timing"
+                data-count=move || timing.get().map(|(n, _)| n)
+                data-ms=move || timing.get().map(|(_, ms)| ms)
+            >
+                {move || {
+                    timing
+                        .get()
+                        .map(|(n, ms)| {
+                            format!(
+                                "{n} image(s) in {:.2} s ({:.1} images/s)",
+                                ms / 1000.0,
+                                n as f64 / (ms / 1000.0).max(1e-9),
+                            )
+                        })
+                }}
+            </p>
             <ul class="imagenet-results">
                 <For each=move || results.get() key=|r| r.name.clone() let:result>
                     <ImageNetResultItem result=result />
