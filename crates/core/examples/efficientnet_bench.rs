@@ -12,17 +12,17 @@ mod bench {
     use std::path::PathBuf;
     use std::time::{Duration, Instant};
 
-    use burn::tensor::{Device, Tensor};
+    use burn::tensor::Device;
     use medtransfer_core::efficientnet::{EfficientNetLite0, load_from_bytes};
-    use medtransfer_core::smoke::read_f32;
+    use medtransfer_core::inference::run_batch;
     use medtransfer_core::{GpuPreference, select_device};
 
-    /// One embedding forward of a batch of `n`, read back (so the work really happens).
+    /// Embeddings of `n` preprocessed images as the app and CLI compute them ([`run_batch`]:
+    /// upload, forward passes of at most 8, async read-back).
     fn forward(model: &EfficientNetLite0, n: usize, device: &Device) -> Result<Duration, String> {
-        let input = Tensor::<4>::zeros([n, 3, 224, 224], device).add_scalar(0.25);
+        let images = vec![vec![0.25f32; 3 * 224 * 224]; n];
         let started = Instant::now();
-        let embedding = model.forward_embedding(input);
-        pollster::block_on(read_f32(embedding)).map_err(|e| e.to_string())?;
+        pollster::block_on(run_batch(model, &images, device)).map_err(|e| e.to_string())?;
         Ok(started.elapsed())
     }
 

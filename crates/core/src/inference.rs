@@ -27,18 +27,36 @@ pub struct BatchOutput {
     pub logits: Vec<Vec<f32>>,
 }
 
-/// Runs `model` on `images` (each a flat CHW 3×224×224 from [`crate::preprocess`]) as one batch.
+/// The most images one forward pass takes. The widest activation (96×112×112 floats, 4.8 MB
+/// an image) must fit a GPU buffer binding: WebGPU guarantees only 128 MiB, and a batch of 32
+/// (154 MB) fails on such adapters, so larger batches run as several passes.
+pub const MAX_FORWARD_BATCH: usize = 8;
+
+/// Runs `model` on `images` (each a flat CHW 3×224×224 from [`crate::preprocess`]), in forward
+/// passes of at most [`MAX_FORWARD_BATCH`] images.
 pub async fn run_batch(
     model: &EfficientNetLite0,
     images: &[Vec<f32>],
     device: &Device,
 ) -> Result<BatchOutput, InferenceError> {
-    if images.is_empty() {
-        return Ok(BatchOutput {
-            embeddings: Vec::new(),
-            logits: Vec::new(),
-        });
+    let mut all = BatchOutput {
+        embeddings: Vec::with_capacity(images.len()),
+        logits: Vec::with_capacity(images.len()),
+    };
+    for chunk in images.chunks(MAX_FORWARD_BATCH) {
+        let output = run_forward_pass(model, chunk, device).await?;
+        all.embeddings.extend(output.embeddings);
+        all.logits.extend(output.logits);
     }
+    Ok(all)
+}
+
+/// One forward pass over `images` (non-empty, at most [`MAX_FORWARD_BATCH`]).
+async fn run_forward_pass(
+    model: &EfficientNetLite0,
+    images: &[Vec<f32>],
+    device: &Device,
+) -> Result<BatchOutput, InferenceError> {
     let output = model.forward(batch_to_tensor(images, device)?);
     let embeddings = read_f32(output.embedding).await?;
     let logits = read_f32(output.logits).await?;
