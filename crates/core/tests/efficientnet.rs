@@ -353,3 +353,44 @@ fn conversion_rejects_bad_checkpoints() {
     }
     assert!(!out.exists(), "a failed conversion left {}", out.display());
 }
+
+#[test]
+fn run_batch_splits_large_batches_without_changing_results() {
+    let Some(model) = model_or_skip("run_batch_splits_large_batches_without_changing_results")
+    else {
+        return;
+    };
+    let device = Device::flex();
+    let batch = medtransfer_core::inference::MAX_FORWARD_BATCH + 2;
+    // Distinct images, so that a mix-up of order across passes would show.
+    let images: Vec<Vec<f32>> = (0..batch)
+        .map(|i| {
+            (0..3 * 224 * 224)
+                .map(|j| ((i * 31 + j * 7) % 255) as f32 / 128.0 - 1.0)
+                .collect()
+        })
+        .collect();
+    let together = pollster::block_on(medtransfer_core::inference::run_batch(
+        &model, &images, &device,
+    ))
+    .expect("the batch runs");
+    assert_eq!(together.embeddings.len(), batch);
+    assert_eq!(together.logits.len(), batch);
+    for i in [0, batch - 1] {
+        let alone = pollster::block_on(medtransfer_core::inference::run_batch(
+            &model,
+            &images[i..=i],
+            &device,
+        ))
+        .expect("one image runs");
+        let max_diff = alone.logits[0]
+            .iter()
+            .zip(&together.logits[i])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            max_diff < 1e-4,
+            "image {i}: batched vs alone differ by {max_diff}"
+        );
+    }
+}
