@@ -4,12 +4,11 @@ use std::rc::Rc;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use medtransfer_core::efficientnet::labels::top_k_from_rows;
 use medtransfer_core::efficientnet::{
     CONVERTED_WEIGHTS_FILE_NAME, EfficientNetLite0, ImageNetLabels, LABELS_FILE_NAME,
     load_from_bytes,
 };
-use medtransfer_core::inference::{run_batch, softmax_row};
+use medtransfer_core::inference::run_each;
 use medtransfer_core::preprocess::preprocess_image;
 use medtransfer_core::smoke::run_smoke;
 use medtransfer_core::{BackendKind, ComputeDevice, select_device};
@@ -355,32 +354,20 @@ async fn classify_files(loaded: &Pretrained, files: Vec<web_sys::File>) -> Vec<I
             Err(_) => Err("the file could not be read".to_string()),
         });
     }
-    let ok_inputs: Vec<Vec<f32>> = inputs.iter().filter_map(|r| r.clone().ok()).collect();
-    let output = run_batch(&loaded.model, &ok_inputs, &loaded.device.device).await;
-    let mut next = 0;
+    let outputs = run_each(&loaded.model, inputs, &loaded.device.device).await;
     names
         .into_iter()
-        .zip(inputs)
-        .map(|(name, input)| {
-            let outcome = match (input, &output) {
-                (Err(error), _) => Err(error),
-                (Ok(_), Err(error)) => Err(error.to_string()),
-                (Ok(_), Ok(output)) => {
-                    next += 1;
-                    let logits = output.logits[next - 1].clone();
-                    let probabilities = softmax_row(&logits);
-                    let top5 = top_k_from_rows(&logits, &probabilities, logits.len(), 5)
-                        .into_iter()
-                        .flatten()
-                        .map(|p| {
-                            let label =
-                                loaded.labels.short_name(p.class).unwrap_or("?").to_string();
-                            (p.class, label, p.probability)
-                        })
-                        .collect();
-                    Ok(ImageNetTop5 { top5, logits })
-                }
-            };
+        .zip(outputs)
+        .map(|(name, output)| {
+            let outcome = output.map(|output| ImageNetTop5 {
+                top5: loaded
+                    .labels
+                    .top_k(&output.logits, 5)
+                    .into_iter()
+                    .map(|(p, label)| (p.class, label.to_string(), p.probability))
+                    .collect(),
+                logits: output.logits,
+            });
             ImageNetResult { name, outcome }
         })
         .collect()

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use clap::Args;
 use medtransfer_core::efficientnet::{
     CONVERTED_WEIGHTS_FILE_NAME, EfficientNetLite0, ImageNetLabels, LABELS_FILE_NAME,
-    convert_pytorch_weights, labels::top_k_from_rows, load_from_bytes,
+    convert_pytorch_weights, load_from_bytes,
 };
-use medtransfer_core::inference::{BatchOutput, run_batch, softmax_row};
+use medtransfer_core::inference::{ImageOutput, run_each};
 use medtransfer_core::preprocess::preprocess_image;
 use serde_json::{Value, json};
 
@@ -83,23 +83,15 @@ enum Report {
 }
 
 impl Report {
-    /// The entry for image `index` of a batch's output.
-    fn entry(&self, path: &str, output: &BatchOutput, index: usize) -> Value {
+    /// The entry for one image's output.
+    fn entry(&self, path: &str, output: &ImageOutput) -> Value {
         match self {
-            Report::Embedding => json!({ "path": path, "embedding": output.embeddings[index] }),
+            Report::Embedding => json!({ "path": path, "embedding": output.embedding }),
             Report::Top5(labels) => {
-                let logits = &output.logits[index];
-                let probabilities = softmax_row(logits);
-                let top5: Vec<Value> = top_k_from_rows(logits, &probabilities, logits.len(), 5)
+                let top5: Vec<Value> = labels
+                    .top_k(&output.logits, 5)
                     .into_iter()
-                    .flatten()
-                    .map(|p| {
-                        json!({
-                            "index": p.class,
-                            "label": labels.short_name(p.class).unwrap_or("?"),
-                            "prob": p.probability,
-                        })
-                    })
+                    .map(|(p, label)| json!({ "index": p.class, "label": label, "prob": p.probability }))
                     .collect();
                 json!({ "path": path, "top5": top5 })
             }
@@ -140,35 +132,29 @@ fn run_on_images(args: &PretrainedArgs, report: &Report) -> ExitCode {
 }
 
 /// Preprocesses and runs one batch; a file that cannot be read or decoded becomes an error
-/// entry and the rest go on; a failed forward pass marks every file of the batch.
+/// entry and the rest go on.
 fn process_chunk(
     model: &EfficientNetLite0,
     paths: &[PathBuf],
     device: &burn::tensor::Device,
     report: &Report,
 ) -> Vec<Value> {
-    let inputs: Vec<Result<Vec<f32>, String>> = paths
+    let inputs = paths
         .iter()
         .map(|path| {
             let bytes = std::fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
             preprocess_image(&bytes).map_err(|e| e.to_string())
         })
         .collect();
-    let ok_inputs: Vec<Vec<f32>> = inputs.iter().filter_map(|r| r.clone().ok()).collect();
-    let output = pollster::block_on(run_batch(model, &ok_inputs, device));
-    let mut next_ok = 0;
+    let outputs = pollster::block_on(run_each(model, inputs, device));
     paths
         .iter()
-        .zip(inputs)
-        .map(|(path, input)| {
+        .zip(outputs)
+        .map(|(path, output)| {
             let path = path.display().to_string();
-            match (input, &output) {
-                (Err(error), _) => json!({ "path": path, "error": error }),
-                (Ok(_), Err(error)) => json!({ "path": path, "error": error.to_string() }),
-                (Ok(_), Ok(output)) => {
-                    next_ok += 1;
-                    report.entry(&path, output, next_ok - 1)
-                }
+            match output {
+                Ok(output) => report.entry(&path, &output),
+                Err(error) => json!({ "path": path, "error": error }),
             }
         })
         .collect()

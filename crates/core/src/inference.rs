@@ -79,6 +79,46 @@ async fn run_forward_pass(
     })
 }
 
+/// The backbone's output for one image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageOutput {
+    /// The 1280-d embedding.
+    pub embedding: Vec<f32>,
+    /// The 1000 ImageNet logits.
+    pub logits: Vec<f32>,
+}
+
+/// Runs `model` on every input that was preprocessed successfully and returns one result per
+/// input, in order: an input's own error stays its error (a bad file is reported per file and
+/// the rest go on); a failed forward pass becomes the error of each image it carried.
+pub async fn run_each(
+    model: &EfficientNetLite0,
+    inputs: Vec<Result<Vec<f32>, String>>,
+    device: &Device,
+) -> Vec<Result<ImageOutput, String>> {
+    let ok_inputs: Vec<Vec<f32>> = inputs
+        .iter()
+        .filter_map(|r| r.as_ref().ok().cloned())
+        .collect();
+    let mut outputs = match run_batch(model, &ok_inputs, device).await {
+        Ok(output) => Ok(output.embeddings.into_iter().zip(output.logits)),
+        Err(error) => Err(error.to_string()),
+    };
+    inputs
+        .into_iter()
+        .map(|input| {
+            input?;
+            match &mut outputs {
+                Ok(rows) => rows
+                    .next()
+                    .map(|(embedding, logits)| ImageOutput { embedding, logits })
+                    .ok_or_else(|| "the backbone returned fewer rows than images".to_string()),
+                Err(error) => Err(error.clone()),
+            }
+        })
+        .collect()
+}
+
 /// Softmax of one row of logits, computed stably on the host.
 pub fn softmax_row(logits: &[f32]) -> Vec<f32> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);

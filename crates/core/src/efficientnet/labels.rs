@@ -87,6 +87,20 @@ impl ImageNetLabels {
             .map(|name| name.split(',').next().unwrap_or(name).trim())
     }
 
+    /// The `k` most probable classes of one row of logits, best first, each with its short
+    /// name (`"?"` past the list's end).
+    pub fn top_k(&self, logits: &[f32], k: usize) -> Vec<(Prediction, &str)> {
+        let probabilities = crate::inference::softmax_row(logits);
+        top_k_from_rows(logits, &probabilities, logits.len(), k)
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                let name = self.short_name(p.class).unwrap_or("?");
+                (p, name)
+            })
+            .collect()
+    }
+
     /// All 1000 names in class order.
     pub fn names(&self) -> &[String] {
         &self.names
@@ -183,6 +197,20 @@ mod tests {
         assert_eq!(labels.get(285), Some("class 285, synonym"));
         assert_eq!(labels.short_name(285), Some("class 285"));
         assert_eq!(labels.get(1000), None);
+    }
+
+    #[test]
+    fn top_k_names_the_most_probable_classes() {
+        let json = serde_json::to_string(&numbered(1000)).expect("serialises");
+        let labels = ImageNetLabels::from_json(&json).expect("parses");
+        let mut logits = vec![0.0f32; 1000];
+        logits[7] = 5.0;
+        logits[900] = 4.0;
+        let top = labels.top_k(&logits, 2);
+        assert_eq!(top.len(), 2);
+        assert_eq!((top[0].0.class, top[0].1), (7, "class 7"));
+        assert_eq!((top[1].0.class, top[1].1), (900, "class 900"));
+        assert!(top[0].0.probability > top[1].0.probability);
     }
 
     #[test]
