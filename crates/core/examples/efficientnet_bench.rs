@@ -1,10 +1,11 @@
 //! Embeddings per second of EfficientNet-Lite0 at batch 1 and 32, natively.
 //!
-//! `cargo run -p medtransfer-core --example efficientnet_bench -- [flex|wgpu] [WEIGHTS.bpk]`
+//! `cargo run -p medtransfer-core --example efficientnet_bench -- [flex|wgpu] [profile] [WEIGHTS.bpk]`
 //! (`flex`, the default, is Burn's pure-Rust CPU backend; `wgpu` the GPU through wgpu, here a
 //! software renderer when no GPU driver exists). Needs the converted weights (scripts/setup.sh).
-//! Reports the median of 5 timed runs after one warm-up, and the per-op profile is left to the
-//! benchmarks issue. Native only.
+//! Reports the median of several timed runs after one warm-up. With `profile`, also the time
+//! spent in each kind of operation at batch 8 (each op is synchronised by a one-value
+//! read-back, which adds a little to every op). Native only.
 
 /// The benchmark itself (native only).
 #[cfg(not(target_arch = "wasm32"))]
@@ -12,9 +13,13 @@ mod bench {
     use std::path::PathBuf;
     use std::time::{Duration, Instant};
 
-    use burn::tensor::Device;
+    use std::collections::BTreeMap;
+
+    use burn::tensor::activation::relu6;
+    use burn::tensor::{Device, Tensor};
     use medtransfer_core::efficientnet::{EfficientNetLite0, load_from_bytes};
     use medtransfer_core::inference::run_batch;
+    use medtransfer_core::smoke::read_f32;
     use medtransfer_core::{GpuPreference, select_device};
 
     /// Embeddings of `n` preprocessed images as the app and CLI compute them ([`run_batch`]:
@@ -26,9 +31,78 @@ mod bench {
         Ok(started.elapsed())
     }
 
+    /// Waits for `x` to be computed by reading one value back.
+    fn sync(x: &Tensor<4>) -> Result<(), String> {
+        let one = x.clone().slice([0..1, 0..1, 0..1, 0..1]);
+        pollster::block_on(read_f32(one))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Runs `op`, synchronises, and adds its time to `name` in `totals`.
+    fn timed(
+        totals: &mut BTreeMap<String, Duration>,
+        name: String,
+        op: impl FnOnce() -> Tensor<4>,
+    ) -> Result<Tensor<4>, String> {
+        let started = Instant::now();
+        let out = op();
+        sync(&out)?;
+        *totals.entry(name).or_default() += started.elapsed();
+        Ok(out)
+    }
+
+    /// Time per kind of operation (stem, 1×1 expand, k×k depthwise by kernel and stride,
+    /// 1×1 project, skip add, head, pooling) over one forward of `n` images.
+    fn profile(model: &EfficientNetLite0, n: usize, device: &Device) -> Result<(), String> {
+        let mut totals = BTreeMap::new();
+        let x = Tensor::<4>::zeros([n, 3, 224, 224], device).add_scalar(0.25);
+        sync(&x)?;
+        let mut x = timed(&mut totals, "stem conv 3x3/2 + relu6".into(), || {
+            relu6(model.stem.forward(x))
+        })?;
+        for block in &model.blocks {
+            let input = x.clone();
+            if let Some(expand) = &block.expand {
+                x = timed(&mut totals, "expand conv 1x1 + relu6".into(), || {
+                    relu6(expand.forward(x))
+                })?;
+            }
+            let [_, _, k, _] = block.depthwise.weight.dims();
+            let name = format!("depthwise conv {k}x{k}/{} + relu6", block.depthwise.stride);
+            x = timed(&mut totals, name, || relu6(block.depthwise.forward(x)))?;
+            x = timed(&mut totals, "project conv 1x1".into(), || {
+                block.project.forward(x)
+            })?;
+            if block.skip {
+                x = timed(&mut totals, "skip add".into(), || x + input)?;
+            }
+        }
+        let x = timed(&mut totals, "head conv 1x1 + relu6".into(), || {
+            relu6(model.head.forward(x))
+        })?;
+        let started = Instant::now();
+        let [b, c, h, w] = x.dims();
+        let pooled = x.reshape([b, c, h * w]).mean_dim(2).reshape([b, c]);
+        pollster::block_on(read_f32(pooled)).map_err(|e| e.to_string())?;
+        totals.insert("global average pool + read-back".into(), started.elapsed());
+        let total: Duration = totals.values().sum();
+        println!("per-op profile, batch {n}, total {total:.1?}:");
+        let mut rows: Vec<_> = totals.into_iter().collect();
+        rows.sort_by(|a, b| b.1.cmp(&a.1));
+        for (name, time) in rows {
+            let share = 100.0 * time.as_secs_f64() / total.as_secs_f64();
+            println!("  {name:<36} {time:>10.1?}  {share:5.1}%");
+        }
+        Ok(())
+    }
+
     /// Loads the weights and times embeddings at batch 1 and 32.
     pub fn main() -> Result<(), Box<dyn std::error::Error>> {
-        let mut args = std::env::args().skip(1);
+        let mut args: Vec<String> = std::env::args().skip(1).collect();
+        let with_profile = args.iter().any(|a| a == "profile");
+        args.retain(|a| a != "profile");
+        let mut args = args.into_iter();
         let backend = args.next().unwrap_or_else(|| "flex".to_string());
         let weights = args.next().map(PathBuf::from).unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../weights/efficientnet-lite0.bpk")
@@ -58,6 +132,10 @@ mod bench {
                 runs,
                 n as f64 / median.as_secs_f64()
             );
+        }
+        if with_profile {
+            profile(&model, 8, &device)?; // warm-up
+            profile(&model, 8, &device)?;
         }
         Ok(())
     }
