@@ -89,7 +89,7 @@ mod bench {
         let total: Duration = totals.values().sum();
         println!("per-op profile, batch {n}, total {total:.1?}:");
         let mut rows: Vec<_> = totals.into_iter().collect();
-        rows.sort_by(|a, b| b.1.cmp(&a.1));
+        rows.sort_by_key(|row| std::cmp::Reverse(row.1));
         for (name, time) in rows {
             let share = 100.0 * time.as_secs_f64() / total.as_secs_f64();
             println!("  {name:<36} {time:>10.1?}  {share:5.1}%");
