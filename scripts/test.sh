@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$REPO_ROOT"
 
 ensure_wasm_target
+ensure_crates
 ensure_trunk
 ensure_wasm_bindgen
 ensure_chromium

@@ -53,6 +53,8 @@ struct Pretrained {
 /// One picked image's ImageNet top-5, or why it could not be classified.
 #[derive(Clone, Debug, PartialEq)]
 struct ImageNetResult {
+    /// Which pick and which file of it: a stable, unique key for the list.
+    key: (u32, usize),
     name: String,
     outcome: Result<ImageNetTop5, String>,
 }
@@ -105,35 +107,27 @@ pub fn App() -> impl IntoView {
     }
 }
 
-/// Downloads (or reads from the cache) the weights and labels and builds the network. A cached
-/// copy that fails to load is evicted and downloaded once more.
+/// Downloads (or reads from the cache) the weights and labels and builds the network.
 async fn load_pretrained(
     device: ComputeDevice,
     state: RwSignal<ModelState>,
 ) -> Result<(Pretrained, FetchSource), String> {
-    let progress = |p| state.set(ModelState::Downloading(p));
-    let (labels, _) = fetch_cached(LABELS_FILE_NAME, WEIGHTS_CACHE, |_| {}).await?;
-    let labels = std::str::from_utf8(&labels)
-        .map_err(|_| "the ImageNet label list is not text".to_string())
-        .and_then(|json| ImageNetLabels::from_json(json).map_err(|e| e.to_string()))?;
-    let (bytes, source) =
-        fetch_cached(CONVERTED_WEIGHTS_FILE_NAME, WEIGHTS_CACHE, progress).await?;
-    let (model, source) = match load_from_bytes(&bytes, &device.device) {
-        Ok(model) => (model, source),
-        Err(error) if source == FetchSource::Cache => {
-            web_sys::console::warn_1(
-                &format!("cached weights unusable ({error}); downloading again").into(),
-            );
-            evict(CONVERTED_WEIGHTS_FILE_NAME, WEIGHTS_CACHE).await;
-            let (bytes, source) =
-                fetch_cached(CONVERTED_WEIGHTS_FILE_NAME, WEIGHTS_CACHE, progress).await?;
-            (
-                load_from_bytes(&bytes, &device.device).map_err(|e| e.to_string())?,
-                source,
-            )
-        }
-        Err(error) => return Err(error.to_string()),
-    };
+    let (labels, _) = fetch_and_parse(
+        LABELS_FILE_NAME,
+        |_| {},
+        |bytes| {
+            let json = std::str::from_utf8(bytes)
+                .map_err(|_| "the ImageNet label list is not text".to_string())?;
+            ImageNetLabels::from_json(json).map_err(|e| e.to_string())
+        },
+    )
+    .await?;
+    let (model, source) = fetch_and_parse(
+        CONVERTED_WEIGHTS_FILE_NAME,
+        |p| state.set(ModelState::Downloading(p)),
+        |bytes| load_from_bytes(bytes, &device.device).map_err(|e| e.to_string()),
+    )
+    .await?;
     Ok((
         Pretrained {
             model: Rc::new(model),
@@ -142,6 +136,28 @@ async fn load_pretrained(
         },
         source,
     ))
+}
+
+/// Fetches `url` (from the cache when there) and parses it; a cached copy that fails to parse
+/// is evicted and downloaded once more, so a damaged cache heals itself.
+async fn fetch_and_parse<T>(
+    url: &str,
+    progress: impl Fn(Progress),
+    parse: impl Fn(&[u8]) -> Result<T, String>,
+) -> Result<(T, FetchSource), String> {
+    let (bytes, source) = fetch_cached(url, WEIGHTS_CACHE, &progress).await?;
+    match parse(&bytes) {
+        Ok(value) => Ok((value, source)),
+        Err(error) if source == FetchSource::Cache => {
+            web_sys::console::warn_1(
+                &format!("cached {url} unusable ({error}); downloading it again").into(),
+            );
+            evict(url, WEIGHTS_CACHE).await;
+            let (bytes, source) = fetch_cached(url, WEIGHTS_CACHE, &progress).await?;
+            Ok((parse(&bytes)?, source))
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// The backend in use and the result of the start-up self-check.
@@ -183,6 +199,7 @@ fn PretrainedSection(
     let busy = RwSignal::new(false);
     // (images, milliseconds) of the last pick: read, preprocess, forward and read-back.
     let timing = RwSignal::new(None::<(usize, f64)>);
+    let picks = StoredValue::new(0u32);
     let status_text = move || match model_state.get() {
         ModelState::Waiting => "Waiting for the compute backend…".to_string(),
         ModelState::Downloading(Progress {
@@ -247,7 +264,8 @@ fn PretrainedSection(
         spawn_local(async move {
             let started = js_sys::Date::now();
             let count = files.len();
-            results.set(classify_files(&loaded, files).await);
+            picks.update_value(|n| *n = n.wrapping_add(1));
+            results.set(classify_files(&loaded, files, picks.get_value()).await);
             timing.set(Some((count, js_sys::Date::now() - started)));
             busy.set(false);
         });
@@ -295,7 +313,7 @@ fn PretrainedSection(
                 }}
             </p>
             <ul class="imagenet-results">
-                <For each=move || results.get() key=|r| r.name.clone() let:result>
+                <For each=move || results.get() key=|r| r.key let:result>
                     <ImageNetResultItem result=result />
                 </For>
             </ul>
@@ -343,7 +361,11 @@ fn ImageNetResultItem(result: ImageNetResult) -> impl IntoView {
 
 /// Reads, preprocesses and classifies the picked files as one batch; each unreadable file gets
 /// its own error and the rest go on.
-async fn classify_files(loaded: &Pretrained, files: Vec<web_sys::File>) -> Vec<ImageNetResult> {
+async fn classify_files(
+    loaded: &Pretrained,
+    files: Vec<web_sys::File>,
+    pick: u32,
+) -> Vec<ImageNetResult> {
     let mut names = Vec::with_capacity(files.len());
     let mut inputs = Vec::with_capacity(files.len());
     for file in files {
@@ -358,7 +380,8 @@ async fn classify_files(loaded: &Pretrained, files: Vec<web_sys::File>) -> Vec<I
     names
         .into_iter()
         .zip(outputs)
-        .map(|(name, output)| {
+        .enumerate()
+        .map(|(index, (name, output))| {
             let outcome = output.map(|output| ImageNetTop5 {
                 top5: loaded
                     .labels
@@ -368,7 +391,11 @@ async fn classify_files(loaded: &Pretrained, files: Vec<web_sys::File>) -> Vec<I
                     .collect(),
                 logits: output.logits,
             });
-            ImageNetResult { name, outcome }
+            ImageNetResult {
+                key: (pick, index),
+                name,
+                outcome,
+            }
         })
         .collect()
 }

@@ -52,6 +52,18 @@ for (const mode of [
         assert.equal(Number(await item.getAttribute('data-top1')), image.top5[0][0]);
       }
 
+      // A new pick replaces the list (even with a file of the same name), and a file that is
+      // not an image gets its own error while the others are classified.
+      const chelsea = expected.images[0];
+      await page.getByTestId('imagenet-files').setInputFiles([
+        { name: chelsea.file, mimeType: 'image/png', buffer: await readFile(join(fixtureDir, chelsea.file)) },
+        { name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('these are notes, not a PNG') },
+      ]);
+      await page.locator('[data-testid="imagenet-timing"][data-count="2"]').waitFor({ timeout: 300_000 });
+      assert.equal(await results.count(), 2, 'the previous pick was replaced');
+      assert.equal(Number(await results.nth(0).getAttribute('data-top1')), chelsea.top5[0][0]);
+      assert.match(await results.nth(1).getAttribute('data-error') ?? '', /decode/);
+
       // A second visit reads the weights from the Cache API: no download.
       await page.reload();
       const again = await waitForModel(page);

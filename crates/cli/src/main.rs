@@ -35,6 +35,7 @@ pub enum Backend {
 enum Command {
     /// Show which compute backend would be used and check that it computes correctly.
     Device {
+        /// Where to compute.
         #[arg(long, value_enum, default_value_t)]
         backend: Backend,
         /// Print one JSON object instead of text.

@@ -29,9 +29,10 @@ pub struct PretrainedArgs {
     /// Folder holding the converted weights and the ImageNet labels.
     #[arg(long, env = "MEDTRANSFER_WEIGHTS_DIR", default_value = "weights")]
     weights: PathBuf,
+    /// Where to compute.
     #[arg(long, value_enum, default_value_t)]
     backend: Backend,
-    /// Images per forward pass.
+    /// Images read and decoded at a time (the network runs them in passes of at most 8).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     batch: u16,
 }
