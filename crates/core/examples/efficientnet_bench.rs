@@ -19,7 +19,7 @@ mod bench {
     use burn::tensor::{Device, Tensor};
     use medtransfer_core::efficientnet::{EfficientNetLite0, load_from_bytes};
     use medtransfer_core::inference::run_batch;
-    use medtransfer_core::smoke::read_f32;
+    use medtransfer_core::readback::read_f32;
     use medtransfer_core::{GpuPreference, select_device};
 
     /// Embeddings of `n` preprocessed images as the app and CLI compute them ([`run_batch`]:

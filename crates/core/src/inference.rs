@@ -5,7 +5,7 @@ use burn::tensor::Device;
 
 use crate::efficientnet::{EMBEDDING_DIM, EfficientNetLite0, NUM_CLASSES};
 use crate::preprocess::{PreprocessError, batch_to_tensor};
-use crate::smoke::{ComputeError, read_f32};
+use crate::readback::{ComputeError, read_f32};
 
 /// Errors from running the backbone on a batch.
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@ pub mod device;
 pub mod efficientnet;
 pub mod inference;
 pub mod preprocess;
+pub mod readback;
 pub mod smoke;
 
 pub use device::{BackendKind, ComputeDevice, GpuPreference, select_device};

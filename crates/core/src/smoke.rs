@@ -3,13 +3,7 @@
 
 use burn::tensor::{Device, Tensor, activation::softmax};
 
-/// Errors from running a computation on a device.
-#[derive(Debug, thiserror::Error)]
-pub enum ComputeError {
-    /// The backend failed to execute or to read the result back.
-    #[error("the compute backend failed: {0}")]
-    Execution(String),
-}
+use crate::readback::{ComputeError, read_f32};
 
 /// The left operand of the smoke test's product.
 pub const SMOKE_LHS: [[f32; 2]; 2] = [[1.0, 2.0], [3.0, 4.0]];
@@ -34,16 +28,6 @@ pub async fn run_smoke(device: &Device) -> Result<SmokeResult, ComputeError> {
     let product = read_f32(product).await?;
     let softmax = read_f32(probabilities).await?;
     Ok(SmokeResult { product, softmax })
-}
-
-/// Reads a float tensor back to the host as `f32`s, asynchronously.
-pub async fn read_f32<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>, ComputeError> {
-    let data = tensor
-        .into_data_async()
-        .await
-        .map_err(|e| ComputeError::Execution(format!("{e:?}")))?;
-    data.try_into_vec::<f32>()
-        .map_err(|e| ComputeError::Execution(format!("{e:?}")))
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use medtransfer_core::efficientnet::{
     top_k_predictions,
 };
 use medtransfer_core::preprocess::{batch_to_tensor, preprocess_image};
-use medtransfer_core::smoke::read_f32;
+use medtransfer_core::readback::read_f32;
 
 /// Largest allowed |logit − oracle logit|.
 const LOGIT_TOLERANCE: f64 = 1e-3;

@@ -4,7 +4,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
 use super::NUM_CLASSES;
-use crate::smoke::{ComputeError, read_f32};
+use crate::readback::{ComputeError, read_f32};
 
 /// Why a label list was rejected.
 #[derive(Debug, thiserror::Error)]

@@ -308,7 +308,7 @@ mod tests {
         let x = Tensor::<4>::ones([1, 1, 4, 4], &device);
         let y = conv.forward(x);
         assert_eq!(y.dims(), [1, 1, 2, 2]);
-        let values = pollster::block_on(crate::smoke::read_f32(y)).expect("read back");
+        let values = pollster::block_on(crate::readback::read_f32(y)).expect("read back");
         // Padding (0 before, 1 after): windows rows/cols {0,1,2} and {2,3,pad}.
         assert_eq!(values, vec![9.0, 6.0, 6.0, 4.0]);
 
@@ -321,7 +321,7 @@ mod tests {
         );
         let y = conv.forward(Tensor::<4>::ones([1, 1, 3, 3], &device));
         assert_eq!(y.dims(), [1, 1, 3, 3]);
-        let values = pollster::block_on(crate::smoke::read_f32(y)).expect("read back");
+        let values = pollster::block_on(crate::readback::read_f32(y)).expect("read back");
         assert_eq!(values, vec![10.0; 9], "bias 1 + 9 ones");
     }
 
@@ -335,7 +335,7 @@ mod tests {
         let x = Tensor::<4>::ones([1, 2, 3, 3], &device);
         let y = conv.forward(x);
         assert_eq!(y.dims(), [1, 2, 2, 2]);
-        let values = pollster::block_on(crate::smoke::read_f32(y)).expect("read back");
+        let values = pollster::block_on(crate::readback::read_f32(y)).expect("read back");
         // 3×3 stride 2 on 3: padding (1, 1), symmetric; windows span rows/cols {-1,0,1} and
         // {1,2,3}, so each covers 2×2 real inputs.
         assert_eq!(values, vec![4.0, 4.0, 4.0, 4.0, 8.0, 8.0, 8.0, 8.0]);
