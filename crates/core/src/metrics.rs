@@ -1,0 +1,1106 @@
+//! Medical classification metrics computed on the host from predicted class probabilities:
+//! accuracy, balanced accuracy, per-class precision / sensitivity / specificity / F1, the
+//! confusion matrix, ROC curves and AUC (binary or macro one-vs-rest), log loss, the list of
+//! misclassified items and percentile-bootstrap confidence intervals.
+//!
+//! Everything here is plain `f64` arithmetic with a seeded, platform-independent generator, so
+//! the CLI (`medtransfer eval --json`) and the browser app report identical figures for the
+//! same inputs and seed.
+//!
+//! Conventions:
+//! - precision = TP/(TP+FP), sensitivity (recall) = TP/(TP+FN), specificity = TN/(TN+FP),
+//!   F1 = 2PR/(P+R); whenever a denominator is 0 the value is reported as 0.0 (never NaN), so
+//!   that the results always serialize to valid JSON.
+//! - Predictions are the argmax of each row, ties going to the lowest class index; in a binary
+//!   problem an explicit threshold on the class-1 probability may be used instead.
+//! - AUC is the Mann–Whitney statistic (ties count 1/2), which equals the trapezoid area under
+//!   the ROC curve returned by [`roc_curve`].
+//! - Bootstrap intervals are 95% percentile intervals; percentiles use linear interpolation
+//!   between order statistics (NumPy's default, "type 7").
+
+use crate::rng::SeededRng;
+
+/// Per-class figures (one-vs-rest): the class is the positive, every other class the negative.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClassMetrics {
+    /// The class name.
+    pub class: String,
+    /// TP/(TP+FP); 0.0 when the class is never predicted.
+    pub precision: f64,
+    /// TP/(TP+FN) (recall); 0.0 when the class has no items.
+    pub sensitivity: f64,
+    /// TN/(TN+FP); 0.0 when every item belongs to the class.
+    pub specificity: f64,
+    /// Harmonic mean of precision and sensitivity; 0.0 when both are 0.
+    pub f1: f64,
+    /// Number of items whose true class is this one.
+    pub support: usize,
+}
+
+/// One point of a ROC curve: predicting positive when `score >= threshold` gives these rates.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RocPoint {
+    /// The score threshold; the first point of a curve (nothing predicted positive) uses
+    /// [`ROC_START_THRESHOLD`] (`f64::MAX`) in place of +∞ so that JSON stays valid.
+    pub threshold: f64,
+    /// FP/(FP+TN) at this threshold.
+    pub false_positive_rate: f64,
+    /// TP/(TP+FN) at this threshold.
+    pub true_positive_rate: f64,
+}
+
+/// Threshold of the first ROC point (0, 0): stands for +∞ ("nothing is positive") but is finite
+/// so the curve serializes to JSON (JavaScript reads it as `Number.MAX_VALUE`).
+pub const ROC_START_THRESHOLD: f64 = f64::MAX;
+
+/// Lower clamp of the true-class probability in the log loss, so a confident mistake costs
+/// `-ln(1e-7)` ≈ 16.1 instead of infinity.
+pub const LOG_LOSS_EPSILON: f64 = 1e-7;
+
+/// An item whose predicted class differs from its true class (for review in the UI).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Misclassified {
+    /// Position of the item in the input.
+    pub index: usize,
+    /// Its true class index.
+    pub true_class: usize,
+    /// The class it was predicted as.
+    pub predicted_class: usize,
+    /// The predicted class's probability (how confident the mistake was).
+    pub probability: f64,
+}
+
+/// The full evaluation of a set of predictions; serialized as the `eval --json` output.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Evaluation {
+    /// Number of items.
+    pub n: usize,
+    /// Class names, in class-index order.
+    pub classes: Vec<String>,
+    /// Fraction of items predicted correctly.
+    pub accuracy: f64,
+    /// Mean per-class sensitivity over the classes with support > 0 (robust to imbalance).
+    pub balanced_accuracy: f64,
+    /// Binary: AUC with class 1 as positive (score = probability of class 1). More than two
+    /// classes: macro mean of the one-vs-rest AUCs over the classes that have both positives and
+    /// negatives. `None` when no class allows it (e.g. only one class present).
+    pub auc: Option<f64>,
+    /// 95% percentile-bootstrap interval of the accuracy; `None` without bootstrap samples.
+    pub accuracy_ci: Option<[f64; 2]>,
+    /// 95% percentile-bootstrap interval of the AUC, over the resamples where the AUC is
+    /// computable; `None` without bootstrap samples, when `auc` is `None`, or when no resample
+    /// allowed it.
+    pub auc_ci: Option<[f64; 2]>,
+    /// One-vs-rest figures per class, in class-index order.
+    pub per_class: Vec<ClassMetrics>,
+    /// Counts indexed `[true class][predicted class]`.
+    pub confusion_matrix: Vec<Vec<usize>>,
+    /// Binary: one curve (positive = class 1). More than two classes: one one-vs-rest curve per
+    /// class, empty for a class without positives or without negatives.
+    pub roc: Vec<Vec<RocPoint>>,
+    /// The wrongly predicted items, in input order.
+    pub misclassified: Vec<Misclassified>,
+    /// Mean of `-ln(p_true)`, with `p_true` clamped to `[1e-7, 1]`.
+    pub log_loss: f64,
+}
+
+/// Settings of [`evaluate`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EvaluationOptions {
+    /// Number of bootstrap resamples for the confidence intervals (default 1000; 0 = no
+    /// intervals).
+    pub bootstrap_samples: usize,
+    /// Seed of the bootstrap resampling (default 0); the same seed gives the same intervals.
+    pub seed: u64,
+    /// Binary problems only: predict class 1 when `p1 >= threshold`; `None` = argmax. Setting it
+    /// with more than two classes is an error.
+    pub threshold: Option<f64>,
+}
+
+impl Default for EvaluationOptions {
+    /// 1000 bootstrap samples, seed 0, argmax predictions.
+    fn default() -> Self {
+        Self {
+            bootstrap_samples: 1000,
+            seed: 0,
+            threshold: None,
+        }
+    }
+}
+
+/// Why a set of predictions cannot be evaluated.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum MetricsError {
+    /// There are no items to evaluate.
+    #[error("no items to evaluate")]
+    NoItems,
+    /// Fewer than two class names were given.
+    #[error("at least 2 classes are needed, got {found}")]
+    TooFewClasses {
+        /// Number of classes given.
+        found: usize,
+    },
+    /// The number of labels differs from the number of probability rows.
+    #[error("{rows} probability rows but {labels} labels")]
+    LabelCountMismatch {
+        /// Number of probability rows.
+        rows: usize,
+        /// Number of labels.
+        labels: usize,
+    },
+    /// A probability row does not have one entry per class.
+    #[error("row {row} has {found} probabilities but there are {expected} classes")]
+    RowLength {
+        /// The offending row.
+        row: usize,
+        /// Number of classes.
+        expected: usize,
+        /// Length of the row.
+        found: usize,
+    },
+    /// A label is not a valid class index.
+    #[error("row {row} has label {label}, but there are only {classes} classes")]
+    LabelOutOfRange {
+        /// The offending row.
+        row: usize,
+        /// The label given.
+        label: usize,
+        /// Number of classes.
+        classes: usize,
+    },
+    /// A probability is NaN or infinite.
+    #[error("row {row} has a non-finite probability for class {class}")]
+    NonFiniteProbability {
+        /// The offending row.
+        row: usize,
+        /// The class index of the bad entry.
+        class: usize,
+    },
+    /// A threshold was given for a problem with more than two classes.
+    #[error("a decision threshold applies to 2 classes only, but there are {classes}")]
+    ThresholdNotBinary {
+        /// Number of classes.
+        classes: usize,
+    },
+    /// The threshold is NaN.
+    #[error("the decision threshold is NaN")]
+    InvalidThreshold,
+}
+
+/// Evaluates predicted probabilities against true labels.
+///
+/// `probabilities`: one row per item, each row one probability per class (rows need not sum
+/// exactly to 1; they are used as given). `labels`: the true class index per item. `classes`:
+/// the class names. Returns an error (never panics) on malformed input; the first bad row in
+/// input order is reported.
+pub fn evaluate(
+    probabilities: &[Vec<f32>],
+    labels: &[usize],
+    classes: &[String],
+    options: &EvaluationOptions,
+) -> Result<Evaluation, MetricsError> {
+    validate(probabilities, labels, classes, options)?;
+    let n = probabilities.len();
+    let k = classes.len();
+
+    let predicted: Vec<usize> = probabilities
+        .iter()
+        .map(|row| predict(row, options.threshold))
+        .collect();
+
+    let mut confusion_matrix = vec![vec![0usize; k]; k];
+    for (&t, &p) in labels.iter().zip(&predicted) {
+        confusion_matrix[t][p] += 1;
+    }
+    let correct: Vec<bool> = labels.iter().zip(&predicted).map(|(t, p)| t == p).collect();
+    let n_correct = correct.iter().filter(|&&c| c).count();
+    let accuracy = ratio(n_correct, n);
+
+    let per_class: Vec<ClassMetrics> = (0..k)
+        .map(|c| class_metrics(&confusion_matrix, c, n, &classes[c]))
+        .collect();
+    let supported: Vec<f64> = per_class
+        .iter()
+        .filter(|m| m.support > 0)
+        .map(|m| m.sensitivity)
+        .collect();
+    let balanced_accuracy = mean(&supported).unwrap_or(0.0);
+
+    // One-vs-rest score columns: binary uses class 1 only, otherwise every class.
+    let positive_classes: Vec<usize> = if k == 2 { vec![1] } else { (0..k).collect() };
+    let columns: Vec<OvrColumn> = positive_classes
+        .iter()
+        .map(|&c| OvrColumn::new(probabilities, labels, c))
+        .collect();
+    let roc: Vec<Vec<RocPoint>> = columns
+        .iter()
+        .map(|col| roc_curve(&col.scores, &col.positives))
+        .collect();
+    let column_aucs: Vec<f64> = columns
+        .iter()
+        .filter_map(|col| col.weighted_auc(|_| 1))
+        .collect();
+    let auc = mean(&column_aucs);
+
+    let misclassified: Vec<Misclassified> = probabilities
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| !correct[i])
+        .map(|(i, row)| Misclassified {
+            index: i,
+            true_class: labels[i],
+            predicted_class: predicted[i],
+            probability: f64::from(row[predicted[i]]),
+        })
+        .collect();
+
+    let log_loss = probabilities
+        .iter()
+        .zip(labels)
+        .map(|(row, &t)| -f64::from(row[t]).clamp(LOG_LOSS_EPSILON, 1.0).ln())
+        .sum::<f64>()
+        / n as f64;
+
+    let (accuracy_ci, auc_ci) = if options.bootstrap_samples == 0 {
+        (None, None)
+    } else {
+        bootstrap(
+            &correct,
+            if auc.is_some() { &columns } else { &[] },
+            options,
+        )
+    };
+
+    Ok(Evaluation {
+        n,
+        classes: classes.to_vec(),
+        accuracy,
+        balanced_accuracy,
+        auc,
+        accuracy_ci,
+        auc_ci,
+        per_class,
+        confusion_matrix,
+        roc,
+        misclassified,
+        log_loss,
+    })
+}
+
+/// Binary AUC (Mann–Whitney U / (P·N), ties count 1/2) of `scores` against boolean
+/// `positives`: the probability that a random positive scores above a random negative.
+/// `None` if there are no positives or no negatives, the slices differ in length, or a score is
+/// NaN. O(n log n).
+pub fn binary_auc(scores: &[f64], positives: &[bool]) -> Option<f64> {
+    if scores.len() != positives.len() || scores.iter().any(|s| s.is_nan()) {
+        return None;
+    }
+    weighted_auc(&ascending_order(scores), scores, positives, |_| 1)
+}
+
+/// ROC curve of `scores` against `positives`, predicting positive when `score >= threshold`.
+///
+/// Starts at (0, 0) with threshold [`ROC_START_THRESHOLD`] (`f64::MAX`, standing for +∞ so JSON
+/// stays valid), then one point per distinct score in descending order, ending at (1, 1) with
+/// the lowest score. Empty when there are no positives or no negatives, when the slices differ
+/// in length, or when a score is NaN. Its trapezoid area equals [`binary_auc`].
+pub fn roc_curve(scores: &[f64], positives: &[bool]) -> Vec<RocPoint> {
+    if scores.len() != positives.len() || scores.iter().any(|s| s.is_nan()) {
+        return Vec::new();
+    }
+    let total_pos = positives.iter().filter(|&&p| p).count();
+    let total_neg = positives.len() - total_pos;
+    if total_pos == 0 || total_neg == 0 {
+        return Vec::new();
+    }
+    let mut order = ascending_order(scores);
+    order.reverse();
+    let mut curve = vec![RocPoint {
+        threshold: ROC_START_THRESHOLD,
+        false_positive_rate: 0.0,
+        true_positive_rate: 0.0,
+    }];
+    let (mut tp, mut fp) = (0usize, 0usize);
+    for group in tie_groups(&order, scores) {
+        for &i in group {
+            if positives[i] {
+                tp += 1;
+            } else {
+                fp += 1;
+            }
+        }
+        curve.push(RocPoint {
+            threshold: scores[group[0]],
+            false_positive_rate: ratio(fp, total_neg),
+            true_positive_rate: ratio(tp, total_pos),
+        });
+    }
+    curve
+}
+
+/// Sensitivity and specificity of a binary problem (class 1 = positive, any other label =
+/// negative) when predicting positive for `p1 >= threshold`; backs the threshold slider.
+/// A rate whose denominator is 0 is 0.0. Pairs beyond the shorter slice are ignored.
+pub fn sensitivity_specificity_at(p1: &[f64], labels: &[usize], threshold: f64) -> (f64, f64) {
+    let (mut tp, mut fn_, mut tn, mut fp) = (0usize, 0usize, 0usize, 0usize);
+    for (&p, &label) in p1.iter().zip(labels) {
+        match (label == 1, p >= threshold) {
+            (true, true) => tp += 1,
+            (true, false) => fn_ += 1,
+            (false, false) => tn += 1,
+            (false, true) => fp += 1,
+        }
+    }
+    (ratio(tp, tp + fn_), ratio(tn, tn + fp))
+}
+
+/// Checks every input condition of [`evaluate`], reporting the first problem.
+fn validate(
+    probabilities: &[Vec<f32>],
+    labels: &[usize],
+    classes: &[String],
+    options: &EvaluationOptions,
+) -> Result<(), MetricsError> {
+    let k = classes.len();
+    if probabilities.is_empty() {
+        return Err(MetricsError::NoItems);
+    }
+    if k < 2 {
+        return Err(MetricsError::TooFewClasses { found: k });
+    }
+    if labels.len() != probabilities.len() {
+        return Err(MetricsError::LabelCountMismatch {
+            rows: probabilities.len(),
+            labels: labels.len(),
+        });
+    }
+    if let Some(t) = options.threshold {
+        if k != 2 {
+            return Err(MetricsError::ThresholdNotBinary { classes: k });
+        }
+        if t.is_nan() {
+            return Err(MetricsError::InvalidThreshold);
+        }
+    }
+    for (row, (probs, &label)) in probabilities.iter().zip(labels).enumerate() {
+        if probs.len() != k {
+            return Err(MetricsError::RowLength {
+                row,
+                expected: k,
+                found: probs.len(),
+            });
+        }
+        if label >= k {
+            return Err(MetricsError::LabelOutOfRange {
+                row,
+                label,
+                classes: k,
+            });
+        }
+        if let Some(class) = probs.iter().position(|p| !p.is_finite()) {
+            return Err(MetricsError::NonFiniteProbability { row, class });
+        }
+    }
+    Ok(())
+}
+
+/// The predicted class of one (validated) row: `p1 >= threshold` when a threshold is given,
+/// otherwise the argmax with ties going to the lowest index.
+fn predict(row: &[f32], threshold: Option<f64>) -> usize {
+    if let (Some(t), Some(&p1)) = (threshold, row.get(1)) {
+        return usize::from(f64::from(p1) >= t);
+    }
+    let mut best = 0;
+    for (i, &p) in row.iter().enumerate() {
+        if p > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// One-vs-rest figures of class `c` from the confusion matrix.
+fn class_metrics(cm: &[Vec<usize>], c: usize, n: usize, name: &str) -> ClassMetrics {
+    let tp = cm[c][c];
+    let support: usize = cm[c].iter().sum();
+    let predicted: usize = cm.iter().map(|row| row[c]).sum();
+    let fn_ = support - tp;
+    let fp = predicted - tp;
+    let tn = n - tp - fn_ - fp;
+    let precision = ratio(tp, tp + fp);
+    let sensitivity = ratio(tp, tp + fn_);
+    let specificity = ratio(tn, tn + fp);
+    let f1 = if precision + sensitivity > 0.0 {
+        2.0 * precision * sensitivity / (precision + sensitivity)
+    } else {
+        0.0
+    };
+    ClassMetrics {
+        class: name.to_owned(),
+        precision,
+        sensitivity,
+        specificity,
+        f1,
+        support,
+    }
+}
+
+/// `num / den`, or 0.0 when `den` is 0.
+fn ratio(num: usize, den: usize) -> f64 {
+    if den == 0 {
+        0.0
+    } else {
+        num as f64 / den as f64
+    }
+}
+
+/// The arithmetic mean, `None` for an empty slice.
+fn mean(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        None
+    } else {
+        Some(values.iter().sum::<f64>() / values.len() as f64)
+    }
+}
+
+/// Indices of `scores` sorted by ascending score (total order; equal scores stay adjacent).
+fn ascending_order(scores: &[f64]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    order
+}
+
+/// Splits a score-sorted index list into runs of equal score (`==`, so -0.0 and 0.0 tie).
+fn tie_groups<'a>(order: &'a [usize], scores: &'a [f64]) -> impl Iterator<Item = &'a [usize]> {
+    order.chunk_by(move |&a, &b| scores[a] == scores[b])
+}
+
+/// Mann–Whitney AUC where item `i` counts `weight(i)` times (bootstrap multiplicities); `order`
+/// must sort the items by ascending score. Exact integer counting, ties count 1/2. `None` when
+/// the weighted positives or negatives are empty.
+fn weighted_auc(
+    order: &[usize],
+    scores: &[f64],
+    positives: &[bool],
+    weight: impl Fn(usize) -> u64,
+) -> Option<f64> {
+    // Twice the U statistic, so that tie halves stay integers.
+    let mut twice_u: u128 = 0;
+    let mut neg_below: u128 = 0;
+    let mut total_pos: u128 = 0;
+    for group in tie_groups(order, scores) {
+        let (mut gp, mut gn) = (0u128, 0u128);
+        for &i in group {
+            let w = u128::from(weight(i));
+            if positives[i] {
+                gp += w;
+            } else {
+                gn += w;
+            }
+        }
+        twice_u += 2 * gp * neg_below + gp * gn;
+        neg_below += gn;
+        total_pos += gp;
+    }
+    let total_neg = neg_below;
+    if total_pos == 0 || total_neg == 0 {
+        return None;
+    }
+    Some(twice_u as f64 / (2 * total_pos * total_neg) as f64)
+}
+
+/// One one-vs-rest score column (probability of one class, positive = that class), pre-sorted
+/// once so that every bootstrap resample's AUC is a linear pass.
+struct OvrColumn {
+    scores: Vec<f64>,
+    positives: Vec<bool>,
+    order: Vec<usize>,
+}
+
+impl OvrColumn {
+    /// The column of class `c` from validated rows.
+    fn new(probabilities: &[Vec<f32>], labels: &[usize], c: usize) -> Self {
+        let scores: Vec<f64> = probabilities
+            .iter()
+            .map(|row| row.get(c).map_or(0.0, |&p| f64::from(p)))
+            .collect();
+        let positives = labels.iter().map(|&l| l == c).collect();
+        let order = ascending_order(&scores);
+        Self {
+            scores,
+            positives,
+            order,
+        }
+    }
+
+    /// The column's AUC with item multiplicities `weight`.
+    fn weighted_auc(&self, weight: impl Fn(usize) -> u64) -> Option<f64> {
+        weighted_auc(&self.order, &self.scores, &self.positives, weight)
+    }
+}
+
+/// Percentile-bootstrap 95% intervals of the accuracy and of the (macro) AUC over `columns`
+/// (empty = no AUC interval). Each resample draws n items with replacement from
+/// `SeededRng::new(options.seed)`; a resample where no column's AUC is computable is skipped
+/// for the AUC only.
+fn bootstrap(
+    correct: &[bool],
+    columns: &[OvrColumn],
+    options: &EvaluationOptions,
+) -> (Option<[f64; 2]>, Option<[f64; 2]>) {
+    let n = correct.len();
+    let mut rng = SeededRng::new(options.seed);
+    let mut counts = vec![0u64; n];
+    let mut accuracies = Vec::with_capacity(options.bootstrap_samples);
+    let mut aucs = Vec::with_capacity(options.bootstrap_samples);
+    let mut column_aucs = Vec::with_capacity(columns.len());
+    for _ in 0..options.bootstrap_samples {
+        counts.fill(0);
+        for _ in 0..n {
+            counts[rng.below(n)] += 1;
+        }
+        let hits: u64 = counts
+            .iter()
+            .zip(correct)
+            .filter(|&(_, &ok)| ok)
+            .map(|(&c, _)| c)
+            .sum();
+        accuracies.push(hits as f64 / n as f64);
+        column_aucs.clear();
+        column_aucs.extend(
+            columns
+                .iter()
+                .filter_map(|col| col.weighted_auc(|i| counts[i])),
+        );
+        if let Some(auc) = mean(&column_aucs) {
+            aucs.push(auc);
+        }
+    }
+    (interval95(&mut accuracies), interval95(&mut aucs))
+}
+
+/// The 2.5th and 97.5th percentiles (linear interpolation), `None` for no values.
+fn interval95(values: &mut [f64]) -> Option<[f64; 2]> {
+    values.sort_by(f64::total_cmp);
+    Some([percentile(values, 0.025)?, percentile(values, 0.975)?])
+}
+
+/// The `q`-quantile (0..=1) of sorted `values` by linear interpolation between order statistics
+/// at position `q·(m−1)`; `None` when empty.
+fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    let pos = q.clamp(0.0, 1.0) * last as f64;
+    let lo = (pos.floor() as usize).min(last);
+    let hi = (lo + 1).min(last);
+    let frac = pos - lo as f64;
+    Some(sorted[lo] + frac * (sorted[hi] - sorted[lo]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(k: usize) -> Vec<String> {
+        (0..k).map(|i| format!("c{i}")).collect()
+    }
+
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol
+    }
+
+    fn no_bootstrap() -> EvaluationOptions {
+        EvaluationOptions {
+            bootstrap_samples: 0,
+            ..EvaluationOptions::default()
+        }
+    }
+
+    /// O(n²) pairwise Mann–Whitney count, ties 1/2.
+    fn brute_auc(scores: &[f64], positives: &[bool]) -> Option<f64> {
+        let (mut num, mut pairs) = (0.0, 0usize);
+        for (i, &pi) in positives.iter().enumerate() {
+            for (j, &pj) in positives.iter().enumerate() {
+                if pi && !pj {
+                    pairs += 1;
+                    if scores[i] > scores[j] {
+                        num += 1.0;
+                    } else if scores[i] == scores[j] {
+                        num += 0.5;
+                    }
+                }
+            }
+        }
+        (pairs > 0).then(|| num / pairs as f64)
+    }
+
+    fn trapezoid(curve: &[RocPoint]) -> f64 {
+        curve
+            .windows(2)
+            .map(|w| {
+                (w[1].false_positive_rate - w[0].false_positive_rate)
+                    * (w[0].true_positive_rate + w[1].true_positive_rate)
+                    / 2.0
+            })
+            .sum()
+    }
+
+    /// Random k-class data where the true class gets a boosted score, scores quantized to
+    /// create ties.
+    fn random_data(n: usize, k: usize, seed: u64) -> (Vec<Vec<f32>>, Vec<usize>) {
+        let mut rng = SeededRng::new(seed);
+        let mut probs = Vec::with_capacity(n);
+        let mut labels = Vec::with_capacity(n);
+        for _ in 0..n {
+            let label = rng.below(k);
+            let mut row: Vec<f64> = (0..k).map(|_| rng.next_f64()).collect();
+            row[label] += 0.6;
+            let sum: f64 = row.iter().sum();
+            probs.push(
+                row.iter()
+                    .map(|v| ((v / sum * 20.0).round() / 20.0) as f32)
+                    .collect(),
+            );
+            labels.push(label);
+        }
+        (probs, labels)
+    }
+
+    /// Binary rows `[1 - p, p]`.
+    fn binary_rows(p1: &[f32]) -> Vec<Vec<f32>> {
+        p1.iter().map(|&p| vec![1.0 - p, p]).collect()
+    }
+
+    #[test]
+    fn two_class_hand_computed() {
+        // Interleaved input; negatives (label 0) and positives (label 1).
+        let p1 = [0.1f32, 0.9, 0.7, 0.8, 0.2, 0.6, 0.3, 0.55, 0.4, 0.2];
+        let labels = [0usize, 1, 0, 1, 0, 1, 0, 1, 1, 1];
+        let eval =
+            evaluate(&binary_rows(&p1), &labels, &names(2), &no_bootstrap()).expect("valid input");
+        // Negatives predicted 0,1,0,0 ; positives predicted 1,1,1,1,0,0.
+        assert_eq!(eval.confusion_matrix, vec![vec![3, 1], vec![2, 4]]);
+        assert_eq!(eval.n, 10);
+        assert!(close(eval.accuracy, 0.7, 1e-12));
+        let c1 = &eval.per_class[1];
+        assert_eq!(c1.support, 6);
+        assert!(close(c1.precision, 4.0 / 5.0, 1e-12));
+        assert!(close(c1.sensitivity, 4.0 / 6.0, 1e-12));
+        assert!(close(c1.specificity, 3.0 / 4.0, 1e-12));
+        assert!(close(c1.f1, 8.0 / 11.0, 1e-12));
+        let c0 = &eval.per_class[0];
+        assert_eq!((c0.class.as_str(), c0.support), ("c0", 4));
+        assert!(close(c0.precision, 3.0 / 5.0, 1e-12));
+        assert!(close(c0.sensitivity, 3.0 / 4.0, 1e-12));
+        assert!(close(c0.specificity, 4.0 / 6.0, 1e-12));
+        assert!(close(c0.f1, 2.0 / 3.0, 1e-12));
+        assert!(close(eval.balanced_accuracy, 17.0 / 24.0, 1e-12));
+        // Pairs: 0.9, 0.8 beat all 4; 0.6, 0.55, 0.4 beat 3; 0.2 beats 0.1 and ties 0.2.
+        assert!(close(eval.auc.expect("computable"), 18.5 / 24.0, 1e-12));
+        let p_true = [0.9, 0.9, 0.3, 0.8, 0.8, 0.6, 0.7, 0.55, 0.4, 0.2];
+        let expected_ll = p_true.iter().map(|p: &f64| -p.ln()).sum::<f64>() / 10.0;
+        assert!(close(eval.log_loss, expected_ll, 1e-6));
+        let wrong: Vec<usize> = eval.misclassified.iter().map(|m| m.index).collect();
+        assert_eq!(wrong, vec![2, 8, 9]);
+        assert_eq!(eval.misclassified[0].predicted_class, 1);
+        assert!(close(eval.misclassified[0].probability, 0.7, 1e-6));
+        assert_eq!(eval.roc.len(), 1);
+        assert_eq!(eval.accuracy_ci, None);
+        assert_eq!(eval.auc_ci, None);
+    }
+
+    #[test]
+    fn three_class_hand_computed() {
+        let one_hot = |c: usize| {
+            let mut row = vec![0.1f32; 3];
+            row[c] = 0.8;
+            row
+        };
+        // (true, predicted) pairs giving [[2,1,0],[0,3,1],[1,0,2]].
+        let pairs = [
+            (0, 0),
+            (0, 0),
+            (0, 1),
+            (1, 1),
+            (1, 1),
+            (1, 1),
+            (1, 2),
+            (2, 2),
+            (2, 2),
+            (2, 0),
+        ];
+        let probs: Vec<Vec<f32>> = pairs.iter().map(|&(_, p)| one_hot(p)).collect();
+        let labels: Vec<usize> = pairs.iter().map(|&(t, _)| t).collect();
+        let eval = evaluate(&probs, &labels, &names(3), &no_bootstrap()).expect("valid");
+        assert_eq!(
+            eval.confusion_matrix,
+            vec![vec![2, 1, 0], vec![0, 3, 1], vec![1, 0, 2]]
+        );
+        assert!(close(eval.accuracy, 0.7, 1e-12));
+        assert!(close(eval.balanced_accuracy, 25.0 / 36.0, 1e-12));
+        // Class 1: TP 3, FP 1, FN 1, TN 5.
+        let c1 = &eval.per_class[1];
+        assert!(close(c1.precision, 0.75, 1e-12));
+        assert!(close(c1.sensitivity, 0.75, 1e-12));
+        assert!(close(c1.specificity, 5.0 / 6.0, 1e-12));
+        assert_eq!(eval.roc.len(), 3);
+        assert_eq!(eval.misclassified.len(), 3);
+    }
+
+    #[test]
+    fn balanced_accuracy_skips_absent_class_and_auc_skips_it_too() {
+        let probs = vec![
+            vec![0.7f32, 0.2, 0.1],
+            vec![0.2, 0.7, 0.1],
+            vec![0.6, 0.3, 0.1],
+            vec![0.3, 0.3, 0.4],
+        ];
+        let labels = [0usize, 1, 1, 1];
+        let eval = evaluate(&probs, &labels, &names(3), &no_bootstrap()).expect("valid");
+        // Sensitivities: class 0 1/1, class 1 1/3, class 2 absent (skipped).
+        assert!(close(
+            eval.balanced_accuracy,
+            (1.0 + 1.0 / 3.0) / 2.0,
+            1e-12
+        ));
+        assert_eq!(eval.per_class[2].support, 0);
+        assert_eq!(eval.per_class[2].sensitivity, 0.0);
+        assert_eq!(eval.per_class[2].precision, 0.0);
+        assert!(eval.roc[2].is_empty());
+        let a0 = binary_auc(&[0.7, 0.2, 0.6, 0.3], &[true, false, false, false]);
+        let a1 = binary_auc(&[0.2, 0.7, 0.3, 0.3], &[false, true, true, true]);
+        let expected = (a0.expect("a0") + a1.expect("a1")) / 2.0;
+        assert!(close(eval.auc.expect("auc"), expected, 1e-7));
+    }
+
+    #[test]
+    fn only_one_class_present_gives_no_auc() {
+        let eval = evaluate(
+            &binary_rows(&[0.2, 0.4, 0.9]),
+            &[0, 0, 0],
+            &names(2),
+            &EvaluationOptions::default(),
+        )
+        .expect("valid");
+        assert_eq!(eval.auc, None);
+        assert_eq!(eval.auc_ci, None);
+        assert!(eval.accuracy_ci.is_some());
+        assert!(eval.roc[0].is_empty());
+        assert!(close(eval.accuracy, 2.0 / 3.0, 1e-12));
+        // Class 1 never present, predicted once: precision 0, sensitivity 0 (0/0), f1 0.
+        assert_eq!(eval.per_class[1].f1, 0.0);
+    }
+
+    #[test]
+    fn argmax_ties_go_to_lowest_index() {
+        let probs = vec![vec![0.5f32, 0.5], vec![0.2, 0.4]];
+        let eval = evaluate(&probs, &[1, 1], &names(2), &no_bootstrap()).expect("valid");
+        assert_eq!(eval.confusion_matrix, vec![vec![0, 0], vec![1, 1]]);
+        let probs3 = vec![vec![0.2f32, 0.4, 0.4]];
+        let eval3 = evaluate(&probs3, &[2], &names(3), &no_bootstrap()).expect("valid");
+        assert_eq!(eval3.misclassified[0].predicted_class, 1);
+    }
+
+    #[test]
+    fn binary_auc_matches_brute_force_with_ties() {
+        let mut rng = SeededRng::new(42);
+        for round in 0..20 {
+            let n = 5 + round * 13;
+            let scores: Vec<f64> = (0..n).map(|_| rng.below(8) as f64 / 8.0).collect();
+            let positives: Vec<bool> = (0..n).map(|_| rng.below(3) == 0).collect();
+            let fast = binary_auc(&scores, &positives);
+            let slow = brute_auc(&scores, &positives);
+            match (fast, slow) {
+                (Some(a), Some(b)) => assert!(close(a, b, 1e-12), "{a} vs {b}"),
+                (a, b) => assert_eq!(a, b),
+            }
+        }
+        // -0.0 and 0.0 tie.
+        assert_eq!(binary_auc(&[-0.0, 0.0], &[true, false]), Some(0.5));
+    }
+
+    #[test]
+    fn binary_auc_extremes_and_degenerate() {
+        let scores = [0.1, 0.2, 0.3, 0.8, 0.9];
+        let pos = [false, false, false, true, true];
+        assert_eq!(binary_auc(&scores, &pos), Some(1.0));
+        let rev: Vec<bool> = pos.iter().map(|p| !p).collect();
+        assert_eq!(binary_auc(&scores, &rev), Some(0.0));
+        assert_eq!(binary_auc(&scores, &[false; 5]), None);
+        assert_eq!(binary_auc(&scores, &[true; 5]), None);
+        assert_eq!(binary_auc(&scores, &pos[..3]), None);
+        assert_eq!(binary_auc(&[f64::NAN, 0.1], &[true, false]), None);
+        assert_eq!(binary_auc(&[], &[]), None);
+    }
+
+    #[test]
+    fn roc_curve_shape_and_area() {
+        let mut rng = SeededRng::new(3);
+        for round in 0..10 {
+            let n = 10 + round * 17;
+            let scores: Vec<f64> = (0..n).map(|_| rng.below(12) as f64 / 12.0).collect();
+            let positives: Vec<bool> = (0..n).map(|i| i % 3 == 0 || rng.below(4) == 0).collect();
+            let curve = roc_curve(&scores, &positives);
+            let first = curve.first().expect("non-empty");
+            let last = curve.last().expect("non-empty");
+            assert_eq!(first.threshold, ROC_START_THRESHOLD);
+            assert_eq!(
+                (first.false_positive_rate, first.true_positive_rate),
+                (0.0, 0.0)
+            );
+            assert_eq!(
+                (last.false_positive_rate, last.true_positive_rate),
+                (1.0, 1.0)
+            );
+            let mut distinct = scores.clone();
+            distinct.sort_by(f64::total_cmp);
+            distinct.dedup();
+            assert_eq!(curve.len(), distinct.len() + 1);
+            for w in curve.windows(2) {
+                assert!(w[1].threshold < w[0].threshold);
+                assert!(w[1].false_positive_rate >= w[0].false_positive_rate);
+                assert!(w[1].true_positive_rate >= w[0].true_positive_rate);
+            }
+            let auc = binary_auc(&scores, &positives).expect("computable");
+            assert!(close(trapezoid(&curve), auc, 1e-12));
+        }
+        assert!(roc_curve(&[0.1, 0.2], &[true, true]).is_empty());
+        assert!(roc_curve(&[0.1, 0.2], &[true]).is_empty());
+    }
+
+    #[test]
+    fn roc_points_match_threshold_rates() {
+        let p1 = [0.1, 0.9, 0.7, 0.8, 0.2, 0.6, 0.3, 0.55, 0.4, 0.2];
+        let labels = [0usize, 1, 0, 1, 0, 1, 0, 1, 1, 1];
+        let positives: Vec<bool> = labels.iter().map(|&l| l == 1).collect();
+        for point in roc_curve(&p1, &positives).iter().skip(1) {
+            let (sens, spec) = sensitivity_specificity_at(&p1, &labels, point.threshold);
+            assert!(close(sens, point.true_positive_rate, 1e-12));
+            assert!(close(1.0 - spec, point.false_positive_rate, 1e-12));
+        }
+    }
+
+    #[test]
+    fn macro_ovr_auc_is_mean_of_class_aucs() {
+        let (probs, labels) = random_data(300, 3, 11);
+        let eval = evaluate(&probs, &labels, &names(3), &no_bootstrap()).expect("valid");
+        let per_class: Vec<f64> = (0..3)
+            .map(|c| {
+                let scores: Vec<f64> = probs.iter().map(|r| f64::from(r[c])).collect();
+                let pos: Vec<bool> = labels.iter().map(|&l| l == c).collect();
+                let auc = binary_auc(&scores, &pos).expect("computable");
+                assert!(close(trapezoid(&eval.roc[c]), auc, 1e-12));
+                auc
+            })
+            .collect();
+        let expected = per_class.iter().sum::<f64>() / 3.0;
+        assert!(close(eval.auc.expect("auc"), expected, 1e-12));
+        assert!(eval.auc.expect("auc") > 0.6);
+    }
+
+    #[test]
+    fn bootstrap_intervals() {
+        let (probs, labels) = random_data(60, 2, 5);
+        let opts = EvaluationOptions {
+            bootstrap_samples: 500,
+            seed: 7,
+            threshold: None,
+        };
+        let small = evaluate(&probs, &labels, &names(2), &opts).expect("valid");
+        let acc = small.accuracy_ci.expect("accuracy ci");
+        let auc = small.auc_ci.expect("auc ci");
+        assert!(
+            acc[0] <= small.accuracy && small.accuracy <= acc[1],
+            "{acc:?}"
+        );
+        let point_auc = small.auc.expect("auc");
+        assert!(auc[0] <= point_auc && point_auc <= auc[1], "{auc:?}");
+        assert!(acc[0] < acc[1] && auc[0] < auc[1]);
+
+        let again = evaluate(&probs, &labels, &names(2), &opts).expect("valid");
+        assert_eq!(again, small);
+        let other_seed = EvaluationOptions { seed: 8, ..opts };
+        let other = evaluate(&probs, &labels, &names(2), &other_seed).expect("valid");
+        // With 60 items the accuracy takes few values, so its percentiles may coincide; the
+        // AUC interval is fine-grained enough to move with the seed.
+        assert_ne!(other.auc_ci, small.auc_ci);
+        assert_eq!(other.accuracy, small.accuracy);
+
+        let (big_probs, big_labels) = random_data(2000, 2, 5);
+        let big = evaluate(&big_probs, &big_labels, &names(2), &opts).expect("valid");
+        let big_acc = big.accuracy_ci.expect("accuracy ci");
+        let big_auc = big.auc_ci.expect("auc ci");
+        assert!(big_acc[1] - big_acc[0] < acc[1] - acc[0]);
+        assert!(big_auc[1] - big_auc[0] < auc[1] - auc[0]);
+        assert!(big_acc[0] <= big.accuracy && big.accuracy <= big_acc[1]);
+        let big_other = evaluate(&big_probs, &big_labels, &names(2), &other_seed).expect("valid");
+        assert_ne!(big_other.accuracy_ci, big.accuracy_ci);
+        assert_ne!(big_other.auc_ci, big.auc_ci);
+        assert_eq!(big_other.auc, big.auc);
+    }
+
+    #[test]
+    fn bootstrap_multiclass_contains_point() {
+        let (probs, labels) = random_data(150, 4, 9);
+        let eval =
+            evaluate(&probs, &labels, &names(4), &EvaluationOptions::default()).expect("valid");
+        let ci = eval.auc_ci.expect("auc ci");
+        let auc = eval.auc.expect("auc");
+        assert!(ci[0] <= auc && auc <= ci[1], "{ci:?} {auc}");
+    }
+
+    #[test]
+    fn percentile_interpolates() {
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(percentile(&v, 0.0), Some(1.0));
+        assert_eq!(percentile(&v, 1.0), Some(5.0));
+        assert_eq!(percentile(&v, 0.5), Some(3.0));
+        assert!(close(percentile(&v, 0.1).expect("some"), 1.4, 1e-12));
+        assert_eq!(percentile(&[], 0.5), None);
+        assert_eq!(percentile(&[2.0], 0.975), Some(2.0));
+    }
+
+    #[test]
+    fn threshold_changes_predictions_and_misclassified() {
+        let p1 = [0.1f32, 0.35, 0.45, 0.6, 0.25, 0.9];
+        let labels = [0usize, 1, 0, 1, 1, 0];
+        let rows = binary_rows(&p1);
+        let argmax = evaluate(&rows, &labels, &names(2), &no_bootstrap()).expect("valid");
+        // Argmax predictions: 0,0,0,1,0,1 → wrong at 1, 4, 5.
+        let wrong: Vec<usize> = argmax.misclassified.iter().map(|m| m.index).collect();
+        assert_eq!(wrong, vec![1, 4, 5]);
+        let low = EvaluationOptions {
+            threshold: Some(0.3),
+            ..no_bootstrap()
+        };
+        let eval = evaluate(&rows, &labels, &names(2), &low).expect("valid");
+        // p1 >= 0.3 predictions: 0,1,1,1,0,1 → wrong at 2, 4, 5.
+        let wrong: Vec<usize> = eval.misclassified.iter().map(|m| m.index).collect();
+        assert_eq!(wrong, vec![2, 4, 5]);
+        assert_eq!(eval.confusion_matrix, vec![vec![1, 2], vec![1, 2]]);
+        let m = &eval.misclassified[0];
+        assert_eq!((m.true_class, m.predicted_class), (0, 1));
+        assert!(close(m.probability, 0.45, 1e-6));
+        assert!(close(eval.misclassified[1].probability, 0.75, 1e-6));
+        // Threshold exactly on a score counts as positive.
+        let at = EvaluationOptions {
+            threshold: Some(f64::from(0.25f32)),
+            ..no_bootstrap()
+        };
+        let eval_at = evaluate(&rows, &labels, &names(2), &at).expect("valid");
+        assert!(eval_at.misclassified.iter().all(|m| m.index != 4));
+        // The slider helper agrees with the per-class figures.
+        let p1_f64: Vec<f64> = p1.iter().map(|&p| f64::from(p)).collect();
+        let (sens, spec) = sensitivity_specificity_at(&p1_f64, &labels, 0.3);
+        assert!(close(sens, eval.per_class[1].sensitivity, 1e-12));
+        assert!(close(spec, eval.per_class[1].specificity, 1e-12));
+        assert!(close(sens, 2.0 / 3.0, 1e-12) && close(spec, 1.0 / 3.0, 1e-12));
+        // AUC does not depend on the threshold.
+        assert_eq!(eval.auc, argmax.auc);
+    }
+
+    #[test]
+    fn sensitivity_specificity_edge_cases() {
+        assert_eq!(sensitivity_specificity_at(&[], &[], 0.5), (0.0, 0.0));
+        assert_eq!(
+            sensitivity_specificity_at(&[0.9, 0.1], &[1, 1], 0.5),
+            (0.5, 0.0)
+        );
+        assert_eq!(
+            sensitivity_specificity_at(&[0.9, 0.1], &[0, 0], 0.5),
+            (0.0, 0.5)
+        );
+    }
+
+    #[test]
+    fn errors_for_bad_inputs() {
+        let opts = EvaluationOptions::default();
+        let two = names(2);
+        assert_eq!(evaluate(&[], &[], &two, &opts), Err(MetricsError::NoItems));
+        assert_eq!(
+            evaluate(&[vec![1.0]], &[0], &names(1), &opts),
+            Err(MetricsError::TooFewClasses { found: 1 })
+        );
+        assert_eq!(
+            evaluate(&[vec![0.5, 0.5]], &[0, 1], &two, &opts),
+            Err(MetricsError::LabelCountMismatch { rows: 1, labels: 2 })
+        );
+        let err = evaluate(&[vec![0.5, 0.5], vec![0.2, 0.3, 0.5]], &[0, 1], &two, &opts);
+        assert_eq!(
+            err,
+            Err(MetricsError::RowLength {
+                row: 1,
+                expected: 2,
+                found: 3
+            })
+        );
+        assert!(err.err().is_some_and(|e| e.to_string().contains("row 1")));
+        assert_eq!(
+            evaluate(&[vec![0.5, 0.5], vec![0.5, 0.5]], &[0, 2], &two, &opts),
+            Err(MetricsError::LabelOutOfRange {
+                row: 1,
+                label: 2,
+                classes: 2
+            })
+        );
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            assert_eq!(
+                evaluate(&[vec![0.5, 0.5], vec![0.5, bad]], &[0, 1], &two, &opts),
+                Err(MetricsError::NonFiniteProbability { row: 1, class: 1 })
+            );
+        }
+        let thr = EvaluationOptions {
+            threshold: Some(0.5),
+            ..opts
+        };
+        assert_eq!(
+            evaluate(&[vec![0.2, 0.3, 0.5]], &[0], &names(3), &thr),
+            Err(MetricsError::ThresholdNotBinary { classes: 3 })
+        );
+        let nan_thr = EvaluationOptions {
+            threshold: Some(f64::NAN),
+            ..opts
+        };
+        assert_eq!(
+            evaluate(&[vec![0.5, 0.5]], &[0], &two, &nan_thr),
+            Err(MetricsError::InvalidThreshold)
+        );
+    }
+
+    #[test]
+    fn log_loss_clamps_zero_probability() {
+        let eval = evaluate(
+            &[vec![1.0, 0.0], vec![0.0, 1.0]],
+            &[1, 1],
+            &names(2),
+            &no_bootstrap(),
+        )
+        .expect("valid");
+        let expected = -(LOG_LOSS_EPSILON.ln()) / 2.0;
+        assert!(close(eval.log_loss, expected, 1e-12));
+        assert!(eval.log_loss.is_finite());
+    }
+
+    #[test]
+    fn json_round_trip_is_valid() {
+        let (probs, labels) = random_data(40, 3, 1);
+        let eval =
+            evaluate(&probs, &labels, &names(3), &EvaluationOptions::default()).expect("valid");
+        let json = serde_json::to_string(&eval).expect("serializes");
+        assert!(!json.contains("null") || eval.auc.is_none());
+        let back: Evaluation = serde_json::from_str(&json).expect("parses");
+        // serde_json's default float parsing may be off by an ulp, so compare loosely.
+        assert_eq!(back.confusion_matrix, eval.confusion_matrix);
+        assert_eq!(back.misclassified.len(), eval.misclassified.len());
+        assert!(close(back.accuracy, eval.accuracy, 1e-12));
+        assert!(close(back.log_loss, eval.log_loss, 1e-12));
+        assert_eq!(back.roc.len(), 3);
+        for (a, b) in back.roc.iter().zip(&eval.roc) {
+            assert_eq!(a.len(), b.len());
+            for (p, q) in a.iter().zip(b) {
+                assert!(close(p.true_positive_rate, q.true_positive_rate, 1e-12));
+                assert!(close(p.false_positive_rate, q.false_positive_rate, 1e-12));
+            }
+        }
+        assert_eq!(back.roc[0][0].threshold, f64::MAX);
+    }
+}

@@ -1,0 +1,503 @@
+//! Train/validation splits of a labelled image set.
+//!
+//! The split is stratified (every class keeps about the same share of its items in validation)
+//! and, optionally, grouped: all images of one group — typically one patient, recognised from the
+//! file name by a user-given regular expression — land on the same side, so that validation
+//! measures generalisation to unseen patients rather than to unseen photos of known ones.
+//! It is deterministic given the seed, natively and in the browser alike.
+
+use std::collections::{BTreeMap, HashMap};
+
+use regex_lite::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::rng::SeededRng;
+
+/// The random stream (see [`SeededRng::derive`]) the split draws from, so that other uses of
+/// the same user seed (weights, shuffling, augmentation) do not change which items are held out.
+pub const SPLIT_STREAM: u64 = 0x5350_4C49_5400_0001;
+
+/// Why a split could not be made.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SplitError {
+    /// The group pattern is not a valid regular expression (the payload says why).
+    #[error("invalid group pattern {0}")]
+    BadPattern(String),
+    /// The validation fraction is not strictly between 0 and 1.
+    #[error("the validation fraction must be strictly between 0 and 1, got {0}")]
+    BadFraction(f64),
+    /// A class has too few items to put at least one in validation and keep one for training.
+    #[error(
+        "class {class} has only {count} item(s); each class needs at least 2 items \
+         for a validation split"
+    )]
+    TooFewItems {
+        /// The class index (label).
+        class: usize,
+        /// How many items carry that label.
+        count: usize,
+    },
+    /// With groups: a class has too few groups (groups whose majority label it is) to put at
+    /// least one in validation and keep one for training.
+    #[error(
+        "class {class} has only {count} group(s) (groups whose majority label is {class}); \
+         each class needs at least 2 groups for a grouped validation split"
+    )]
+    TooFewGroups {
+        /// The class index (label).
+        class: usize,
+        /// How many groups have that class as their majority label.
+        count: usize,
+    },
+    /// The number of group keys differs from the number of labels.
+    #[error("got {groups} group keys for {labels} labelled items; there must be one key per item")]
+    GroupCountMismatch {
+        /// Number of labels given.
+        labels: usize,
+        /// Number of group keys given.
+        groups: usize,
+    },
+}
+
+/// How items are grouped so that no group (e.g. one patient) straddles train and validation:
+/// a regular expression applied to each file name.
+#[derive(Debug, Clone)]
+pub struct GroupPattern {
+    regex: Regex,
+}
+
+impl GroupPattern {
+    /// Compiles a user-given regular expression (`regex_lite` syntax).
+    ///
+    /// The group key of a file name is the first capture group if the pattern has one and it
+    /// matched (non-empty), else the whole match; a name that does not match (or matches only the
+    /// empty string) is its own group. A bad pattern is an error, never a panic.
+    pub fn new(pattern: &str) -> Result<Self, SplitError> {
+        Regex::new(pattern)
+            .map(|regex| Self { regex })
+            .map_err(|err| SplitError::BadPattern(format!("{pattern:?}: {err}")))
+    }
+
+    /// The pattern as given, e.g. for saving it with a trained model.
+    pub fn as_str(&self) -> &str {
+        self.regex.as_str()
+    }
+
+    /// The group key of `file_name` (see [`GroupPattern::new`]); a non-matching name is
+    /// returned unchanged, so it forms a group of its own.
+    pub fn key(&self, file_name: &str) -> String {
+        if let Some(caps) = self.regex.captures(file_name) {
+            let group = caps.get(1).map(|m| m.as_str()).filter(|s| !s.is_empty());
+            let whole = caps.get(0).map(|m| m.as_str()).filter(|s| !s.is_empty());
+            if let Some(key) = group.or(whole) {
+                return key.to_owned();
+            }
+        }
+        file_name.to_owned()
+    }
+}
+
+/// A train/validation split: indices into the input, each list sorted ascending, together
+/// covering every input index exactly once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Split {
+    /// Indices of the items used for training.
+    pub train: Vec<usize>,
+    /// Indices of the items held out for validation.
+    pub validation: Vec<usize>,
+}
+
+/// A unit that is assigned whole: one item, or all items of one group.
+struct Unit {
+    items: Vec<usize>,
+}
+
+/// Stratified split: for each class (each label value that occurs), about
+/// `validation_fraction` (strictly between 0 and 1) of its items go to validation — rounded to
+/// nearest, but at least 1 and at most `count − 1` per class. Deterministic given `seed` (it
+/// draws from `SeededRng::derive(seed, SPLIT_STREAM)`) and the order of the input.
+///
+/// With `groups` (one key per item), groups are assigned whole. A group's class for
+/// stratification is its majority label (ties → lowest label), and a class's item count is the
+/// total size of its groups. Per class, its groups (in order of first appearance) are shuffled
+/// and moved to validation one by one until the class's validation item count reaches its
+/// target; the group that reaches or passes it is the last one moved, and never all groups of a
+/// class are moved.
+///
+/// Errors: a fraction outside (0, 1); a key count that differs from the label count; a class
+/// with fewer than 2 items (or, grouped, fewer than 2 groups) — the message names the class.
+/// An empty input gives an empty split.
+pub fn stratified_split(
+    labels: &[usize],
+    groups: Option<&[String]>,
+    validation_fraction: f64,
+    seed: u64,
+) -> Result<Split, SplitError> {
+    if !(validation_fraction > 0.0 && validation_fraction < 1.0) {
+        return Err(SplitError::BadFraction(validation_fraction));
+    }
+
+    // Units per class, in order of first appearance (BTreeMap: classes in ascending order).
+    let mut by_class: BTreeMap<usize, Vec<Unit>> = BTreeMap::new();
+    match groups {
+        None => {
+            for (index, &label) in labels.iter().enumerate() {
+                by_class
+                    .entry(label)
+                    .or_default()
+                    .push(Unit { items: vec![index] });
+            }
+            for (&class, units) in &by_class {
+                if units.len() < 2 {
+                    return Err(SplitError::TooFewItems {
+                        class,
+                        count: units.len(),
+                    });
+                }
+            }
+        }
+        Some(keys) => {
+            if keys.len() != labels.len() {
+                return Err(SplitError::GroupCountMismatch {
+                    labels: labels.len(),
+                    groups: keys.len(),
+                });
+            }
+            let mut slot_of_key: HashMap<&str, usize> = HashMap::new();
+            let mut members: Vec<Vec<usize>> = Vec::new();
+            for (index, key) in keys.iter().enumerate() {
+                let slot = *slot_of_key.entry(key.as_str()).or_insert_with(|| {
+                    members.push(Vec::new());
+                    members.len() - 1
+                });
+                if let Some(list) = members.get_mut(slot) {
+                    list.push(index);
+                }
+            }
+            for items in members {
+                let class = majority_label(labels, &items);
+                by_class.entry(class).or_default().push(Unit { items });
+            }
+            // Every label that occurs must own at least 2 groups.
+            let mut present: Vec<usize> = labels.to_vec();
+            present.sort_unstable();
+            present.dedup();
+            for class in present {
+                let count = by_class.get(&class).map_or(0, Vec::len);
+                if count < 2 {
+                    return Err(SplitError::TooFewGroups { class, count });
+                }
+            }
+        }
+    }
+
+    let mut rng = SeededRng::derive(seed, SPLIT_STREAM);
+    let mut in_validation = vec![false; labels.len()];
+    for units in by_class.values_mut() {
+        let total: usize = units.iter().map(|u| u.items.len()).sum();
+        let target = validation_target(total, validation_fraction);
+        rng.shuffle(units);
+        let mut moved = 0usize;
+        // Never the last unit: at least one group of each class stays in training.
+        for unit in units.iter().take(units.len().saturating_sub(1)) {
+            if moved >= target {
+                break;
+            }
+            for &index in &unit.items {
+                if let Some(flag) = in_validation.get_mut(index) {
+                    *flag = true;
+                }
+            }
+            moved += unit.items.len();
+        }
+    }
+
+    let (validation, train): (Vec<usize>, Vec<usize>) =
+        (0..labels.len()).partition(|&i| in_validation.get(i).copied().unwrap_or(false));
+    Ok(Split { train, validation })
+}
+
+/// The number of a class's `count` items that should go to validation: `count × fraction`
+/// rounded to nearest, kept within `1..=count − 1` (for `count ≥ 2`).
+fn validation_target(count: usize, fraction: f64) -> usize {
+    let ideal = (count as f64 * fraction).round();
+    // `as` saturates; the fraction is in (0, 1), so `ideal` is within 0..=count.
+    let ideal = ideal as usize;
+    ideal.clamp(1, count.saturating_sub(1).max(1))
+}
+
+/// The most frequent label among `items` (ties → the lowest label).
+fn majority_label(labels: &[usize], items: &[usize]) -> usize {
+    let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
+    for &index in items {
+        if let Some(&label) = labels.get(index) {
+            *counts.entry(label).or_default() += 1;
+        }
+    }
+    let mut best: Option<(usize, usize)> = None;
+    // Ascending labels, replaced only on a strictly larger count: ties keep the lowest label.
+    for (label, count) in counts {
+        if best.is_none_or(|(_, c)| count > c) {
+            best = Some((label, count));
+        }
+    }
+    best.map_or(0, |(label, _)| label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels_with(counts: &[usize]) -> Vec<usize> {
+        // Interleaved so that classes are not in contiguous blocks.
+        let mut labels = Vec::new();
+        let mut left = counts.to_vec();
+        while left.iter().any(|&c| c > 0) {
+            for (class, c) in left.iter_mut().enumerate() {
+                if *c > 0 {
+                    labels.push(class);
+                    *c -= 1;
+                }
+            }
+        }
+        labels
+    }
+
+    fn count_class(labels: &[usize], indices: &[usize], class: usize) -> usize {
+        indices.iter().filter(|&&i| labels[i] == class).count()
+    }
+
+    fn assert_partition(split: &Split, n: usize) {
+        let mut all: Vec<usize> = split
+            .train
+            .iter()
+            .chain(&split.validation)
+            .copied()
+            .collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..n).collect::<Vec<_>>(), "every index exactly once");
+        assert!(split.train.is_sorted());
+        assert!(split.validation.is_sorted());
+    }
+
+    #[test]
+    fn fractions_per_class_are_respected() {
+        let labels = labels_with(&[100, 30]);
+        let split = stratified_split(&labels, None, 0.2, 42).unwrap();
+        assert_partition(&split, 130);
+        assert_eq!(count_class(&labels, &split.validation, 0), 20);
+        assert_eq!(count_class(&labels, &split.validation, 1), 6);
+        assert_eq!(count_class(&labels, &split.train, 0), 80);
+        assert_eq!(count_class(&labels, &split.train, 1), 24);
+    }
+
+    #[test]
+    fn rounding_and_bounds_per_class() {
+        // 2 items: 0.1 × 2 rounds to 0 → at least 1; 0.9 × 2 rounds to 2 → at most 1.
+        // 5 items at 0.5: 2.5 rounds to 3.
+        let labels = labels_with(&[2, 2, 5]);
+        let low = stratified_split(&labels, None, 0.1, 1).unwrap();
+        let high = stratified_split(&labels, None, 0.9, 1).unwrap();
+        for class in 0..2 {
+            assert_eq!(count_class(&labels, &low.validation, class), 1);
+            assert_eq!(count_class(&labels, &high.validation, class), 1);
+        }
+        assert_eq!(count_class(&labels, &low.validation, 2), 1);
+        assert_eq!(count_class(&labels, &high.validation, 2), 4);
+        let half = stratified_split(&labels, None, 0.5, 1).unwrap();
+        assert_eq!(count_class(&labels, &half.validation, 2), 3);
+    }
+
+    #[test]
+    fn deterministic_per_seed_and_different_for_another_seed() {
+        let labels = labels_with(&[100, 30, 17]);
+        let a = stratified_split(&labels, None, 0.25, 7).unwrap();
+        let b = stratified_split(&labels, None, 0.25, 7).unwrap();
+        let c = stratified_split(&labels, None, 0.25, 8).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a.validation.len(), c.validation.len());
+    }
+
+    #[test]
+    fn label_gaps_are_fine() {
+        // Labels 0 and 3 only: absent classes are simply not split.
+        let labels = vec![0, 3, 0, 3, 0, 3];
+        let split = stratified_split(&labels, None, 0.3, 0).unwrap();
+        assert_partition(&split, 6);
+        assert_eq!(count_class(&labels, &split.validation, 0), 1);
+        assert_eq!(count_class(&labels, &split.validation, 3), 1);
+    }
+
+    #[test]
+    fn empty_input_gives_empty_split() {
+        assert_eq!(
+            stratified_split(&[], None, 0.2, 0).unwrap(),
+            Split::default()
+        );
+    }
+
+    #[test]
+    fn bad_fractions_are_errors() {
+        let labels = labels_with(&[10, 10]);
+        for f in [0.0, 1.0, -0.2, 1.5, f64::NAN, f64::INFINITY] {
+            let err = stratified_split(&labels, None, f, 0).unwrap_err();
+            assert!(matches!(err, SplitError::BadFraction(_)), "{f}: {err}");
+        }
+    }
+
+    #[test]
+    fn single_item_class_is_an_error_naming_the_class() {
+        let labels = vec![0, 0, 0, 1, 2, 2];
+        let err = stratified_split(&labels, None, 0.2, 0).unwrap_err();
+        assert_eq!(err, SplitError::TooFewItems { class: 1, count: 1 });
+        assert!(err.to_string().contains("class 1"), "{err}");
+    }
+
+    fn grouped_fixture() -> (Vec<usize>, Vec<String>) {
+        // Class 0: 40 patients with 1..=4 images; class 1: 15 patients with 1..=3 images.
+        let mut labels = Vec::new();
+        let mut keys = Vec::new();
+        for p in 0..40 {
+            for _ in 0..(p % 4 + 1) {
+                labels.push(0);
+                keys.push(format!("person{p}"));
+            }
+        }
+        for p in 0..15 {
+            for _ in 0..(p % 3 + 1) {
+                labels.push(1);
+                keys.push(format!("IM-{p:04}"));
+            }
+        }
+        // Interleave deterministically so groups are not contiguous.
+        let mut order: Vec<usize> = (0..labels.len()).collect();
+        SeededRng::new(99).shuffle(&mut order);
+        let labels = order.iter().map(|&i| labels[i]).collect();
+        let keys = order.iter().map(|&i| keys[i].clone()).collect();
+        (labels, keys)
+    }
+
+    #[test]
+    fn groups_never_straddle_and_fractions_are_close() {
+        let (labels, keys) = grouped_fixture();
+        for seed in 0..20 {
+            let split = stratified_split(&labels, Some(&keys), 0.2, seed).unwrap();
+            assert_partition(&split, labels.len());
+            let train_keys: std::collections::HashSet<&str> =
+                split.train.iter().map(|&i| keys[i].as_str()).collect();
+            for &i in &split.validation {
+                assert!(
+                    !train_keys.contains(keys[i].as_str()),
+                    "{} on both sides",
+                    keys[i]
+                );
+            }
+            // Class 0 has 100 items (target 20), class 1 has 30 (target 6); a group passes the
+            // target by less than its size (≤ 4, resp. ≤ 3).
+            let v0 = count_class(&labels, &split.validation, 0);
+            let v1 = count_class(&labels, &split.validation, 1);
+            assert!((20..20 + 4).contains(&v0), "seed {seed}: {v0}");
+            assert!((6..6 + 3).contains(&v1), "seed {seed}: {v1}");
+        }
+        let a = stratified_split(&labels, Some(&keys), 0.2, 3).unwrap();
+        let b = stratified_split(&labels, Some(&keys), 0.2, 3).unwrap();
+        let c = stratified_split(&labels, Some(&keys), 0.2, 4).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn never_all_groups_of_a_class() {
+        // Class 0: two groups of sizes 1 and 9; even 0.9 moves only one group.
+        let labels = vec![0; 10];
+        let keys: Vec<String> = (0..10)
+            .map(|i| if i == 0 { "a" } else { "b" }.into())
+            .collect();
+        for seed in 0..10 {
+            let split = stratified_split(&labels, Some(&keys), 0.9, seed).unwrap();
+            assert!(!split.train.is_empty() && !split.validation.is_empty());
+            assert_partition(&split, 10);
+        }
+    }
+
+    #[test]
+    fn group_class_is_majority_with_ties_to_lowest() {
+        assert_eq!(majority_label(&[1, 0, 1, 2], &[0, 1, 2, 3]), 1);
+        assert_eq!(majority_label(&[2, 1, 1, 2], &[0, 1, 2, 3]), 1);
+        assert_eq!(majority_label(&[3, 0], &[0, 1]), 0);
+    }
+
+    #[test]
+    fn too_few_groups_is_an_error_naming_the_class() {
+        // Class 1 has two items but both belong to one patient.
+        let labels = vec![0, 0, 1, 1];
+        let keys: Vec<String> = ["a", "b", "c", "c"].map(String::from).to_vec();
+        let err = stratified_split(&labels, Some(&keys), 0.5, 0).unwrap_err();
+        assert_eq!(err, SplitError::TooFewGroups { class: 1, count: 1 });
+        assert!(err.to_string().contains("class 1"), "{err}");
+        // A class whose only item sits in another class's majority group owns no group.
+        let labels = vec![0, 0, 1, 0];
+        let keys: Vec<String> = ["a", "b", "b", "c"].map(String::from).to_vec();
+        let err = stratified_split(&labels, Some(&keys), 0.5, 0).unwrap_err();
+        assert_eq!(err, SplitError::TooFewGroups { class: 1, count: 0 });
+    }
+
+    #[test]
+    fn key_count_mismatch_is_an_error() {
+        let keys = vec!["a".to_string()];
+        let err = stratified_split(&[0, 0], Some(&keys), 0.5, 0).unwrap_err();
+        assert_eq!(
+            err,
+            SplitError::GroupCountMismatch {
+                labels: 2,
+                groups: 1
+            }
+        );
+    }
+
+    #[test]
+    fn chest_xray_pattern_keys() {
+        let pattern = GroupPattern::new(r"^(person\d+|NORMAL2-IM-\d+|IM-\d+)").unwrap();
+        assert_eq!(pattern.key("person1_bacteria_1.jpeg"), "person1");
+        assert_eq!(pattern.key("person1_virus_6.jpeg"), "person1");
+        assert_eq!(pattern.key("person10_virus_35.jpeg"), "person10");
+        assert_eq!(pattern.key("IM-0115-0001.jpeg"), "IM-0115");
+        assert_eq!(pattern.key("NORMAL2-IM-0372-0001.jpeg"), "NORMAL2-IM-0372");
+        assert_eq!(pattern.key("other.png"), "other.png");
+        assert_eq!(pattern.as_str(), r"^(person\d+|NORMAL2-IM-\d+|IM-\d+)");
+    }
+
+    #[test]
+    fn whole_match_without_group_and_empty_matches() {
+        let pattern = GroupPattern::new(r"patient\d+").unwrap();
+        assert_eq!(pattern.key("scan_patient12_a.png"), "patient12");
+        // An empty match is no key: the name is its own group.
+        let pattern = GroupPattern::new(r"x*").unwrap();
+        assert_eq!(pattern.key("abc.png"), "abc.png");
+        // An optional group that did not take part falls back to the whole match.
+        let pattern = GroupPattern::new(r"p(\d+)?").unwrap();
+        assert_eq!(pattern.key("p_1.png"), "p");
+        assert_eq!(pattern.key("p7.png"), "7");
+    }
+
+    #[test]
+    fn bad_pattern_is_an_error() {
+        let err = GroupPattern::new("(").unwrap_err();
+        assert!(matches!(err, SplitError::BadPattern(_)));
+        assert!(
+            err.to_string().starts_with("invalid group pattern \"(\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn split_round_trips_through_serde() {
+        let split = Split {
+            train: vec![0, 2],
+            validation: vec![1],
+        };
+        let json = serde_json::to_string(&split).unwrap();
+        assert_eq!(serde_json::from_str::<Split>(&json).unwrap(), split);
+    }
+}
