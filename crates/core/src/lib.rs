@@ -3,12 +3,25 @@
 //! Everything here compiles both natively and for `wasm32-unknown-unknown`, and reads tensors
 //! back only asynchronously (synchronous reads panic on WebGPU in the browser). The browser app
 //! and the `medtransfer` CLI are thin shells around this crate.
+//!
+//! - [`efficientnet`], [`preprocess`], [`inference`]: the frozen pretrained backbone;
+//! - [`embeddings`], [`augment`]: embeddings computed once and cached, augmented views;
+//! - [`split`], [`head`], [`train`]: splits, the classifier head and its training loop;
+//! - [`metrics`]: medical classification metrics; [`model_file`]: the trained model as a file.
 
+pub mod augment;
 pub mod device;
 pub mod efficientnet;
+pub mod embeddings;
+pub mod head;
 pub mod inference;
+pub mod metrics;
+pub mod model_file;
 pub mod preprocess;
 pub mod readback;
+pub mod rng;
 pub mod smoke;
+pub mod split;
+pub mod train;
 
 pub use device::{BackendKind, ComputeDevice, GpuPreference, select_device};

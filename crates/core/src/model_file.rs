@@ -1,0 +1,421 @@
+//! The trained model as one self-describing file, written by the CLI and exported/imported by
+//! the browser app.
+//!
+//! Layout (all integers little-endian):
+//!
+//! ```text
+//! b"MEDTRANSFER-MODEL\n"           magic (18 bytes)
+//! u32                              format version (FORMAT_VERSION)
+//! u64                              header length H
+//! H bytes                          header: UTF-8 JSON (ModelHeader)
+//! f32 × (sum of tensor lengths)    tensors, in the header's order
+//! 32 bytes                         SHA-256 of everything before
+//! ```
+//!
+//! The JSON header names the backbone and preprocessing the head expects, the class names, the
+//! head's configuration and tensor shapes, the training settings and seed, the validation
+//! metrics and the history, so the file explains itself to a person and to a program.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::embeddings::{BACKBONE_ID, PREPROCESSING_ID};
+use crate::head::{HeadConfig, HeadWeights};
+use crate::metrics::Evaluation;
+use crate::train::{
+    EpochSummary, FeatureNormalization, LossKind, StopReason, TrainConfig, TrainedHead,
+};
+
+/// The first bytes of every model file.
+pub const MAGIC: &[u8; 18] = b"MEDTRANSFER-MODEL\n";
+/// The format version this build writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Usual file extension.
+pub const MODEL_FILE_EXTENSION: &str = "mtmodel";
+/// Largest header accepted (a header is a few hundred kilobytes at most).
+const MAX_HEADER_BYTES: u64 = 64 << 20;
+
+/// Why a model file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelFileError {
+    /// Not a model file at all.
+    #[error("this is not a MedTransfer model file")]
+    NotAModelFile,
+    /// Written by a newer MedTransfer.
+    #[error(
+        "this model file has format version {0}; this MedTransfer reads up to version {FORMAT_VERSION} (update MedTransfer)"
+    )]
+    NewerVersion(u32),
+    /// Cut short or altered.
+    #[error("the model file is damaged: {0}")]
+    Damaged(String),
+    /// Trained on another backbone or preprocessing.
+    #[error("the model was trained on {found}, but this MedTransfer provides {expected}")]
+    Incompatible {
+        /// What the file needs.
+        found: String,
+        /// What this build has.
+        expected: String,
+    },
+}
+
+/// One tensor's place in the file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TensorEntry {
+    /// Name (`hidden.weight`, `normalization.mean`, ...).
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+}
+
+/// The JSON header.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelHeader {
+    /// Always `"medtransfer-model"`.
+    pub format: String,
+    /// [`FORMAT_VERSION`] when written.
+    pub format_version: u32,
+    /// The program that wrote it, e.g. `medtransfer 0.1.0`.
+    pub created_by: String,
+    /// [`BACKBONE_ID`] of the embeddings the head was trained on.
+    pub backbone: String,
+    /// [`PREPROCESSING_ID`] of those embeddings.
+    pub preprocessing: String,
+    /// Class names in output order.
+    pub classes: Vec<String>,
+    /// The head's shape.
+    pub head: HeadConfig,
+    /// The loss it was trained with.
+    pub loss: LossKind,
+    /// The loss weight of each class.
+    pub class_weights: Vec<f32>,
+    /// The training settings (seed included).
+    pub training: TrainConfig,
+    /// The epoch whose weights are stored.
+    pub kept_epoch: usize,
+    /// Why training ended.
+    pub stop_reason: StopReason,
+    /// Per-epoch history.
+    pub history: Vec<EpochSummary>,
+    /// Metrics on the validation data, when there was any.
+    pub validation: Option<Evaluation>,
+    /// The tensors that follow the header, in order.
+    pub tensors: Vec<TensorEntry>,
+}
+
+/// A model read from or to be written to a file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelFile {
+    /// The header.
+    pub header: ModelHeader,
+    /// The head's weights.
+    pub weights: HeadWeights,
+    /// The feature standardisation.
+    pub normalization: FeatureNormalization,
+}
+
+const MEAN: &str = "normalization.mean";
+const STD: &str = "normalization.std";
+
+impl ModelFile {
+    /// The model file of a finished training run.
+    pub fn from_trained(trained: &TrainedHead, created_by: &str) -> Self {
+        let mut tensors: Vec<TensorEntry> = trained
+            .weights
+            .tensors
+            .iter()
+            .map(|(name, shape, _)| TensorEntry {
+                name: name.clone(),
+                shape: shape.clone(),
+            })
+            .collect();
+        let dim = trained.normalization.mean.len();
+        tensors.push(TensorEntry {
+            name: MEAN.into(),
+            shape: vec![dim],
+        });
+        tensors.push(TensorEntry {
+            name: STD.into(),
+            shape: vec![dim],
+        });
+        Self {
+            header: ModelHeader {
+                format: "medtransfer-model".into(),
+                format_version: FORMAT_VERSION,
+                created_by: created_by.into(),
+                backbone: BACKBONE_ID.into(),
+                preprocessing: PREPROCESSING_ID.into(),
+                classes: trained.classes.clone(),
+                head: trained.config,
+                loss: trained.loss,
+                class_weights: trained.class_weights.clone(),
+                training: trained.train_config.clone(),
+                kept_epoch: trained.kept_epoch,
+                stop_reason: trained.stop_reason,
+                history: trained.history.clone(),
+                validation: trained.validation.clone(),
+                tensors,
+            },
+            weights: trained.weights.clone(),
+            normalization: trained.normalization.clone(),
+        }
+    }
+
+    /// The file's bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serialising plain data structs to JSON cannot fail; fall back to an empty header
+        // would make an unreadable file, so the header is built from known-good types only.
+        let header = serde_json::to_vec(&self.header).unwrap_or_default();
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+        out.extend_from_slice(&header);
+        for (_, _, values) in &self.weights.tensors {
+            out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        }
+        for values in [&self.normalization.mean, &self.normalization.std] {
+            out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        }
+        let digest = Sha256::digest(&out);
+        out.extend_from_slice(&digest);
+        out
+    }
+
+    /// Reads and checks a model file: magic, version, checksum, header, backbone and
+    /// preprocessing, tensor names, shapes and values. Never panics on any input.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ModelFileError> {
+        let damaged = |m: &str| ModelFileError::Damaged(m.to_string());
+        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(ModelFileError::NotAModelFile);
+        }
+        let rest = &bytes[MAGIC.len()..];
+        let version = rest
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+            .ok_or_else(|| damaged("it ends before its version"))?;
+        if version > FORMAT_VERSION {
+            return Err(ModelFileError::NewerVersion(version));
+        }
+        if version == 0 {
+            return Err(damaged("format version 0 does not exist"));
+        }
+        if bytes.len() < MAGIC.len() + 12 + 32 {
+            return Err(damaged("it is too short"));
+        }
+        let (body, checksum) = bytes.split_at(bytes.len() - 32);
+        if Sha256::digest(body).as_slice() != checksum {
+            return Err(damaged(
+                "its checksum does not match (the file was cut short or altered)",
+            ));
+        }
+        let header_len = rest
+            .get(4..12)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| damaged("it ends before its header"))?;
+        let header_start = MAGIC.len() + 12;
+        if header_len > MAX_HEADER_BYTES || header_len > (body.len() - header_start) as u64 {
+            return Err(damaged("its header length is impossible"));
+        }
+        let header_end = header_start + header_len as usize;
+        let header: ModelHeader = serde_json::from_slice(&body[header_start..header_end])
+            .map_err(|e| ModelFileError::Damaged(format!("its header is not valid: {e}")))?;
+        if header.format != "medtransfer-model" {
+            return Err(ModelFileError::NotAModelFile);
+        }
+        if header.backbone != BACKBONE_ID {
+            return Err(ModelFileError::Incompatible {
+                found: header.backbone,
+                expected: BACKBONE_ID.into(),
+            });
+        }
+        if header.preprocessing != PREPROCESSING_ID {
+            return Err(ModelFileError::Incompatible {
+                found: format!("preprocessing {}", header.preprocessing),
+                expected: format!("preprocessing {PREPROCESSING_ID}"),
+            });
+        }
+        if header.classes.len() != header.head.num_classes {
+            return Err(damaged("its class names do not match its head"));
+        }
+        let expected: Vec<(String, Vec<usize>)> = header
+            .head
+            .tensor_shapes()
+            .into_iter()
+            .chain([
+                (MEAN.to_string(), vec![header.head.input_dim]),
+                (STD.to_string(), vec![header.head.input_dim]),
+            ])
+            .collect();
+        let listed: Vec<(String, Vec<usize>)> = header
+            .tensors
+            .iter()
+            .map(|t| (t.name.clone(), t.shape.clone()))
+            .collect();
+        if listed != expected {
+            return Err(damaged("its tensors do not match its head configuration"));
+        }
+        let mut payload = &body[header_end..];
+        let mut tensors = Vec::new();
+        for (name, shape) in expected {
+            let len = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+            let bytes_len = len
+                .and_then(|l| l.checked_mul(4))
+                .filter(|&b| b <= payload.len())
+                .ok_or_else(|| ModelFileError::Damaged(format!("tensor {name} is cut short")))?;
+            let (this, next) = payload.split_at(bytes_len);
+            payload = next;
+            let values: Vec<f32> = this
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            tensors.push((name, shape, values));
+        }
+        if !payload.is_empty() {
+            return Err(damaged("it has unexpected bytes after its tensors"));
+        }
+        let std = tensors.pop().map(|t| t.2).unwrap_or_default();
+        let mean = tensors.pop().map(|t| t.2).unwrap_or_default();
+        let normalization = FeatureNormalization { mean, std };
+        if !normalization.is_valid_for(header.head.input_dim) {
+            return Err(damaged("its feature normalisation is invalid"));
+        }
+        let weights = HeadWeights { tensors };
+        weights
+            .check(&header.head)
+            .map_err(|e| ModelFileError::Damaged(e.to_string()))?;
+        Ok(Self {
+            header,
+            weights,
+            normalization,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::head::{HeadKind, OutputKind};
+    use crate::train::ClassWeighting;
+
+    fn sample() -> ModelFile {
+        let config = HeadConfig {
+            kind: HeadKind::Mlp {
+                hidden: 3,
+                dropout: 0.5,
+            },
+            output: OutputKind::Sigmoid,
+            input_dim: 4,
+            num_classes: 2,
+        };
+        let trained = TrainedHead {
+            classes: vec!["NORMAL".into(), "PNEUMONIA".into()],
+            config,
+            weights: HeadWeights::initial(&config, 3).expect("valid"),
+            normalization: FeatureNormalization {
+                mean: vec![0.5, 1.0, 0.0, -2.0],
+                std: vec![1.0, 2.0, 0.5, 1.0],
+            },
+            train_config: TrainConfig {
+                class_weights: ClassWeighting::On,
+                seed: 99,
+                ..TrainConfig::default()
+            },
+            loss: LossKind::BinaryCrossEntropy,
+            class_weights: vec![2.0, 0.5],
+            history: Vec::new(),
+            kept_epoch: 4,
+            stop_reason: StopReason::EarlyStopped,
+            validation: None,
+        };
+        ModelFile::from_trained(&trained, "medtransfer test")
+    }
+
+    #[test]
+    fn round_trips_exactly() {
+        let model = sample();
+        let bytes = model.to_bytes();
+        let back = ModelFile::from_bytes(&bytes).expect("reads");
+        assert_eq!(back, model);
+        assert_eq!(back.header.training.seed, 99);
+        // The header is readable JSON right after the fixed part.
+        let text = String::from_utf8_lossy(&bytes[..400]);
+        assert!(
+            text.contains("\"classes\":[\"NORMAL\",\"PNEUMONIA\"]"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn damaged_and_foreign_files_are_refused_without_panics() {
+        let bytes = sample().to_bytes();
+        assert!(matches!(
+            ModelFile::from_bytes(b""),
+            Err(ModelFileError::NotAModelFile)
+        ));
+        assert!(matches!(
+            ModelFile::from_bytes(b"\x89PNG\r\n\x1a\n rest of a png"),
+            Err(ModelFileError::NotAModelFile)
+        ));
+        // Every truncation is an error.
+        for cut in [
+            MAGIC.len(),
+            MAGIC.len() + 3,
+            MAGIC.len() + 20,
+            bytes.len() / 2,
+            bytes.len() - 1,
+        ] {
+            assert!(
+                ModelFile::from_bytes(&bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        // Any flipped byte is caught by the checksum.
+        for at in [
+            MAGIC.len() + 1,
+            MAGIC.len() + 30,
+            bytes.len() - 100,
+            bytes.len() - 5,
+        ] {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 0x40;
+            assert!(ModelFile::from_bytes(&flipped).is_err(), "flip at {at}");
+        }
+        // A newer version is named as such.
+        let mut newer = bytes.clone();
+        newer[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&7u32.to_le_bytes());
+        assert!(matches!(
+            ModelFile::from_bytes(&newer),
+            Err(ModelFileError::NewerVersion(7))
+        ));
+    }
+
+    /// Re-signs altered content so the checks behind the checksum are exercised.
+    fn resign(mut model: ModelFile, edit: impl FnOnce(&mut ModelFile)) -> Vec<u8> {
+        edit(&mut model);
+        model.to_bytes()
+    }
+
+    #[test]
+    fn inconsistent_content_is_refused_even_with_a_valid_checksum() {
+        let other_backbone = resign(sample(), |m| m.header.backbone = "resnet18".into());
+        assert!(matches!(
+            ModelFile::from_bytes(&other_backbone),
+            Err(ModelFileError::Incompatible { .. })
+        ));
+        let wrong_classes = resign(sample(), |m| m.header.classes.push("extra".into()));
+        assert!(ModelFile::from_bytes(&wrong_classes).is_err());
+        let short_tensor = resign(sample(), |m| {
+            m.weights.tensors[0].2.pop();
+        });
+        assert!(ModelFile::from_bytes(&short_tensor).is_err());
+        let nan = resign(sample(), |m| m.normalization.std[0] = f32::NAN);
+        assert!(ModelFile::from_bytes(&nan).is_err());
+        let bad_shape = resign(sample(), |m| {
+            m.header.tensors[0].shape = vec![usize::MAX, 2]
+        });
+        assert!(ModelFile::from_bytes(&bad_shape).is_err());
+    }
+}

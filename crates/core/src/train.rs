@@ -1,0 +1,1394 @@
+//! Training a classifier head on cached embeddings, on any Burn device (the browser's WebGPU,
+//! native wgpu or the `flex` CPU backend), with a hand-written loop (backward → gradients →
+//! optimiser step): Burn's `Learner` does not run in wasm.
+//!
+//! [`Trainer`] runs one epoch per call so that a caller can report progress, yield to a browser
+//! event loop and stop between epochs; [`train`] is the plain loop over it. Every read of a
+//! tensor is asynchronous and happens once per epoch (two numbers for the training loss and
+//! accuracy, the validation probabilities), so the GPU is not stalled per batch.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::module::Module;
+use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::head::{Head, HeadConfig, HeadError, HeadKind, HeadWeights, OutputKind, probabilities};
+use crate::metrics::{Evaluation, EvaluationOptions, MetricsError, evaluate};
+use crate::readback::{ComputeError, read_f32};
+use crate::rng::SeededRng;
+
+/// The loss minimised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    /// Softmax cross-entropy (any number of classes).
+    CrossEntropy,
+    /// Binary cross-entropy on one sigmoid logit (two classes; the source recipe).
+    BinaryCrossEntropy,
+    /// Mean squared error between the softmax probabilities and the one-hot target.
+    MeanSquaredError,
+}
+
+impl LossKind {
+    /// The output layer this loss trains: a single sigmoid for binary cross-entropy, else softmax.
+    pub fn output(self) -> OutputKind {
+        match self {
+            LossKind::BinaryCrossEntropy => OutputKind::Sigmoid,
+            LossKind::CrossEntropy | LossKind::MeanSquaredError => OutputKind::Softmax,
+        }
+    }
+}
+
+/// The optimiser.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    /// Adam; `weight_decay` is added to the gradient (L2).
+    Adam,
+    /// AdamW; `weight_decay` is decoupled from the gradient.
+    AdamW,
+}
+
+/// How the learning rate changes over training.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    /// The same rate throughout.
+    Constant,
+    /// Cosine decay from the rate to zero over all planned steps.
+    Cosine,
+}
+
+/// Whether classes are weighted by inverse frequency in the loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassWeighting {
+    /// On when the largest training class has more than 1.5× the items of the smallest.
+    Auto,
+    /// Always: weight of class c = N / (K · n_c).
+    On,
+    /// Every item counts the same.
+    Off,
+}
+
+/// Ratio of largest to smallest class above which [`ClassWeighting::Auto`] weights classes.
+pub const IMBALANCE_RATIO: f64 = 1.5;
+
+/// Everything that configures a training run. The defaults were chosen on validation data
+/// (see `docs/RESULTS.md`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Linear or MLP head.
+    pub head: HeadKind,
+    /// The loss; `None` = binary cross-entropy for two classes, cross-entropy above.
+    pub loss: Option<LossKind>,
+    /// Adam or AdamW.
+    pub optimizer: OptimizerKind,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Weight decay (L2 for Adam, decoupled for AdamW).
+    pub weight_decay: f64,
+    /// Items per optimiser step.
+    pub batch_size: usize,
+    /// Most passes over the training items.
+    pub epochs: usize,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Stop after this many epochs without a lower validation loss and restore the best
+    /// epoch's weights; `None` trains all epochs (the best epoch is still restored when there
+    /// is validation data).
+    pub patience: Option<usize>,
+    /// Class weights in the loss.
+    pub class_weights: ClassWeighting,
+    /// Label smoothing ε in `[0, 0.5)`: targets become `1 − ε + ε/K` and `ε/K`.
+    pub label_smoothing: f32,
+    /// Fixes the initial weights, the shuffling and dropout.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    /// The source recipe's head (1024 hidden units, lr 1e-4) won on validation data; see
+    /// `docs/RESULTS.md` for the grid.
+    fn default() -> Self {
+        Self {
+            head: HeadKind::Mlp {
+                hidden: 1024,
+                dropout: 0.5,
+            },
+            loss: None,
+            optimizer: OptimizerKind::AdamW,
+            learning_rate: 1e-4,
+            weight_decay: 0.1,
+            batch_size: 32,
+            epochs: 30,
+            schedule: Schedule::Cosine,
+            patience: Some(8),
+            class_weights: ClassWeighting::Auto,
+            label_smoothing: 0.0,
+            seed: 42,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The loss used for `num_classes` classes.
+    pub fn resolved_loss(&self, num_classes: usize) -> LossKind {
+        self.loss.unwrap_or(if num_classes == 2 {
+            LossKind::BinaryCrossEntropy
+        } else {
+            LossKind::CrossEntropy
+        })
+    }
+
+    fn validate(&self, num_classes: usize) -> Result<(), TrainError> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if !(self.learning_rate.is_finite()
+            && self.learning_rate > 0.0
+            && self.learning_rate < 10.0)
+        {
+            return bad(format!(
+                "the learning rate must be in (0, 10), got {}",
+                self.learning_rate
+            ));
+        }
+        if !(self.weight_decay.is_finite() && (0.0..1.0).contains(&self.weight_decay)) {
+            return bad(format!(
+                "weight decay must be in [0, 1), got {}",
+                self.weight_decay
+            ));
+        }
+        if self.batch_size == 0 || self.batch_size > 65_536 {
+            return bad(format!(
+                "the batch size must be in 1..=65536, got {}",
+                self.batch_size
+            ));
+        }
+        if self.epochs == 0 || self.epochs > 100_000 {
+            return bad(format!("epochs must be in 1..=100000, got {}", self.epochs));
+        }
+        if !(0.0..0.5).contains(&self.label_smoothing) {
+            return bad(format!(
+                "label smoothing must be in [0, 0.5), got {}",
+                self.label_smoothing
+            ));
+        }
+        if self.patience == Some(0) {
+            return bad("patience must be at least 1 epoch".into());
+        }
+        if self.resolved_loss(num_classes) == LossKind::BinaryCrossEntropy && num_classes != 2 {
+            return bad(format!(
+                "binary cross-entropy needs exactly two classes, got {num_classes}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Embeddings with their class labels.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LabelledEmbeddings {
+    /// One embedding per item, all the same length.
+    pub embeddings: Vec<Vec<f32>>,
+    /// The class index of each item.
+    pub labels: Vec<usize>,
+}
+
+/// Per-feature standardisation fitted on the training embeddings and applied to every
+/// embedding before the head: it makes one learning rate suit every feature.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeatureNormalization {
+    /// Mean of each feature over the training items.
+    pub mean: Vec<f32>,
+    /// Standard deviation of each feature (at least [`FeatureNormalization::MIN_STD`]).
+    pub std: Vec<f32>,
+}
+
+impl FeatureNormalization {
+    /// Floor on a feature's standard deviation, so constant features do not blow up.
+    pub const MIN_STD: f32 = 1e-3;
+
+    /// Fits the mean and standard deviation of each feature (`rows` must be non-empty and all
+    /// the same length).
+    pub fn fit(rows: &[Vec<f32>]) -> Self {
+        let dim = rows.first().map_or(0, Vec::len);
+        let n = rows.len().max(1) as f64;
+        let mut mean = vec![0.0f64; dim];
+        for row in rows {
+            for (m, &x) in mean.iter_mut().zip(row) {
+                *m += f64::from(x);
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= n);
+        let mut var = vec![0.0f64; dim];
+        for row in rows {
+            for ((v, &x), m) in var.iter_mut().zip(row).zip(&mean) {
+                *v += (f64::from(x) - m).powi(2);
+            }
+        }
+        Self {
+            mean: mean.iter().map(|&m| m as f32).collect(),
+            std: var
+                .iter()
+                .map(|&v| ((v / n).sqrt() as f32).max(Self::MIN_STD))
+                .collect(),
+        }
+    }
+
+    /// `(x − mean) / std` per feature.
+    pub fn apply(&self, row: &[f32]) -> Vec<f32> {
+        row.iter()
+            .zip(self.mean.iter().zip(&self.std))
+            .map(|(&x, (&m, &s))| (x - m) / s)
+            .collect()
+    }
+
+    /// Whether it fits embeddings of length `dim` and holds only finite values.
+    pub fn is_valid_for(&self, dim: usize) -> bool {
+        self.mean.len() == dim
+            && self.std.len() == dim
+            && self.mean.iter().all(|m| m.is_finite())
+            && self.std.iter().all(|s| s.is_finite() && *s > 0.0)
+    }
+}
+
+/// Why training could not run or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A setting is out of range.
+    #[error("invalid training setting: {0}")]
+    Config(String),
+    /// The data cannot be trained on (too few items or classes, inconsistent sizes).
+    #[error("cannot train on this data: {0}")]
+    Data(String),
+    /// The head's configuration.
+    #[error(transparent)]
+    Head(#[from] HeadError),
+    /// The device failed.
+    #[error(transparent)]
+    Compute(#[from] ComputeError),
+    /// Validation metrics could not be computed.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// Stopped by the user before the first epoch finished: there is no model to keep.
+    #[error("training was stopped before the first epoch finished")]
+    Cancelled,
+}
+
+/// What one epoch gave.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochSummary {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Learning rate at the epoch's last step.
+    pub learning_rate: f64,
+    /// Mean training loss over the epoch's batches (class-weighted, smoothed targets).
+    pub train_loss: f64,
+    /// Share of training items classified correctly during the epoch (dropout on).
+    pub train_accuracy: f64,
+    /// Validation loss (class-weighted, unsmoothed), when there is validation data.
+    pub validation_loss: Option<f64>,
+    /// Validation accuracy.
+    pub validation_accuracy: Option<f64>,
+    /// Validation balanced accuracy (mean sensitivity).
+    pub validation_balanced_accuracy: Option<f64>,
+    /// Validation AUC (binary, or macro one-vs-rest).
+    pub validation_auc: Option<f64>,
+    /// Whether this epoch has the lowest validation loss so far (its weights are kept).
+    pub is_best: bool,
+}
+
+/// Why training ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// All planned epochs ran.
+    Completed,
+    /// The validation loss stopped improving for `patience` epochs.
+    EarlyStopped,
+    /// The user stopped it.
+    Cancelled,
+}
+
+/// Progress reported while training.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrainEvent {
+    /// Training is about to start.
+    Started {
+        /// Planned epochs.
+        epochs: usize,
+        /// Optimiser steps per epoch.
+        batches_per_epoch: usize,
+        /// Training rows (augmented views included).
+        train_items: usize,
+        /// Validation items.
+        validation_items: usize,
+        /// The loss weight of each class.
+        class_weights: Vec<f32>,
+        /// The loss.
+        loss: LossKind,
+    },
+    /// A batch finished (1-based numbers).
+    Batch {
+        /// Epoch.
+        epoch: usize,
+        /// Batch within the epoch.
+        batch: usize,
+        /// Batches in the epoch.
+        batches: usize,
+    },
+    /// An epoch finished.
+    Epoch(EpochSummary),
+    /// Training ended.
+    Finished {
+        /// Why.
+        reason: StopReason,
+        /// The epoch whose weights were kept.
+        kept_epoch: usize,
+    },
+}
+
+/// A flag another thread or task sets to stop training after the current epoch.
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A token that is not cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks training to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`CancelToken::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The result of training: everything needed to predict and to write the model file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainedHead {
+    /// Class names, in label order.
+    pub classes: Vec<String>,
+    /// The head's shape.
+    pub config: HeadConfig,
+    /// The kept weights (best validation epoch, or the last).
+    pub weights: HeadWeights,
+    /// The feature standardisation the head expects.
+    pub normalization: FeatureNormalization,
+    /// The settings used.
+    pub train_config: TrainConfig,
+    /// The loss used.
+    pub loss: LossKind,
+    /// The loss weight of each class.
+    pub class_weights: Vec<f32>,
+    /// One summary per epoch run.
+    pub history: Vec<EpochSummary>,
+    /// The epoch whose weights were kept (1-based).
+    pub kept_epoch: usize,
+    /// Why training ended.
+    pub stop_reason: StopReason,
+    /// Metrics of the kept weights on the validation data (with bootstrap intervals).
+    pub validation: Option<Evaluation>,
+}
+
+/// Data prepared once on the device.
+struct DeviceData {
+    x: Tensor<2>,
+    targets: Tensor<2>,
+    sample_weights: Tensor<1>,
+    labels: Tensor<1, Int>,
+    len: usize,
+}
+
+/// A training run, one epoch per [`Trainer::run_epoch`] call.
+pub struct Trainer {
+    classes: Vec<String>,
+    config: TrainConfig,
+    head_config: HeadConfig,
+    loss: LossKind,
+    class_weights: Vec<f32>,
+    normalization: FeatureNormalization,
+    device: Device,
+    data: DeviceData,
+    validation: Option<(Tensor<2>, Vec<usize>)>,
+    /// `None` only while an epoch runs (the optimiser consumes and returns it).
+    head: Option<Head>,
+    best: Option<(Head, f64, usize)>,
+    optimizer: ModuleOptimizer,
+    rng: SeededRng,
+    epoch: usize,
+    step: usize,
+    total_steps: usize,
+    epochs_without_improvement: usize,
+    history: Vec<EpochSummary>,
+    early_stopped: bool,
+}
+
+/// Inverse-frequency class weights `N / (K · n_c)`, or all ones.
+pub fn class_weights_for(
+    labels: &[usize],
+    num_classes: usize,
+    weighting: ClassWeighting,
+) -> Vec<f32> {
+    let mut counts = vec![0usize; num_classes];
+    for &label in labels {
+        if let Some(c) = counts.get_mut(label) {
+            *c += 1;
+        }
+    }
+    let max = counts.iter().copied().max().unwrap_or(0) as f64;
+    let min = counts.iter().copied().min().unwrap_or(0) as f64;
+    let on = match weighting {
+        ClassWeighting::On => true,
+        ClassWeighting::Off => false,
+        ClassWeighting::Auto => min > 0.0 && max / min > IMBALANCE_RATIO,
+    };
+    if !on {
+        return vec![1.0; num_classes];
+    }
+    let n = labels.len() as f64;
+    counts
+        .iter()
+        .map(|&c| {
+            if c == 0 {
+                0.0
+            } else {
+                (n / (num_classes as f64 * c as f64)) as f32
+            }
+        })
+        .collect()
+}
+
+fn check_data(
+    name: &str,
+    data: &LabelledEmbeddings,
+    num_classes: usize,
+    dim: usize,
+) -> Result<(), TrainError> {
+    if data.embeddings.len() != data.labels.len() {
+        return Err(TrainError::Data(format!(
+            "{name}: {} embeddings but {} labels",
+            data.embeddings.len(),
+            data.labels.len()
+        )));
+    }
+    for (i, (row, &label)) in data.embeddings.iter().zip(&data.labels).enumerate() {
+        if row.len() != dim {
+            return Err(TrainError::Data(format!(
+                "{name} item {i} has {} features, expected {dim}",
+                row.len()
+            )));
+        }
+        if label >= num_classes {
+            return Err(TrainError::Data(format!(
+                "{name} item {i} has label {label} but there are {num_classes} classes"
+            )));
+        }
+        if row.iter().any(|v| !v.is_finite()) {
+            return Err(TrainError::Data(format!(
+                "{name} item {i} has non-finite features"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn upload_rows(
+    rows: &[Vec<f32>],
+    normalization: &FeatureNormalization,
+    device: &Device,
+) -> Tensor<2> {
+    let dim = normalization.mean.len();
+    let mut flat = Vec::with_capacity(rows.len() * dim);
+    for row in rows {
+        flat.extend(normalization.apply(row));
+    }
+    Tensor::from_data(TensorData::new(flat, [rows.len(), dim]), device)
+}
+
+/// Per-item loss `[batch]` of `logits` against `targets` (soft one-hot `[batch, K]` for
+/// softmax outputs, `[batch, 1]` for a sigmoid).
+fn per_item_loss(logits: Tensor<2>, targets: Tensor<2>, loss: LossKind) -> Tensor<1> {
+    match loss {
+        LossKind::CrossEntropy => (log_softmax(logits, 1) * targets)
+            .sum_dim(1)
+            .neg()
+            .squeeze_dim(1),
+        LossKind::BinaryCrossEntropy => {
+            // max(z, 0) − z·y + ln(1 + e^(−|z|)): stable for any logit.
+            let stable = (logits.clone().abs().neg().exp() + 1.0).log();
+            (logits.clone().clamp_min(0.0) - logits * targets + stable).squeeze_dim(1)
+        }
+        LossKind::MeanSquaredError => {
+            let p = probabilities(logits, OutputKind::Softmax);
+            (p - targets).powi_scalar(2).mean_dim(1).squeeze_dim(1)
+        }
+    }
+}
+
+/// Host-side validation loss of probabilities, class-weighted, unsmoothed: mean −ln p(true)
+/// for the cross-entropies, mean squared error of the probabilities for MSE.
+fn host_loss(probs: &[Vec<f32>], labels: &[usize], weights: &[f32], loss: LossKind) -> f64 {
+    let mut total = 0.0f64;
+    let mut weight_sum = 0.0f64;
+    for (row, &label) in probs.iter().zip(labels) {
+        let w = f64::from(weights.get(label).copied().unwrap_or(1.0));
+        let value = match loss {
+            LossKind::CrossEntropy | LossKind::BinaryCrossEntropy => {
+                -f64::from(row.get(label).copied().unwrap_or(0.0))
+                    .max(1e-7)
+                    .ln()
+            }
+            LossKind::MeanSquaredError => {
+                row.iter()
+                    .enumerate()
+                    .map(|(c, &p)| (f64::from(p) - if c == label { 1.0 } else { 0.0 }).powi(2))
+                    .sum::<f64>()
+                    / row.len().max(1) as f64
+            }
+        };
+        total += w * value;
+        weight_sum += w;
+    }
+    if weight_sum > 0.0 {
+        total / weight_sum
+    } else {
+        0.0
+    }
+}
+
+/// Class probabilities for `x` (already normalised, on `head`'s device), read to the host.
+async fn predict_rows(
+    head: &Head,
+    x: Tensor<2>,
+    output: OutputKind,
+    num_classes: usize,
+) -> Result<Vec<Vec<f32>>, ComputeError> {
+    let rows = x.dims()[0];
+    let mut out = Vec::with_capacity(rows);
+    // Bounded passes keep buffers small on GPUs.
+    const PASS: usize = 4096;
+    let mut start = 0;
+    while start < rows {
+        let end = (start + PASS).min(rows);
+        let p = probabilities(head.forward(x.clone().slice(start..end), None), output);
+        let flat = read_f32(p).await?;
+        if flat.len() != (end - start) * num_classes {
+            return Err(ComputeError::Execution(format!(
+                "read back {} probabilities for {} items",
+                flat.len(),
+                end - start
+            )));
+        }
+        out.extend(flat.chunks(num_classes).map(<[f32]>::to_vec));
+        start = end;
+    }
+    Ok(out)
+}
+
+impl Trainer {
+    /// Prepares a run: checks settings and data, standardises the features, uploads
+    /// everything to `device` once and initialises the head from the seed.
+    pub fn new(
+        classes: &[String],
+        train: &LabelledEmbeddings,
+        validation: Option<&LabelledEmbeddings>,
+        config: &TrainConfig,
+        device: &Device,
+    ) -> Result<Self, TrainError> {
+        let num_classes = classes.len();
+        if num_classes < 2 {
+            return Err(TrainError::Data(format!(
+                "at least two classes are needed, got {num_classes}"
+            )));
+        }
+        config.validate(num_classes)?;
+        let dim = train.embeddings.first().map_or(0, Vec::len);
+        if dim == 0 {
+            return Err(TrainError::Data("there are no training items".into()));
+        }
+        check_data("training", train, num_classes, dim)?;
+        let mut counts = vec![0usize; num_classes];
+        for &label in &train.labels {
+            counts[label] += 1;
+        }
+        if let Some(empty) = counts.iter().position(|&c| c == 0) {
+            return Err(TrainError::Data(format!(
+                "class \"{}\" has no training items",
+                classes[empty]
+            )));
+        }
+        let validation = match validation {
+            Some(v) if !v.embeddings.is_empty() => {
+                check_data("validation", v, num_classes, dim)?;
+                Some(v)
+            }
+            _ => None,
+        };
+
+        let loss = config.resolved_loss(num_classes);
+        let head_config = HeadConfig {
+            kind: config.head,
+            output: loss.output(),
+            input_dim: dim,
+            num_classes,
+        };
+        head_config.validate()?;
+        let class_weights = class_weights_for(&train.labels, num_classes, config.class_weights);
+        let normalization = FeatureNormalization::fit(&train.embeddings);
+
+        let device = device.clone().autodiff();
+        let plain = device.clone().without_autodiff();
+        let n = train.labels.len();
+        let x = upload_rows(&train.embeddings, &normalization, &device);
+        let eps = config.label_smoothing;
+        let targets = match head_config.output {
+            OutputKind::Softmax => {
+                let off = eps / num_classes as f32;
+                let on = 1.0 - eps + off;
+                let mut t = vec![off; n * num_classes];
+                for (i, &label) in train.labels.iter().enumerate() {
+                    t[i * num_classes + label] = on;
+                }
+                Tensor::<2>::from_data(TensorData::new(t, [n, num_classes]), &device)
+            }
+            OutputKind::Sigmoid => {
+                let t: Vec<f32> = train
+                    .labels
+                    .iter()
+                    .map(|&l| if l == 1 { 1.0 - eps / 2.0 } else { eps / 2.0 })
+                    .collect();
+                Tensor::<2>::from_data(TensorData::new(t, [n, 1]), &device)
+            }
+        };
+        let sample_weights: Vec<f32> = train.labels.iter().map(|&l| class_weights[l]).collect();
+        let sample_weights = Tensor::<1>::from_data(TensorData::new(sample_weights, [n]), &device);
+        let labels_i: Vec<i64> = train.labels.iter().map(|&l| l as i64).collect();
+        let labels = Tensor::<1, Int>::from_data(TensorData::new(labels_i, [n]), &device);
+
+        let validation = validation.map(|v| {
+            (
+                upload_rows(&v.embeddings, &normalization, &plain),
+                v.labels.clone(),
+            )
+        });
+
+        let weights = HeadWeights::initial(&head_config, config.seed)?;
+        let head = Head::from_weights(&head_config, &weights, &device)?;
+        let optimizer = match config.optimizer {
+            OptimizerKind::Adam => {
+                let mut adam = AdamConfig::new();
+                if config.weight_decay > 0.0 {
+                    adam = adam.with_weight_decay(Some(
+                        burn::optim::decay::WeightDecayConfig::new(config.weight_decay as f32),
+                    ));
+                }
+                adam.init()
+            }
+            OptimizerKind::AdamW => AdamWConfig::new()
+                .with_weight_decay(config.weight_decay as f32)
+                .init(),
+        };
+        let batches = n.div_ceil(config.batch_size);
+        Ok(Self {
+            classes: classes.to_vec(),
+            config: config.clone(),
+            head_config,
+            loss,
+            class_weights,
+            normalization,
+            device,
+            data: DeviceData {
+                x,
+                targets,
+                sample_weights,
+                labels,
+                len: n,
+            },
+            validation,
+            head: Some(head),
+            best: None,
+            optimizer,
+            rng: SeededRng::derive(config.seed, 0x7124),
+            epoch: 0,
+            step: 0,
+            total_steps: batches * config.epochs,
+            epochs_without_improvement: 0,
+            history: Vec::new(),
+            early_stopped: false,
+        })
+    }
+
+    /// The event announcing the run.
+    pub fn started_event(&self) -> TrainEvent {
+        TrainEvent::Started {
+            epochs: self.config.epochs,
+            batches_per_epoch: self.batches_per_epoch(),
+            train_items: self.data.len,
+            validation_items: self.validation.as_ref().map_or(0, |v| v.1.len()),
+            class_weights: self.class_weights.clone(),
+            loss: self.loss,
+        }
+    }
+
+    /// Optimiser steps in one epoch.
+    pub fn batches_per_epoch(&self) -> usize {
+        self.data.len.div_ceil(self.config.batch_size)
+    }
+
+    /// Whether all epochs ran or early stopping ended the run.
+    pub fn is_done(&self) -> bool {
+        self.early_stopped || self.epoch >= self.config.epochs
+    }
+
+    fn learning_rate(&self) -> f64 {
+        match self.config.schedule {
+            Schedule::Constant => self.config.learning_rate,
+            Schedule::Cosine => {
+                let progress = self.step as f64 / self.total_steps.max(1) as f64;
+                0.5 * self.config.learning_rate * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+        }
+    }
+
+    /// Runs one epoch: shuffled batches, one optimiser step each, then validation.
+    /// `on_batch(batch, batches)` is called after each step (1-based).
+    pub async fn run_epoch(
+        &mut self,
+        on_batch: &mut dyn FnMut(usize, usize),
+    ) -> Result<EpochSummary, TrainError> {
+        self.epoch += 1;
+        let n = self.data.len;
+        let batch_size = self.config.batch_size;
+        let batches = self.batches_per_epoch();
+        let mut order: Vec<usize> = (0..n).collect();
+        self.rng.shuffle(&mut order);
+        let dropout = match self.config.head {
+            HeadKind::Mlp { hidden, dropout } if dropout > 0.0 => Some((hidden, dropout)),
+            _ => None,
+        };
+        let mut loss_sum: Option<Tensor<1>> = None;
+        let mut correct_sum: Option<Tensor<1>> = None;
+        let mut learning_rate = self.learning_rate();
+        let mut head = self
+            .head
+            .take()
+            .ok_or_else(|| TrainError::Data("an earlier epoch failed; start again".into()))?;
+        for (b, chunk) in order.chunks(batch_size).enumerate() {
+            let len = chunk.len();
+            let idx: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
+            let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [len]), &self.device);
+            let x = self.data.x.clone().select(0, idx.clone());
+            let targets = self.data.targets.clone().select(0, idx.clone());
+            let weights = self.data.sample_weights.clone().select(0, idx.clone());
+            let labels = self.data.labels.clone().select(0, idx);
+            let mask = dropout.map(|(hidden, p)| {
+                let keep = 1.0 - p;
+                let values: Vec<f32> = (0..len * hidden)
+                    .map(|_| {
+                        if self.rng.next_f64() < f64::from(keep) {
+                            1.0 / keep
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                Tensor::<2>::from_data(TensorData::new(values, [len, hidden]), &self.device)
+            });
+            let logits = head.forward(x, mask);
+            let item_loss = per_item_loss(logits.clone(), targets, self.loss);
+            let loss = (item_loss * weights.clone()).sum() / weights.sum();
+            let predicted = match self.head_config.output {
+                OutputKind::Softmax => logits.detach().argmax(1).squeeze_dim::<1>(1),
+                OutputKind::Sigmoid => logits.detach().greater_elem(0.0).int().squeeze_dim::<1>(1),
+            };
+            let correct = predicted.equal(labels).float().sum();
+            let batch_loss = loss.clone().detach() * len as f32;
+            loss_sum = Some(match loss_sum {
+                Some(s) => s + batch_loss,
+                None => batch_loss,
+            });
+            correct_sum = Some(match correct_sum {
+                Some(s) => s + correct,
+                None => correct,
+            });
+            learning_rate = self.learning_rate();
+            let grads = GradientsParams::from_grads(loss.backward(), &head);
+            head = self.optimizer.step(learning_rate, head, grads);
+            self.step += 1;
+            on_batch(b + 1, batches);
+        }
+        self.head = Some(head);
+        let (train_loss, train_accuracy) = match (loss_sum, correct_sum) {
+            (Some(l), Some(c)) => {
+                let values = read_f32(Tensor::cat(vec![l, c], 0)).await?;
+                match values.as_slice() {
+                    [l, c] => (f64::from(*l) / n as f64, f64::from(*c) / n as f64),
+                    _ => {
+                        return Err(ComputeError::Execution(
+                            "could not read the epoch's loss".into(),
+                        )
+                        .into());
+                    }
+                }
+            }
+            _ => (0.0, 0.0),
+        };
+        if !train_loss.is_finite() {
+            return Err(TrainError::Data(format!(
+                "the training loss diverged (epoch {}); try a lower learning rate",
+                self.epoch
+            )));
+        }
+
+        let mut summary = EpochSummary {
+            epoch: self.epoch,
+            learning_rate,
+            train_loss,
+            train_accuracy,
+            validation_loss: None,
+            validation_accuracy: None,
+            validation_balanced_accuracy: None,
+            validation_auc: None,
+            is_best: false,
+        };
+        let head = self
+            .head
+            .as_ref()
+            .ok_or_else(|| TrainError::Data("the head is missing".into()))?;
+        if let Some((x, labels)) = &self.validation {
+            let valid = head.valid();
+            let probs = predict_rows(
+                &valid,
+                x.clone(),
+                self.head_config.output,
+                self.classes.len(),
+            )
+            .await?;
+            let loss = host_loss(&probs, labels, &self.class_weights, self.loss);
+            let evaluation = evaluate(
+                &probs,
+                labels,
+                &self.classes,
+                &EvaluationOptions {
+                    bootstrap_samples: 0,
+                    ..EvaluationOptions::default()
+                },
+            )?;
+            summary.validation_loss = Some(loss);
+            summary.validation_accuracy = Some(evaluation.accuracy);
+            summary.validation_balanced_accuracy = Some(evaluation.balanced_accuracy);
+            summary.validation_auc = evaluation.auc;
+            let improved = self.best.as_ref().is_none_or(|(_, best, _)| loss < *best);
+            if improved {
+                self.best = Some((head.clone(), loss, self.epoch));
+                self.epochs_without_improvement = 0;
+                summary.is_best = true;
+            } else {
+                self.epochs_without_improvement += 1;
+                if self
+                    .config
+                    .patience
+                    .is_some_and(|p| self.epochs_without_improvement >= p)
+                {
+                    self.early_stopped = true;
+                }
+            }
+        }
+        self.history.push(summary.clone());
+        Ok(summary)
+    }
+
+    /// Ends the run: keeps the best validation epoch's weights (else the last), reads them to
+    /// the host and evaluates them on the validation data with 95% bootstrap intervals.
+    pub async fn finish(self, cancelled: bool) -> Result<TrainedHead, TrainError> {
+        if self.epoch == 0 || self.history.is_empty() {
+            return Err(TrainError::Cancelled);
+        }
+        let stop_reason = if cancelled {
+            StopReason::Cancelled
+        } else if self.early_stopped {
+            StopReason::EarlyStopped
+        } else {
+            StopReason::Completed
+        };
+        let (head, kept_epoch) = match (self.best, self.head) {
+            (Some((head, _, epoch)), _) => (head, epoch),
+            (None, Some(head)) => (head, self.epoch),
+            (None, None) => return Err(TrainError::Data("the head is missing".into())),
+        };
+        let head = head.valid();
+        let weights = head.to_weights(&self.head_config).await?;
+        let validation = match &self.validation {
+            Some((x, labels)) => {
+                let probs = predict_rows(
+                    &head,
+                    x.clone(),
+                    self.head_config.output,
+                    self.classes.len(),
+                )
+                .await?;
+                Some(evaluate(
+                    &probs,
+                    labels,
+                    &self.classes,
+                    &EvaluationOptions {
+                        seed: self.config.seed,
+                        ..EvaluationOptions::default()
+                    },
+                )?)
+            }
+            None => None,
+        };
+        Ok(TrainedHead {
+            classes: self.classes,
+            config: self.head_config,
+            weights,
+            normalization: self.normalization,
+            train_config: self.config,
+            loss: self.loss,
+            class_weights: self.class_weights,
+            history: self.history,
+            kept_epoch,
+            stop_reason,
+            validation,
+        })
+    }
+}
+
+/// Trains a head start to finish: runs epochs until done, early-stopped or `cancel`led,
+/// reporting each step through `on_event`.
+pub async fn train(
+    classes: &[String],
+    train: &LabelledEmbeddings,
+    validation: Option<&LabelledEmbeddings>,
+    config: &TrainConfig,
+    device: &Device,
+    cancel: &CancelToken,
+    on_event: &mut dyn FnMut(&TrainEvent),
+) -> Result<TrainedHead, TrainError> {
+    let mut trainer = Trainer::new(classes, train, validation, config, device)?;
+    on_event(&trainer.started_event());
+    let mut cancelled = false;
+    while !trainer.is_done() {
+        if cancel.is_cancelled() {
+            cancelled = true;
+            break;
+        }
+        let epoch = trainer.epoch + 1;
+        let summary = trainer
+            .run_epoch(&mut |batch, batches| {
+                on_event(&TrainEvent::Batch {
+                    epoch,
+                    batch,
+                    batches,
+                })
+            })
+            .await?;
+        on_event(&TrainEvent::Epoch(summary));
+    }
+    let trained = trainer.finish(cancelled).await?;
+    on_event(&TrainEvent::Finished {
+        reason: trained.stop_reason,
+        kept_epoch: trained.kept_epoch,
+    });
+    Ok(trained)
+}
+
+/// A trained head ready to predict on a device.
+pub struct Classifier {
+    config: HeadConfig,
+    normalization: FeatureNormalization,
+    head: Head,
+    device: Device,
+}
+
+impl Classifier {
+    /// Puts the head's weights on `device` (a plain, non-autodiff device).
+    pub fn new(
+        config: &HeadConfig,
+        weights: &HeadWeights,
+        normalization: &FeatureNormalization,
+        device: &Device,
+    ) -> Result<Self, HeadError> {
+        if !normalization.is_valid_for(config.input_dim) {
+            return Err(HeadError::Weights(
+                "the feature normalisation does not fit the head".into(),
+            ));
+        }
+        let device = device.clone().without_autodiff();
+        Ok(Self {
+            config: *config,
+            normalization: normalization.clone(),
+            head: Head::from_weights(config, weights, &device)?,
+            device,
+        })
+    }
+
+    /// Class probabilities for each embedding, read back asynchronously.
+    pub async fn predict(&self, embeddings: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ComputeError> {
+        if embeddings.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(bad) = embeddings
+            .iter()
+            .position(|e| e.len() != self.config.input_dim)
+        {
+            return Err(ComputeError::Execution(format!(
+                "embedding {bad} has {} features, the head expects {}",
+                embeddings[bad].len(),
+                self.config.input_dim
+            )));
+        }
+        let x = upload_rows(embeddings, &self.normalization, &self.device);
+        predict_rows(&self.head, x, self.config.output, self.config.num_classes).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two Gaussian blobs per class in 8 dimensions, separable but noisy.
+    fn blobs(n_per_class: &[usize], seed: u64) -> LabelledEmbeddings {
+        let mut rng = SeededRng::new(seed);
+        let mut data = LabelledEmbeddings::default();
+        for (class, &n) in n_per_class.iter().enumerate() {
+            for _ in 0..n {
+                let row: Vec<f32> = (0..8)
+                    .map(|d| {
+                        let centre = if d % n_per_class.len() == class {
+                            2.0
+                        } else {
+                            0.0
+                        };
+                        centre + rng.normal()
+                    })
+                    .collect();
+                data.embeddings.push(row);
+                data.labels.push(class);
+            }
+        }
+        data
+    }
+
+    fn names(k: usize) -> Vec<String> {
+        (0..k).map(|i| format!("class {i}")).collect()
+    }
+
+    fn run(
+        config: &TrainConfig,
+        train_set: &LabelledEmbeddings,
+        val: &LabelledEmbeddings,
+        k: usize,
+    ) -> TrainedHead {
+        pollster::block_on(train(
+            &names(k),
+            train_set,
+            Some(val),
+            config,
+            &Device::flex(),
+            &CancelToken::new(),
+            &mut |_| {},
+        ))
+        .expect("trains")
+    }
+
+    #[test]
+    fn every_head_and_loss_learns_separable_data() {
+        let train_set = blobs(&[60, 60, 60], 1);
+        let val = blobs(&[30, 30, 30], 2);
+        for head in [
+            HeadKind::Linear,
+            HeadKind::Mlp {
+                hidden: 16,
+                dropout: 0.2,
+            },
+        ] {
+            for loss in [LossKind::CrossEntropy, LossKind::MeanSquaredError] {
+                let config = TrainConfig {
+                    head,
+                    loss: Some(loss),
+                    epochs: 15,
+                    learning_rate: 1e-2,
+                    ..TrainConfig::default()
+                };
+                let trained = run(&config, &train_set, &val, 3);
+                let v = trained.validation.as_ref().expect("validation metrics");
+                assert!(v.accuracy > 0.8, "{head:?} {loss:?}: {}", v.accuracy);
+                // Loss goes down.
+                let first = trained.history[0].train_loss;
+                let last = trained
+                    .history
+                    .last()
+                    .map(|h| h.train_loss)
+                    .unwrap_or(first);
+                assert!(last < first, "{head:?} {loss:?}: {first} → {last}");
+            }
+        }
+        // Binary: sigmoid + BCE (the default for two classes) and softmax CE.
+        let train2 = blobs(&[50, 150], 3);
+        let val2 = blobs(&[25, 75], 4);
+        for loss in [None, Some(LossKind::CrossEntropy)] {
+            let config = TrainConfig {
+                loss,
+                epochs: 15,
+                learning_rate: 1e-2,
+                ..TrainConfig::default()
+            };
+            let trained = run(&config, &train2, &val2, 2);
+            let v = trained.validation.as_ref().expect("validation metrics");
+            assert!(v.auc.is_some_and(|a| a > 0.9), "{loss:?} {:?}", v.auc);
+            assert!(v.accuracy_ci.is_some());
+            let expected_output = if loss.is_none() {
+                OutputKind::Sigmoid
+            } else {
+                OutputKind::Softmax
+            };
+            assert_eq!(trained.config.output, expected_output);
+            // 50 vs 150 items is imbalanced: class weights switch on (N / (K · n_c)).
+            assert_eq!(trained.class_weights, vec![2.0, 200.0 / 300.0]);
+        }
+    }
+
+    #[test]
+    fn same_seed_same_result_other_seed_differs() {
+        let train_set = blobs(&[40, 40], 5);
+        let val = blobs(&[20, 20], 6);
+        let config = TrainConfig {
+            head: HeadKind::Mlp {
+                hidden: 8,
+                dropout: 0.3,
+            },
+            epochs: 4,
+            ..TrainConfig::default()
+        };
+        let a = run(&config, &train_set, &val, 2);
+        let b = run(&config, &train_set, &val, 2);
+        assert_eq!(a.weights, b.weights);
+        assert_eq!(a.history, b.history);
+        assert_eq!(a.validation, b.validation);
+        let c = run(&TrainConfig { seed: 7, ..config }, &train_set, &val, 2);
+        assert_ne!(a.weights, c.weights);
+    }
+
+    #[test]
+    fn early_stopping_restores_the_best_epoch() {
+        // Labels are noise: validation loss cannot keep improving, so training stops early
+        // and keeps the epoch with the lowest validation loss.
+        let mut train_set = blobs(&[60, 60], 7);
+        let mut rng = SeededRng::new(9);
+        rng.shuffle(&mut train_set.labels);
+        let val = blobs(&[30, 30], 8);
+        let config = TrainConfig {
+            head: HeadKind::Mlp {
+                hidden: 32,
+                dropout: 0.0,
+            },
+            epochs: 200,
+            learning_rate: 3e-2,
+            schedule: Schedule::Constant,
+            patience: Some(3),
+            ..TrainConfig::default()
+        };
+        let trained = run(&config, &train_set, &val, 2);
+        assert_eq!(trained.stop_reason, StopReason::EarlyStopped);
+        assert!(trained.history.len() < 200);
+        let best = trained
+            .history
+            .iter()
+            .min_by(|a, b| {
+                a.validation_loss
+                    .partial_cmp(&b.validation_loss)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
+            .expect("epochs ran");
+        assert_eq!(trained.kept_epoch, best.epoch);
+        assert_eq!(trained.history.len(), best.epoch + 3);
+        // The kept weights reproduce the best epoch's validation loss.
+        let classifier = Classifier::new(
+            &trained.config,
+            &trained.weights,
+            &trained.normalization,
+            &Device::flex(),
+        )
+        .expect("builds");
+        let probs = pollster::block_on(classifier.predict(&val.embeddings)).expect("predicts");
+        let loss = host_loss(&probs, &val.labels, &trained.class_weights, trained.loss);
+        let best_loss = best.validation_loss.unwrap_or(f64::NAN);
+        assert!((loss - best_loss).abs() < 1e-5, "{loss} vs {best_loss}");
+    }
+
+    #[test]
+    fn cancel_stops_and_keeps_the_epochs_done() {
+        let train_set = blobs(&[20, 20], 10);
+        let cancel = CancelToken::new();
+        let mut epochs_seen = 0;
+        let trained = pollster::block_on(train(
+            &names(2),
+            &train_set,
+            None,
+            &TrainConfig {
+                epochs: 50,
+                ..TrainConfig::default()
+            },
+            &Device::flex(),
+            &cancel,
+            &mut |event| {
+                if let TrainEvent::Epoch(e) = event {
+                    epochs_seen = e.epoch;
+                    if e.epoch == 2 {
+                        cancel.cancel();
+                    }
+                }
+            },
+        ))
+        .expect("keeps a model");
+        assert_eq!(trained.stop_reason, StopReason::Cancelled);
+        assert_eq!(
+            (trained.history.len(), trained.kept_epoch, epochs_seen),
+            (2, 2, 2)
+        );
+        assert!(trained.validation.is_none());
+
+        let cancelled_first = CancelToken::new();
+        cancelled_first.cancel();
+        let result = pollster::block_on(train(
+            &names(2),
+            &train_set,
+            None,
+            &TrainConfig::default(),
+            &Device::flex(),
+            &cancelled_first,
+            &mut |_| {},
+        ));
+        assert!(matches!(result, Err(TrainError::Cancelled)));
+    }
+
+    #[test]
+    fn bad_settings_and_data_are_errors() {
+        let data = blobs(&[5, 5], 11);
+        let device = Device::flex();
+        let try_config =
+            |config: TrainConfig| Trainer::new(&names(2), &data, None, &config, &device).err();
+        assert!(
+            try_config(TrainConfig {
+                learning_rate: 0.0,
+                ..TrainConfig::default()
+            })
+            .is_some()
+        );
+        assert!(
+            try_config(TrainConfig {
+                batch_size: 0,
+                ..TrainConfig::default()
+            })
+            .is_some()
+        );
+        assert!(
+            try_config(TrainConfig {
+                label_smoothing: 0.7,
+                ..TrainConfig::default()
+            })
+            .is_some()
+        );
+        assert!(
+            Trainer::new(
+                &names(3),
+                &data,
+                None,
+                &TrainConfig {
+                    loss: Some(LossKind::BinaryCrossEntropy),
+                    ..TrainConfig::default()
+                },
+                &device
+            )
+            .is_err()
+        );
+        // A class with no items, a label out of range, ragged rows.
+        assert!(Trainer::new(&names(3), &data, None, &TrainConfig::default(), &device).is_err());
+        let mut bad = data.clone();
+        bad.labels[0] = 5;
+        assert!(Trainer::new(&names(2), &bad, None, &TrainConfig::default(), &device).is_err());
+        let mut ragged = data.clone();
+        ragged.embeddings[3].push(1.0);
+        assert!(Trainer::new(&names(2), &ragged, None, &TrainConfig::default(), &device).is_err());
+        assert!(
+            Trainer::new(
+                &names(2),
+                &LabelledEmbeddings::default(),
+                None,
+                &TrainConfig::default(),
+                &device
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn losses_match_hand_computation() {
+        let device = Device::flex();
+        let logits = Tensor::<2>::from_data(
+            TensorData::new(vec![2.0f32, 0.0, -1.0, 1.0], [2, 2]),
+            &device,
+        );
+        let targets = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, 0.0, 0.0, 1.0], [2, 2]),
+            &device,
+        );
+        let ce = pollster::block_on(read_f32(per_item_loss(
+            logits.clone(),
+            targets.clone(),
+            LossKind::CrossEntropy,
+        )))
+        .expect("reads");
+        let expected0 = -(2f32.exp() / (2f32.exp() + 1.0)).ln();
+        let expected1 = -(1f32.exp() / (1f32.exp() + (-1f32).exp())).ln();
+        assert!((ce[0] - expected0).abs() < 1e-5 && (ce[1] - expected1).abs() < 1e-5);
+        let mse = pollster::block_on(read_f32(per_item_loss(
+            logits,
+            targets,
+            LossKind::MeanSquaredError,
+        )))
+        .expect("reads");
+        let p0 = 2f32.exp() / (2f32.exp() + 1.0);
+        assert!((mse[0] - (1.0 - p0).powi(2)).abs() < 1e-5);
+        let z = Tensor::<2>::from_data(TensorData::new(vec![3.0f32, -50.0, 80.0], [3, 1]), &device);
+        let y = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 1.0, 0.0], [3, 1]), &device);
+        let bce = pollster::block_on(read_f32(per_item_loss(z, y, LossKind::BinaryCrossEntropy)))
+            .expect("reads");
+        assert!((bce[0] - (1.0 + (-3f32).exp()).ln()).abs() < 1e-5);
+        // Huge logits stay finite: −ln σ(−50) ≈ 50, −ln(1 − σ(80)) ≈ 80.
+        assert!((bce[1] - 50.0).abs() < 1e-3 && (bce[2] - 80.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn class_weights_follow_inverse_frequency() {
+        let labels = [0, 0, 0, 0, 1];
+        assert_eq!(
+            class_weights_for(&labels, 2, ClassWeighting::Auto),
+            vec![5.0 / 8.0, 2.5]
+        );
+        assert_eq!(
+            class_weights_for(&labels, 2, ClassWeighting::Off),
+            vec![1.0, 1.0]
+        );
+        // 2 vs 3 items is within the 1.5 ratio: no weights.
+        assert_eq!(
+            class_weights_for(&[0, 0, 1, 1, 1], 2, ClassWeighting::Auto),
+            vec![1.0, 1.0]
+        );
+        assert_eq!(
+            class_weights_for(&[0, 1, 1], 2, ClassWeighting::On),
+            vec![1.5, 0.75]
+        );
+    }
+}
