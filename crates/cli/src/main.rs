@@ -1,6 +1,8 @@
 //! `medtransfer`: the MedTransfer core on the command line.
 
+mod dataset;
 mod device;
+mod finetune;
 mod pretrained;
 
 use std::path::PathBuf;
@@ -61,6 +63,14 @@ enum Command {
         #[command(flatten)]
         common: pretrained::PretrainedArgs,
     },
+    /// Fine-tune a classifier head on a folder with one sub-folder of images per class.
+    Train(finetune::TrainArgs),
+    /// Evaluate a model on a labelled folder: accuracy, AUC, per-class figures, intervals.
+    Eval(finetune::EvalArgs),
+    /// Class probabilities of each image with a trained model.
+    Predict(finetune::PredictArgs),
+    /// Split a labelled folder into train/ and test/ (seeded, stratified, optionally grouped).
+    Split(finetune::SplitArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,5 +79,9 @@ fn main() -> ExitCode {
         Command::ConvertWeights { from, to } => pretrained::convert(&from, &to),
         Command::Classify { common } => pretrained::classify(&common),
         Command::Embed { common } => pretrained::embed(&common),
+        Command::Train(args) => finetune::train(&args),
+        Command::Eval(args) => finetune::eval(&args),
+        Command::Predict(args) => finetune::predict(&args),
+        Command::Split(args) => finetune::split(&args),
     }
 }

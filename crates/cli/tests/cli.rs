@@ -153,3 +153,127 @@ fn device_on_cpu_passes_its_self_check() {
         serde_json::json!([1.0, 1.0, 2.5, 1.0])
     );
 }
+
+/// A tiny two-class set of generated images (dark and bright squares) plus one broken file.
+fn tiny_dataset(root: &std::path::Path) {
+    for (class, level) in [("dark", 30u8), ("bright", 220u8)] {
+        let dir = root.join(class);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for i in 0..4u8 {
+            let image = image::GrayImage::from_fn(40, 40, |x, y| {
+                image::Luma([level.wrapping_add(((x + y) as u8 + i * 7) % 20)])
+            });
+            image.save(dir.join(format!("{i}.png"))).expect("png");
+        }
+    }
+    std::fs::write(root.join("dark/broken.png"), b"not a png at all").expect("write");
+}
+
+#[test]
+fn train_predict_eval_on_a_tiny_set_and_refuse_bad_model_files() {
+    let Some(weights) = ready_weights() else {
+        return;
+    };
+    let root = std::env::temp_dir().join(format!("mt-cli-tiny-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    tiny_dataset(&root.join("data"));
+    let model = root.join("m.mtmodel");
+    let m = model.to_string_lossy().to_string();
+    let data = root.join("data").to_string_lossy().to_string();
+    let cache = root.join("cache").to_string_lossy().to_string();
+
+    // The broken file is reported and skipped (exit 2); the model is still written.
+    let output = medtransfer(
+        &[
+            "train",
+            "--data",
+            &data,
+            "--val-split",
+            "0",
+            "--epochs",
+            "3",
+            "--head",
+            "linear",
+            "--lr",
+            "1e-2",
+            "--cache",
+            &cache,
+            "--out",
+            &m,
+            "--json",
+        ],
+        &weights,
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = json_stdout(&output);
+    assert_eq!(report["train_images"], 8);
+    let skipped = report["skipped"].as_array().expect("skipped");
+    assert_eq!(skipped.len(), 1);
+    assert!(
+        skipped[0]["path"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("broken.png")
+    );
+    assert_eq!(report["classes"], serde_json::json!(["bright", "dark"]));
+
+    // Predict on a folder: one entry per file, the broken one with its error.
+    let output = medtransfer(
+        &["predict", "--model", &m, "--cache", &cache, "--json", &data],
+        &weights,
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let predictions = json_stdout(&output);
+    let predictions = predictions.as_array().expect("array");
+    assert_eq!(predictions.len(), 9);
+    let labelled: Vec<&Value> = predictions
+        .iter()
+        .filter(|p| p.get("error").is_none())
+        .collect();
+    assert_eq!(labelled.len(), 8);
+    // Bright and dark squares are told apart after training on them.
+    for p in labelled {
+        let path = p["path"].as_str().unwrap_or("");
+        let expected = if path.contains("/bright/") {
+            "bright"
+        } else {
+            "dark"
+        };
+        assert_eq!(p["label"], expected, "{p}");
+    }
+
+    // eval refuses a class the model does not know.
+    std::fs::create_dir_all(root.join("other/unknown")).expect("mkdir");
+    let other = root.join("other").to_string_lossy().to_string();
+    let output = medtransfer(
+        &["eval", "--model", &m, "--data", &other, "--cache", &cache],
+        &weights,
+    );
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown"));
+
+    // Damaged and foreign model files are refused with a message, never a panic.
+    let mut bytes = std::fs::read(&model).expect("model");
+    let last = bytes.len() - 40;
+    bytes[last] ^= 1;
+    let damaged = root.join("damaged.mtmodel");
+    std::fs::write(&damaged, &bytes).expect("write");
+    let foreign = root.join("foreign.mtmodel");
+    std::fs::write(&foreign, b"PK\x03\x04 a zip file").expect("write");
+    for (file, message) in [(&damaged, "damaged"), (&foreign, "not a MedTransfer model")] {
+        let output = medtransfer(
+            &["predict", "--model", &file.to_string_lossy(), &data],
+            &weights,
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(message), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
