@@ -17,6 +17,7 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::cached_fetch::{FetchSource, Progress, evict, fetch_cached};
 use crate::gpu_probe::probe_webgpu;
+use crate::project::{ClassesSection, PredictSection, Project, ResultsSection, TrainSection};
 
 /// Cache API bucket for the pretrained files; bump the suffix when their format changes.
 const WEIGHTS_CACHE: &str = "medtransfer-weights-v1";
@@ -72,6 +73,10 @@ pub fn App() -> impl IntoView {
     let report = RwSignal::new(None::<StartupReport>);
     let model_state = RwSignal::new(ModelState::Waiting);
     let pretrained = StoredValue::new_local(None::<Pretrained>);
+    let project = Project::new();
+    if let Err(error) = project.attach() {
+        project.worker_backend.set(Some(Err(error)));
+    }
 
     spawn_local(async move {
         let device = select_device(probe_webgpu().await).await;
@@ -88,6 +93,13 @@ pub fn App() -> impl IntoView {
             Ok((loaded, source)) => {
                 pretrained.set_value(Some(loaded));
                 model_state.set(ModelState::Ready(source));
+                // The worker gets its own copy of the weights, read back from the cache.
+                match fetch_cached(CONVERTED_WEIGHTS_FILE_NAME, WEIGHTS_CACHE, &|_| {}).await {
+                    Ok((bytes, _)) => {
+                        project.load_model(js_sys::Uint8Array::from(bytes.as_slice()))
+                    }
+                    Err(error) => project.worker_backend.set(Some(Err(error))),
+                }
             }
             Err(error) => model_state.set(ModelState::Failed(error)),
         }
@@ -102,6 +114,17 @@ pub fn App() -> impl IntoView {
         </header>
         <main>
             <ComputeSection report=report />
+            <p data-testid="worker-backend" role="status">
+                {move || match project.worker_backend.get() {
+                    None => "Training runs in a background worker; starting it…".to_string(),
+                    Some(Ok(backend)) => format!("Training and embeddings run in a background worker on: {backend}"),
+                    Some(Err(error)) => format!("The background worker failed: {error}"),
+                }}
+            </p>
+            <ClassesSection project=project />
+            <TrainSection project=project />
+            <ResultsSection project=project />
+            <PredictSection project=project />
             <PretrainedSection model_state=model_state pretrained=pretrained />
         </main>
     }

@@ -32,8 +32,9 @@ fn adapter_label(adapter: &JsValue) -> Option<String> {
 }
 
 async fn request_adapter() -> Result<JsValue, String> {
-    let window = web_sys::window().ok_or("no browser window")?;
-    let navigator: JsValue = window.navigator().into();
+    // The global scope's navigator: works in the page and in a Web Worker alike.
+    let navigator = Reflect::get(&js_sys::global(), &JsValue::from_str("navigator"))
+        .map_err(|_| "navigator could not be read")?;
     let gpu = Reflect::get(&navigator, &JsValue::from_str("gpu"))
         .map_err(|_| "navigator.gpu could not be read")?;
     if gpu.is_undefined() || gpu.is_null() {

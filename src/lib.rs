@@ -1,6 +1,10 @@
 //! MedTransfer's browser app: a Leptos client-side page, built by Trunk into WebAssembly.
-//! The binary (`src/main.rs`) only mounts [`app::App`]; the work is in `medtransfer-core`.
+//! The binary (`src/main.rs`) mounts [`app::App`] in the page and runs [`worker`] in the compute
+//! Web Worker; the work itself is in `medtransfer-core`.
 
 pub mod app;
 pub mod cached_fetch;
 pub mod gpu_probe;
+pub mod project;
+pub mod protocol;
+pub mod worker;

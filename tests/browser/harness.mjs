@@ -80,7 +80,8 @@ export async function openPage(browser, origin, viewport = { width: 1280, height
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
   const record = { foreign: [], errors: [], logs: [], all: [] };
-  page.on('request', (request) => {
+  // Context-wide, so that the compute worker's requests are recorded too.
+  context.on('request', (request) => {
     const url = request.url();
     record.all.push(url);
     if (!url.startsWith(origin + '/') && !url.startsWith('data:') && !url.startsWith('blob:')) {
@@ -93,6 +94,15 @@ export async function openPage(browser, origin, viewport = { width: 1280, height
     if (message.type() === 'error') record.errors.push(`console.error: ${message.text()}`);
     // wgpu reports broken kernels as warnings while the page may still limp on: fail on those too.
     else if (SUSPICIOUS.test(message.text())) record.errors.push(`console.${message.type()}: ${message.text()}`);
+  });
+  // The compute worker's console: its panics and kernel errors count like the page's.
+  page.on('worker', (worker) => {
+    worker.on?.('console', (message) => {
+      record.logs.push(`worker ${message.type()}: ${message.text()}`);
+      if (message.type() === 'error' || SUSPICIOUS.test(message.text())) {
+        record.errors.push(`worker console.${message.type()}: ${message.text()}`);
+      }
+    });
   });
   return { page, context, record };
 }

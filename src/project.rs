@@ -1,0 +1,829 @@
+//! The fine-tuning flow of the page: classes of images → embeddings (in the worker) → training
+//! → validation metrics → predictions. State lives in a few signals; all computation happens in
+//! the compute Web Worker through [`WorkerClient`].
+
+use js_sys::{Array, Reflect, Uint8Array};
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use medtransfer_core::head::HeadKind;
+use medtransfer_core::metrics::Evaluation;
+use medtransfer_core::train::{ClassWeighting, EpochSummary, TrainConfig};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{MessageEvent, Worker, WorkerOptions, WorkerType};
+
+use crate::protocol::{FromWorker, ImageId, ToWorker};
+
+/// The page's handle on the compute worker.
+#[derive(Clone)]
+pub struct WorkerClient {
+    worker: Worker,
+}
+
+impl WorkerClient {
+    /// Starts `worker.js` as a module worker and hands it the page's own wasm; `on_message`
+    /// receives every reply.
+    pub fn start(on_message: impl Fn(FromWorker) + 'static) -> Result<Self, String> {
+        let options = WorkerOptions::new();
+        options.set_type(WorkerType::Module);
+        let worker = Worker::new_with_options("./worker.js", &options)
+            .map_err(|e| format!("the compute worker could not start: {e:?}"))?;
+        let handler = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+            let data = Array::from(&event.data());
+            if let Some(message) = data
+                .get(0)
+                .as_string()
+                .and_then(|json| serde_json::from_str::<FromWorker>(&json).ok())
+            {
+                on_message(message);
+            }
+        });
+        worker.set_onmessage(Some(handler.as_ref().unchecked_ref()));
+        handler.forget();
+        // boot.js keeps the hashed names of the page's JS and wasm on `globalThis.medtransferBoot`.
+        let boot = Reflect::get(&js_sys::global(), &"medtransferBoot".into())
+            .map_err(|_| "the page's boot information is missing".to_string())?;
+        worker
+            .post_message(&boot)
+            .map_err(|e| format!("the compute worker could not be started: {e:?}"))?;
+        Ok(Self { worker })
+    }
+
+    /// Sends a message, with `bytes` transferred (not copied) when given.
+    pub fn send(&self, message: &ToWorker, bytes: Option<Uint8Array>) {
+        let Ok(json) = serde_json::to_string(message) else {
+            return;
+        };
+        let array = Array::of1(&json.into());
+        let result = match bytes {
+            Some(bytes) => {
+                let buffer = bytes.buffer();
+                array.push(&buffer);
+                self.worker
+                    .post_message_with_transfer(&array, &Array::of1(&buffer))
+            }
+            None => self.worker.post_message(&array),
+        };
+        if let Err(error) = result {
+            web_sys::console::error_1(&format!("posting to the worker failed: {error:?}").into());
+        }
+    }
+}
+
+/// Where an image is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ImageStatus {
+    /// Waiting for its embedding.
+    Embedding,
+    /// Embedded: ready to train on.
+    Ready,
+}
+
+/// One image of a class.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageEntry {
+    /// Its id.
+    pub id: ImageId,
+    /// Its file name.
+    pub name: String,
+    /// An object URL of the file, for the thumbnail.
+    pub url: String,
+    /// Its status.
+    pub status: ImageStatus,
+}
+
+/// A class: an editable name, its images and the files that could not be used.
+#[derive(Clone, Copy, Debug)]
+pub struct ClassEntry {
+    /// Stable key for the list.
+    pub key: u32,
+    /// The class name.
+    pub name: RwSignal<String>,
+    /// Its images.
+    pub images: RwSignal<Vec<ImageEntry>>,
+    /// `(file name, reason)` of files that could not be used.
+    pub rejected: RwSignal<Vec<(String, String)>>,
+}
+
+impl ClassEntry {
+    fn new(key: u32, name: String) -> Self {
+        Self {
+            key,
+            name: RwSignal::new(name),
+            images: RwSignal::new(Vec::new()),
+            rejected: RwSignal::new(Vec::new()),
+        }
+    }
+}
+
+/// A prediction shown to the user.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PredictionEntry {
+    id: ImageId,
+    name: String,
+    url: String,
+    result: Option<Result<Vec<f32>, String>>,
+}
+
+/// What training has produced so far.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrainingState {
+    running: bool,
+    planned_epochs: usize,
+    epochs: Vec<EpochSummary>,
+    result: Option<TrainedResult>,
+    error: Option<String>,
+}
+
+/// A finished training run, as the page shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainedResult {
+    classes: Vec<String>,
+    kept_epoch: usize,
+    stop_reason: String,
+    validation: Option<Evaluation>,
+    validation_ids: Vec<ImageId>,
+    millis: f64,
+}
+
+/// All the fine-tuning state, shared by the sections (every field is a `Copy` signal).
+#[derive(Clone, Copy)]
+pub struct Project {
+    classes: RwSignal<Vec<ClassEntry>>,
+    next_id: StoredValue<u32>,
+    worker: StoredValue<Option<WorkerClient>, LocalStorage>,
+    /// The worker's backend line once its network is loaded, or its failure.
+    pub worker_backend: RwSignal<Option<Result<String, String>>>,
+    embedded_count: RwSignal<usize>,
+    embed_started: RwSignal<Option<f64>>,
+    training: RwSignal<TrainingState>,
+    predictions: RwSignal<Vec<PredictionEntry>>,
+    settings: RwSignal<Settings>,
+}
+
+/// The training settings as the page edits them.
+#[derive(Clone, Debug, PartialEq)]
+struct Settings {
+    mlp: bool,
+    epochs: usize,
+    batch: usize,
+    learning_rate: f64,
+    class_weights: ClassWeighting,
+    validation_share: f64,
+    seed: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let d = TrainConfig::default();
+        Self {
+            mlp: matches!(d.head, HeadKind::Mlp { .. }),
+            epochs: d.epochs,
+            batch: d.batch_size,
+            learning_rate: d.learning_rate,
+            class_weights: d.class_weights,
+            validation_share: 0.2,
+            seed: d.seed,
+        }
+    }
+}
+
+impl Project {
+    /// The project with two empty classes; the worker is attached by [`Project::attach`].
+    pub fn new() -> Self {
+        Self {
+            classes: RwSignal::new(vec![
+                ClassEntry::new(0, "Class 1".into()),
+                ClassEntry::new(1, "Class 2".into()),
+            ]),
+            next_id: StoredValue::new(2),
+            worker: StoredValue::new_local(None),
+            worker_backend: RwSignal::new(None),
+            embedded_count: RwSignal::new(0),
+            embed_started: RwSignal::new(None),
+            training: RwSignal::new(TrainingState::default()),
+            predictions: RwSignal::new(Vec::new()),
+            settings: RwSignal::new(Settings::default()),
+        }
+    }
+
+    /// Starts the compute worker and routes its replies into the project's signals.
+    pub fn attach(self) -> Result<(), String> {
+        let client = WorkerClient::start(move |message| self.on_worker_message(message))?;
+        self.worker.set_value(Some(client));
+        Ok(())
+    }
+
+    /// Hands the pretrained weights to the worker.
+    pub fn load_model(self, weights: Uint8Array) {
+        self.send(&ToWorker::LoadModel, Some(weights));
+    }
+
+    fn send(self, message: &ToWorker, bytes: Option<Uint8Array>) {
+        self.worker.with_value(|w| {
+            if let Some(w) = w {
+                w.send(message, bytes);
+            }
+        });
+    }
+
+    fn next_id(self) -> u32 {
+        let id = self.next_id.get_value();
+        self.next_id.set_value(id.wrapping_add(1));
+        id
+    }
+
+    fn on_worker_message(self, message: FromWorker) {
+        match message {
+            FromWorker::Started => {}
+            FromWorker::ModelReady { backend, .. } => self.worker_backend.set(Some(Ok(backend))),
+            FromWorker::ModelFailed { error } => self.worker_backend.set(Some(Err(error))),
+            FromWorker::Embedded { id, error } => {
+                for class in self.classes.get_untracked() {
+                    let Some(entry) = class
+                        .images
+                        .with_untracked(|images| images.iter().find(|i| i.id == id).cloned())
+                    else {
+                        continue;
+                    };
+                    match error {
+                        None => class.images.update(|images| {
+                            if let Some(image) = images.iter_mut().find(|i| i.id == id) {
+                                image.status = ImageStatus::Ready;
+                            }
+                        }),
+                        Some(ref reason) => {
+                            class.images.update(|images| images.retain(|i| i.id != id));
+                            class
+                                .rejected
+                                .update(|r| r.push((entry.name.clone(), reason.clone())));
+                            let _ = web_sys::Url::revoke_object_url(&entry.url);
+                        }
+                    }
+                    self.embedded_count.update(|n| *n += 1);
+                    break;
+                }
+            }
+            FromWorker::TrainStarted { epochs, .. } => self.training.update(|t| {
+                t.planned_epochs = epochs;
+            }),
+            FromWorker::Epoch(summary) => self.training.update(|t| t.epochs.push(summary)),
+            FromWorker::Trained {
+                kept_epoch,
+                stop_reason,
+                validation,
+                validation_ids,
+                millis,
+            } => self.training.update(|t| {
+                t.running = false;
+                t.result = Some(TrainedResult {
+                    classes: self.class_names_untracked(),
+                    kept_epoch,
+                    stop_reason,
+                    validation,
+                    validation_ids,
+                    millis,
+                });
+            }),
+            FromWorker::TrainFailed { error } => self.training.update(|t| {
+                t.running = false;
+                t.error = Some(error);
+            }),
+            FromWorker::Prediction { id, result } => self.predictions.update(|list| {
+                if let Some(p) = list.iter_mut().find(|p| p.id == id) {
+                    p.result = Some(result);
+                }
+            }),
+        }
+    }
+
+    fn class_names_untracked(self) -> Vec<String> {
+        self.classes
+            .get_untracked()
+            .iter()
+            .map(|c| c.name.get_untracked())
+            .collect()
+    }
+
+    /// Adds files to a class: each gets a thumbnail at once and is sent to the worker to embed.
+    fn add_files(self, class: ClassEntry, files: Vec<web_sys::File>) {
+        if self.embed_started.get_untracked().is_none() {
+            self.embed_started.set(Some(js_sys::Date::now()));
+        }
+        for file in files {
+            let id = self.next_id();
+            let url = web_sys::Url::create_object_url_with_blob(&file).unwrap_or_default();
+            class.images.update(|images| {
+                images.push(ImageEntry {
+                    id,
+                    name: file.name(),
+                    url,
+                    status: ImageStatus::Embedding,
+                })
+            });
+            spawn_local(async move {
+                let bytes = match JsFuture::from(file.array_buffer()).await {
+                    Ok(buffer) => Uint8Array::new(&buffer),
+                    Err(_) => Uint8Array::new_with_length(0),
+                };
+                self.send(&ToWorker::Embed { id }, Some(bytes));
+            });
+        }
+    }
+
+    fn remove_image(self, class: ClassEntry, id: ImageId) {
+        class.images.update(|images| {
+            if let Some(pos) = images.iter().position(|i| i.id == id) {
+                let image = images.remove(pos);
+                let _ = web_sys::Url::revoke_object_url(&image.url);
+                if image.status == ImageStatus::Embedding {
+                    self.embedded_count.update(|n| *n += 1);
+                }
+            }
+        });
+        self.send(&ToWorker::Forget { id }, None);
+    }
+
+    fn pending(self) -> usize {
+        self.classes
+            .get()
+            .iter()
+            .map(|c| {
+                c.images.with(|i| {
+                    i.iter()
+                        .filter(|i| i.status == ImageStatus::Embedding)
+                        .count()
+                })
+            })
+            .sum()
+    }
+
+    fn ready_counts(self) -> Vec<usize> {
+        self.classes
+            .get()
+            .iter()
+            .map(|c| {
+                c.images
+                    .with(|i| i.iter().filter(|i| i.status == ImageStatus::Ready).count())
+            })
+            .collect()
+    }
+
+    fn start_training(self) {
+        let settings = self.settings.get_untracked();
+        let classes = self.classes.get_untracked();
+        let names: Vec<String> = classes.iter().map(|c| c.name.get_untracked()).collect();
+        let items: Vec<(ImageId, usize)> = classes
+            .iter()
+            .enumerate()
+            .flat_map(|(label, c)| {
+                c.images
+                    .get_untracked()
+                    .into_iter()
+                    .filter(|i| i.status == ImageStatus::Ready)
+                    .map(move |i| (i.id, label))
+            })
+            .collect();
+        let defaults = TrainConfig::default();
+        let config = TrainConfig {
+            head: if settings.mlp {
+                defaults.head
+            } else {
+                HeadKind::Linear
+            },
+            epochs: settings.epochs,
+            batch_size: settings.batch,
+            learning_rate: settings.learning_rate,
+            class_weights: settings.class_weights,
+            seed: settings.seed,
+            ..defaults
+        };
+        self.training.set(TrainingState {
+            running: true,
+            planned_epochs: settings.epochs,
+            ..TrainingState::default()
+        });
+        self.send(
+            &ToWorker::Train {
+                classes: names,
+                items,
+                validation_share: settings.validation_share,
+                config,
+            },
+            None,
+        );
+    }
+
+    fn image_url(self, id: ImageId) -> Option<(String, String)> {
+        self.classes.get_untracked().iter().find_map(|c| {
+            c.images.with_untracked(|images| {
+                images
+                    .iter()
+                    .find(|i| i.id == id)
+                    .map(|i| (i.url.clone(), i.name.clone()))
+            })
+        })
+    }
+}
+
+impl Default for Project {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn files_of_input(event: &leptos::ev::Event) -> Vec<web_sys::File> {
+    event
+        .target()
+        .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok())
+        .and_then(|input| {
+            let files = input.files()?;
+            let list = (0..files.length()).filter_map(|i| files.get(i)).collect();
+            // Picking the same files again must fire `change` again.
+            input.set_value("");
+            Some(list)
+        })
+        .unwrap_or_default()
+}
+
+/// The classes: names, images (pick or drop), counts, thumbnails, rejected files.
+#[component]
+pub fn ClassesSection(project: Project) -> impl IntoView {
+    let add_class = move |_| {
+        let key = project.next_id();
+        let n = project.classes.with(Vec::len) + 1;
+        project
+            .classes
+            .update(|c| c.push(ClassEntry::new(key, format!("Class {n}"))));
+    };
+    let embed_rate = move || {
+        let done = project.embedded_count.get();
+        let started = project.embed_started.get()?;
+        let seconds = (js_sys::Date::now() - started) / 1000.0;
+        (done > 0).then(|| format!("{:.1} images/s", done as f64 / seconds.max(1e-3)))
+    };
+    let ready_total = move || project.ready_counts().iter().sum::<usize>();
+    let progress_value = move || ready_total() as f64;
+    let progress_max = move || (ready_total() + project.pending()).max(1) as f64;
+    view! {
+        <section aria-labelledby="classes-heading">
+            <h2 id="classes-heading">"1. Classes and images"</h2>
+            <p>"Name each class and add its images: pick files or drop them on the class."</p>
+            <div class="classes">
+                <For each=move || project.classes.get() key=|c| c.key let:class>
+                    <ClassCard project=project class=class />
+                </For>
+            </div>
+            <button data-testid="add-class" on:click=add_class>"Add a class"</button>
+            <p role="status" data-testid="embed-status" data-pending=move || project.pending()>
+                {move || {
+                    let pending = project.pending();
+                    let counts = project.ready_counts();
+                    let ready: usize = counts.iter().sum();
+                    if pending > 0 {
+                        format!(
+                            "Computing embeddings: {ready} ready, {pending} to go ({})",
+                            embed_rate().unwrap_or_default()
+                        )
+                    } else if ready > 0 {
+                        format!("All {ready} images are ready to train on.")
+                    } else {
+                        String::new()
+                    }
+                }}
+            </p>
+            <progress aria-label="Embeddings" value=progress_value max=progress_max></progress>
+        </section>
+    }
+}
+
+#[component]
+fn ClassCard(project: Project, class: ClassEntry) -> impl IntoView {
+    let input_id = format!("class-files-{}", class.key);
+    let on_pick = move |event: leptos::ev::Event| {
+        project.add_files(class, files_of_input(&event));
+    };
+    let on_drop = move |event: web_sys::DragEvent| {
+        event.prevent_default();
+        let files: Vec<web_sys::File> = event
+            .data_transfer()
+            .and_then(|t| t.files())
+            .map(|f| (0..f.length()).filter_map(|i| f.get(i)).collect())
+            .unwrap_or_default();
+        project.add_files(class, files);
+    };
+    let remove_class = move |_| {
+        if project.classes.with(Vec::len) > 2 {
+            for image in class.images.get_untracked() {
+                project.remove_image(class, image.id);
+            }
+            project.classes.update(|c| c.retain(|x| x.key != class.key));
+        }
+    };
+    view! {
+        <div
+            class="class-card"
+            data-testid="class-card"
+            on:dragover=|e: web_sys::DragEvent| e.prevent_default()
+            on:drop=on_drop
+        >
+            <label>
+                "Class name "
+                <input
+                    type="text"
+                    data-testid="class-name"
+                    prop:value=move || class.name.get()
+                    on:input=move |e| class.name.set(event_target_value(&e))
+                />
+            </label>
+            <p>
+                <span data-testid="class-count">{move || class.images.with(Vec::len)}</span>
+                " images"
+            </p>
+            <label for=input_id.clone() class="picker">"Add images"</label>
+            <input
+                id=input_id
+                type="file"
+                multiple
+                accept="image/png,image/jpeg"
+                data-testid="class-files"
+                on:change=on_pick
+            />
+            <button
+                on:click=remove_class
+                disabled=move || project.classes.with(Vec::len) <= 2
+                aria-label=move || format!("Remove class {}", class.name.get())
+            >
+                "Remove class"
+            </button>
+            <ul class="thumbs">
+                <For each=move || class.images.get() key=|i| (i.id, i.status == ImageStatus::Ready) let:image>
+                    <li class:pending=image.status == ImageStatus::Embedding>
+                        <img src=image.url.clone() alt=image.name.clone() width="56" height="56" />
+                        <button
+                            aria-label=format!("Remove {}", image.name)
+                            on:click=move |_| project.remove_image(class, image.id)
+                        >
+                            "×"
+                        </button>
+                    </li>
+                </For>
+            </ul>
+            <ul class="rejected" data-testid="class-rejected">
+                {move || {
+                    class
+                        .rejected
+                        .get()
+                        .into_iter()
+                        .map(|(name, reason)| view! { <li class="error">{name} ": " {reason}</li> })
+                        .collect_view()
+                }}
+            </ul>
+        </div>
+    }
+}
+
+/// Settings, Train / Stop, and the epochs as they finish.
+#[component]
+pub fn TrainSection(project: Project) -> impl IntoView {
+    let settings = project.settings;
+    let can_train = move || {
+        let counts = project.ready_counts();
+        project.worker_backend.get().is_some_and(|b| b.is_ok())
+            && counts.len() >= 2
+            && counts.iter().all(|&n| n >= 1)
+            && project.pending() == 0
+            && !project.training.get().running
+    };
+    let number = |e: &leptos::ev::Event| event_target_value(e).parse::<f64>().ok();
+    view! {
+        <section aria-labelledby="train-heading">
+            <h2 id="train-heading">"2. Train"</h2>
+            <div class="settings">
+                <label>
+                    "Head "
+                    <select on:change=move |e| settings.update(|s| s.mlp = event_target_value(&e) == "mlp")>
+                        <option value="mlp" selected=move || settings.get().mlp>"MLP (1024 hidden units)"</option>
+                        <option value="linear" selected=move || !settings.get().mlp>"Linear"</option>
+                    </select>
+                    <small>"The MLP is the source recipe's head and did best on validation data; linear trains fastest."</small>
+                </label>
+                <label>
+                    "Epochs "
+                    <input type="number" min="1" max="500" prop:value=move || settings.get().epochs
+                        on:change=move |e| if let Some(v) = number(&e) { settings.update(|s| s.epochs = (v as usize).clamp(1, 500)) } />
+                    <small>"Passes over the images; training stops early when validation stops improving."</small>
+                </label>
+                <label>
+                    "Batch size "
+                    <input type="number" min="1" max="256" prop:value=move || settings.get().batch
+                        on:change=move |e| if let Some(v) = number(&e) { settings.update(|s| s.batch = (v as usize).clamp(1, 256)) } />
+                    <small>"Images per step."</small>
+                </label>
+                <label>
+                    "Learning rate "
+                    <input type="number" step="any" min="0.000001" max="1" prop:value=move || settings.get().learning_rate
+                        on:change=move |e| if let Some(v) = number(&e).filter(|v| *v > 0.0 && *v < 1.0) { settings.update(|s| s.learning_rate = v) } />
+                    <small>"Step size; 0.0001 suits the MLP, 0.001 the linear head."</small>
+                </label>
+                <label>
+                    "Class weights "
+                    <select on:change=move |e| settings.update(|s| s.class_weights = match event_target_value(&e).as_str() {
+                        "on" => ClassWeighting::On, "off" => ClassWeighting::Off, _ => ClassWeighting::Auto })>
+                        <option value="auto">"Automatic"</option>
+                        <option value="on">"Always"</option>
+                        <option value="off">"Never"</option>
+                    </select>
+                    <small>"Rare classes count more, so an imbalanced set does not favour its largest class."</small>
+                </label>
+                <label>
+                    "Validation share "
+                    <input type="number" step="0.05" min="0" max="0.5" prop:value=move || settings.get().validation_share
+                        on:change=move |e| if let Some(v) = number(&e) { settings.update(|s| s.validation_share = v.clamp(0.0, 0.5)) } />
+                    <small>"Images held out of training to measure the model (at least one per class)."</small>
+                </label>
+                <label>
+                    "Seed "
+                    <input type="number" min="0" prop:value=move || settings.get().seed
+                        on:change=move |e| if let Some(v) = number(&e) { settings.update(|s| s.seed = v.max(0.0) as u64) } />
+                    <small>"The same seed and images give the same model."</small>
+                </label>
+            </div>
+            <button data-testid="train" disabled=move || !can_train() on:click=move |_| project.start_training()>
+                "Train"
+            </button>
+            <button data-testid="stop" disabled=move || !project.training.get().running
+                on:click=move |_| project.send(&ToWorker::Stop, None)>
+                "Stop"
+            </button>
+            <p role="status" data-testid="train-status">
+                {move || {
+                    let t = project.training.get();
+                    if let Some(error) = t.error {
+                        format!("Training failed: {error}")
+                    } else if t.running {
+                        format!("Training: epoch {} of {}", t.epochs.len(), t.planned_epochs)
+                    } else if let Some(r) = &t.result {
+                        format!("Trained in {:.1} s; kept epoch {} ({}).", r.millis / 1000.0, r.kept_epoch, r.stop_reason.replace('_', " "))
+                    } else {
+                        String::new()
+                    }
+                }}
+            </p>
+            <table class="epochs">
+                <thead><tr><th>"Epoch"</th><th>"Train loss"</th><th>"Train acc."</th><th>"Val. loss"</th><th>"Val. acc."</th></tr></thead>
+                <tbody>
+                    {move || project.training.get().epochs.into_iter().map(|e| view! {
+                        <tr data-testid="epoch-row">
+                            <td>{e.epoch}</td>
+                            <td>{format!("{:.4}", e.train_loss)}</td>
+                            <td>{format!("{:.3}", e.train_accuracy)}</td>
+                            <td>{e.validation_loss.map(|v| format!("{v:.4}"))}</td>
+                            <td>{e.validation_accuracy.map(|v| format!("{v:.3}"))}</td>
+                        </tr>
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </section>
+    }
+}
+
+fn fmt_ci(ci: Option<[f64; 2]>) -> String {
+    ci.map_or(String::new(), |[lo, hi]| {
+        format!(" (95% CI {lo:.3}–{hi:.3})")
+    })
+}
+
+/// Validation metrics of the trained model.
+#[component]
+pub fn ResultsSection(project: Project) -> impl IntoView {
+    view! {
+        <section aria-labelledby="results-heading">
+            <h2 id="results-heading">"3. Results on validation images"</h2>
+            {move || {
+                let result = project.training.get().result?;
+                let Some(v) = result.validation.clone() else {
+                    return Some(view! { <p>"No validation images were held out, so there are no metrics (raise the validation share)."</p> }.into_any());
+                };
+                let classes = result.classes.clone();
+                let ids = result.validation_ids.clone();
+                let matrix = v.confusion_matrix.clone();
+                let misclassified = v.misclassified.clone();
+                Some(view! {
+                    <dl class="metrics">
+                        <dt>"Accuracy"</dt>
+                        <dd><span data-testid="metric-accuracy">{format!("{:.3}", v.accuracy)}</span>{fmt_ci(v.accuracy_ci)}</dd>
+                        <dt>"Balanced accuracy"</dt>
+                        <dd data-testid="metric-balanced-accuracy">{format!("{:.3}", v.balanced_accuracy)}</dd>
+                        <dt>"AUC"</dt>
+                        <dd data-testid="metric-auc">{v.auc.map_or("not computable".to_string(), |a| format!("{a:.3}{}", fmt_ci(v.auc_ci)))}</dd>
+                    </dl>
+                    <table class="per-class">
+                        <thead><tr><th>"Class"</th><th>"Sensitivity"</th><th>"Specificity"</th><th>"Precision"</th><th>"F1"</th><th>"Images"</th></tr></thead>
+                        <tbody>
+                            {v.per_class.iter().map(|c| view! {
+                                <tr><td>{c.class.clone()}</td><td>{format!("{:.3}", c.sensitivity)}</td><td>{format!("{:.3}", c.specificity)}</td>
+                                <td>{format!("{:.3}", c.precision)}</td><td>{format!("{:.3}", c.f1)}</td><td>{c.support}</td></tr>
+                            }).collect_view()}
+                        </tbody>
+                    </table>
+                    <table class="confusion" data-testid="confusion-matrix">
+                        <caption>"Confusion matrix: rows are the true class, columns the predicted one; wrong cells show their images."</caption>
+                        <thead><tr><th></th>{classes.iter().map(|c| view! { <th scope="col">{c.clone()}</th> }).collect_view()}</tr></thead>
+                        <tbody>
+                            {matrix.iter().enumerate().map(|(t, row)| {
+                                let cells = row.iter().enumerate().map(|(p, n)| {
+                                    let thumbs = misclassified.iter()
+                                        .filter(|m| m.true_class == t && m.predicted_class == p)
+                                        .filter_map(|m| ids.get(m.index).and_then(|&id| project.image_url(id)))
+                                        .map(|(url, name)| view! { <img src=url alt=name.clone() title=name width="32" height="32" /> })
+                                        .collect_view();
+                                    view! { <td>{*n}<div class="cell-thumbs">{thumbs}</div></td> }
+                                }).collect_view();
+                                view! { <tr><th scope="row">{classes.get(t).cloned()}</th>{cells}</tr> }
+                            }).collect_view()}
+                        </tbody>
+                    </table>
+                }.into_any())
+            }}
+        </section>
+    }
+}
+
+/// New images → class probabilities.
+#[component]
+pub fn PredictSection(project: Project) -> impl IntoView {
+    let trained = move || project.training.get().result.is_some();
+    let on_pick = move |event: leptos::ev::Event| {
+        for file in files_of_input(&event) {
+            let id = project.next_id();
+            let url = web_sys::Url::create_object_url_with_blob(&file).unwrap_or_default();
+            project.predictions.update(|p| {
+                p.push(PredictionEntry {
+                    id,
+                    name: file.name(),
+                    url,
+                    result: None,
+                })
+            });
+            spawn_local(async move {
+                let bytes = match JsFuture::from(file.array_buffer()).await {
+                    Ok(buffer) => Uint8Array::new(&buffer),
+                    Err(_) => Uint8Array::new_with_length(0),
+                };
+                project.send(&ToWorker::Predict { id }, Some(bytes));
+            });
+        }
+    };
+    view! {
+        <section aria-labelledby="predict-heading">
+            <h2 id="predict-heading">"4. Predict"</h2>
+            <label class="picker">
+                "Images to classify "
+                <input type="file" multiple accept="image/png,image/jpeg" data-testid="predict-files"
+                    disabled=move || !trained() on:change=on_pick />
+            </label>
+            <ul class="predictions">
+                {move || {
+                    let classes = project.training.get().result.map(|r| r.classes).unwrap_or_default();
+                    project.predictions.get().into_iter().map(|p| {
+                        match p.result {
+                            None => view! { <li><img src=p.url alt=p.name.clone() width="56" height="56" />{p.name}": computing…"</li> }.into_any(),
+                            Some(Err(error)) => view! { <li class="error" data-testid="prediction-error">{p.name}": "{error}</li> }.into_any(),
+                            Some(Ok(probs)) => {
+                                let best = probs.iter().enumerate().fold(0, |b, (i, &v)| if v > probs[b] { i } else { b });
+                                let label = classes.get(best).cloned().unwrap_or_default();
+                                let prob = probs.get(best).copied().unwrap_or(0.0);
+                                let label_attr = label.clone();
+                                view! {
+                                    <li data-testid="prediction" data-label=label_attr data-prob=prob.to_string()>
+                                        <img src=p.url alt=p.name.clone() width="56" height="56" />
+                                        <div>
+                                        <strong>{p.name}</strong>": "{label}
+                                        <ul>
+                                            {classes.iter().zip(probs.iter()).map(|(c, &v)| view! {
+                                                <li>
+                                                    <label>{c.clone()}" "
+                                                        <meter min="0" max="1" value=v.to_string()></meter>
+                                                        {format!(" {:.1}%", v * 100.0)}
+                                                    </label>
+                                                </li>
+                                            }).collect_view()}
+                                        </ul>
+                                        </div>
+                                    </li>
+                                }.into_any()
+                            }
+                        }
+                    }).collect_view()
+                }}
+            </ul>
+        </section>
+    }
+}
+
+/// Whether this global scope is a page (not a worker).
+pub fn is_page() -> bool {
+    web_sys::window().is_some_and(|w| w.document().is_some())
+}

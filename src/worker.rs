@@ -1,0 +1,350 @@
+//! The compute Web Worker: the same wasm as the page, started by `public/worker.js` without the
+//! UI. It holds the network, the embeddings and the trained head, and answers the page's
+//! [`ToWorker`] messages with [`FromWorker`] ones, so that decoding, forward passes and training
+//! never block the page.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+use js_sys::{Array, ArrayBuffer, Function, Promise, Reflect, Uint8Array};
+use medtransfer_core::augment::AugmentConfig;
+use medtransfer_core::efficientnet::{EfficientNetLite0, load_from_bytes};
+use medtransfer_core::embeddings::{EmbeddingRequest, MemoryEmbeddingStore, View, embed_cached};
+use medtransfer_core::split::stratified_split;
+use medtransfer_core::train::{CancelToken, Classifier, LabelledEmbeddings, StopReason, Trainer};
+use medtransfer_core::{BackendKind, ComputeDevice, select_device};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::{JsFuture, spawn_local};
+use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
+
+use crate::gpu_probe::probe_webgpu;
+use crate::protocol::{FromWorker, ImageId, ToWorker};
+
+/// Images embedded per forward pass (the core splits larger batches anyway).
+const BATCH: usize = 8;
+
+/// What a queued image is for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum JobKind {
+    Embed,
+    Predict,
+}
+
+struct Job {
+    id: ImageId,
+    bytes: Vec<u8>,
+    kind: JobKind,
+}
+
+#[derive(Default)]
+struct State {
+    device: Option<ComputeDevice>,
+    model: Option<Rc<EfficientNetLite0>>,
+    embeddings: HashMap<ImageId, Vec<f32>>,
+    queue: VecDeque<Job>,
+    draining: bool,
+    classifier: Option<Rc<Classifier>>,
+    cancel: CancelToken,
+    training: bool,
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State::default());
+}
+
+/// Starts answering messages; called once by `public/worker.js` after the wasm is loaded.
+pub fn start() {
+    let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+    let handler = Closure::<dyn FnMut(MessageEvent)>::new(on_message);
+    scope.set_onmessage(Some(handler.as_ref().unchecked_ref()));
+    handler.forget();
+    post(&FromWorker::Started);
+}
+
+fn post(message: &FromWorker) {
+    let Ok(json) = serde_json::to_string(message) else {
+        return;
+    };
+    let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+    if scope.post_message(&Array::of1(&json.into())).is_err() {
+        web_sys::console::error_1(&"the worker could not post a message".into());
+    }
+}
+
+fn on_message(event: MessageEvent) {
+    let data = Array::from(&event.data());
+    let Some(json) = data.get(0).as_string() else {
+        return;
+    };
+    let bytes = data
+        .get(1)
+        .dyn_into::<ArrayBuffer>()
+        .ok()
+        .map(|buffer| Uint8Array::new(&buffer).to_vec());
+    let message: ToWorker = match serde_json::from_str(&json) {
+        Ok(m) => m,
+        Err(error) => {
+            web_sys::console::error_1(&format!("bad message to the worker: {error}").into());
+            return;
+        }
+    };
+    match message {
+        ToWorker::LoadModel => spawn_local(load_model(bytes.unwrap_or_default())),
+        ToWorker::Embed { id } => enqueue(Job {
+            id,
+            bytes: bytes.unwrap_or_default(),
+            kind: JobKind::Embed,
+        }),
+        ToWorker::Predict { id } => enqueue(Job {
+            id,
+            bytes: bytes.unwrap_or_default(),
+            kind: JobKind::Predict,
+        }),
+        ToWorker::Forget { id } => STATE.with_borrow_mut(|s| {
+            s.embeddings.remove(&id);
+            s.queue
+                .retain(|job| job.id != id || job.kind != JobKind::Embed);
+        }),
+        ToWorker::Train {
+            classes,
+            items,
+            validation_share,
+            config,
+        } => spawn_local(train(classes, items, validation_share, config)),
+        ToWorker::Stop => STATE.with_borrow(|s| s.cancel.cancel()),
+    }
+}
+
+async fn load_model(bytes: Vec<u8>) {
+    let device = select_device(probe_webgpu().await).await;
+    match load_from_bytes(&bytes, &device.device) {
+        Ok(model) => {
+            post(&FromWorker::ModelReady {
+                backend: device.describe(),
+                gpu: device.kind == BackendKind::Gpu,
+            });
+            STATE.with_borrow_mut(|s| {
+                s.model = Some(Rc::new(model));
+                s.device = Some(device);
+            });
+            start_draining();
+        }
+        Err(error) => post(&FromWorker::ModelFailed {
+            error: error.to_string(),
+        }),
+    }
+}
+
+fn enqueue(job: Job) {
+    STATE.with_borrow_mut(|s| s.queue.push_back(job));
+    start_draining();
+}
+
+fn start_draining() {
+    let start = STATE.with_borrow_mut(|s| {
+        let start = !s.draining && s.model.is_some() && !s.queue.is_empty();
+        if start {
+            s.draining = true;
+        }
+        start
+    });
+    if start {
+        spawn_local(drain());
+    }
+}
+
+/// Lets the worker's event loop run (so messages such as Stop are received).
+async fn yield_now() {
+    let promise = Promise::new(&mut |resolve, _| {
+        let global = js_sys::global();
+        if let Ok(set_timeout) =
+            Reflect::get(&global, &"setTimeout".into()).and_then(|f| f.dyn_into::<Function>())
+        {
+            let _ = set_timeout.call2(&global, &resolve, &JsValue::from(0));
+        }
+    });
+    let _ = JsFuture::from(promise).await;
+}
+
+/// Embeds queued images a batch at a time until the queue is empty.
+async fn drain() {
+    loop {
+        let next = STATE.with_borrow_mut(|s| {
+            let (Some(model), Some(device)) = (s.model.clone(), s.device.clone()) else {
+                s.draining = false;
+                return None;
+            };
+            if s.queue.is_empty() {
+                s.draining = false;
+                return None;
+            }
+            let n = s.queue.len().min(BATCH);
+            let jobs: Vec<Job> = s.queue.drain(..n).collect();
+            Some((jobs, model, device, s.classifier.clone()))
+        });
+        let Some((jobs, model, device, classifier)) = next else {
+            return;
+        };
+        let requests: Vec<EmbeddingRequest> = jobs
+            .iter()
+            .map(|job| EmbeddingRequest {
+                bytes: if job.bytes.is_empty() {
+                    Err("the file is empty or could not be read".to_string())
+                } else {
+                    Ok(job.bytes.clone())
+                },
+                view: View::Original,
+            })
+            .collect();
+        let mut store = MemoryEmbeddingStore::new();
+        let results = embed_cached(
+            &model,
+            &device.device,
+            &mut store,
+            &requests,
+            &AugmentConfig::default(),
+        )
+        .await;
+        for (job, result) in jobs.into_iter().zip(results) {
+            match job.kind {
+                JobKind::Embed => {
+                    let error = result.as_ref().err().cloned();
+                    if let Ok(embedding) = result {
+                        STATE.with_borrow_mut(|s| s.embeddings.insert(job.id, embedding));
+                    }
+                    post(&FromWorker::Embedded { id: job.id, error });
+                }
+                JobKind::Predict => {
+                    let result = match (result, &classifier) {
+                        (Err(error), _) => Err(error),
+                        (Ok(_), None) => Err("train a model first".to_string()),
+                        (Ok(embedding), Some(classifier)) => classifier
+                            .predict(&[embedding])
+                            .await
+                            .map_err(|e| e.to_string())
+                            .and_then(|rows| {
+                                rows.into_iter()
+                                    .next()
+                                    .ok_or_else(|| "no prediction was returned".to_string())
+                            }),
+                    };
+                    post(&FromWorker::Prediction { id: job.id, result });
+                }
+            }
+        }
+        yield_now().await;
+    }
+}
+
+async fn train(
+    classes: Vec<String>,
+    items: Vec<(ImageId, usize)>,
+    validation_share: f64,
+    config: medtransfer_core::train::TrainConfig,
+) {
+    let started = STATE.with_borrow_mut(|s| {
+        if s.training {
+            return Err("training is already running".to_string());
+        }
+        let device = s
+            .device
+            .clone()
+            .ok_or("the network is not loaded yet".to_string())?;
+        let mut rows = Vec::with_capacity(items.len());
+        for (id, label) in &items {
+            let embedding = s
+                .embeddings
+                .get(id)
+                .ok_or(format!("image {id} has no embedding yet"))?;
+            rows.push((*id, embedding.clone(), *label));
+        }
+        s.training = true;
+        s.cancel = CancelToken::new();
+        Ok((device, rows, s.cancel.clone()))
+    });
+    let result = match started {
+        Ok((device, rows, cancel)) => {
+            run_training(classes, rows, validation_share, config, device, cancel).await
+        }
+        Err(error) => {
+            post(&FromWorker::TrainFailed { error });
+            return;
+        }
+    };
+    STATE.with_borrow_mut(|s| s.training = false);
+    if let Err(error) = result {
+        post(&FromWorker::TrainFailed { error });
+    }
+}
+
+async fn run_training(
+    classes: Vec<String>,
+    rows: Vec<(ImageId, Vec<f32>, usize)>,
+    validation_share: f64,
+    config: medtransfer_core::train::TrainConfig,
+    device: ComputeDevice,
+    cancel: CancelToken,
+) -> Result<(), String> {
+    let labels: Vec<usize> = rows.iter().map(|r| r.2).collect();
+    let (train_idx, val_idx) = if validation_share > 0.0 {
+        let split =
+            stratified_split(&labels, None, validation_share, config.seed).map_err(|e| {
+                format!("{e}. Add images, or set the validation share to 0 to train on all of them")
+            })?;
+        (split.train, split.validation)
+    } else {
+        ((0..rows.len()).collect(), Vec::new())
+    };
+    let pick = |indices: &[usize]| LabelledEmbeddings {
+        embeddings: indices.iter().map(|&i| rows[i].1.clone()).collect(),
+        labels: indices.iter().map(|&i| rows[i].2).collect(),
+    };
+    let train_set = pick(&train_idx);
+    let val_set = pick(&val_idx);
+    let validation = (!val_set.labels.is_empty()).then_some(&val_set);
+    let mut trainer = Trainer::new(&classes, &train_set, validation, &config, &device.device)
+        .map_err(|e| e.to_string())?;
+    post(&FromWorker::TrainStarted {
+        epochs: config.epochs,
+        train_items: train_set.labels.len(),
+        validation_items: val_set.labels.len(),
+    });
+    let started = js_sys::Date::now();
+    let mut cancelled = false;
+    while !trainer.is_done() {
+        yield_now().await;
+        if cancel.is_cancelled() {
+            cancelled = true;
+            break;
+        }
+        let summary = trainer
+            .run_epoch(&mut |_, _| {})
+            .await
+            .map_err(|e| e.to_string())?;
+        post(&FromWorker::Epoch(summary));
+    }
+    let trained = trainer.finish(cancelled).await.map_err(|e| e.to_string())?;
+    let classifier = Classifier::new(
+        &trained.config,
+        &trained.weights,
+        &trained.normalization,
+        &device.device,
+    )
+    .map_err(|e| e.to_string())?;
+    STATE.with_borrow_mut(|s| s.classifier = Some(Rc::new(classifier)));
+    post(&FromWorker::Trained {
+        kept_epoch: trained.kept_epoch,
+        stop_reason: match trained.stop_reason {
+            StopReason::Completed => "completed",
+            StopReason::EarlyStopped => "early_stopped",
+            StopReason::Cancelled => "cancelled",
+        }
+        .to_string(),
+        validation: trained.validation,
+        validation_ids: val_idx.iter().map(|&i| rows[i].0).collect(),
+        millis: js_sys::Date::now() - started,
+    });
+    Ok(())
+}

@@ -1,0 +1,89 @@
+// The whole fine-tuning flow in the page, with real chest X-rays from ../shared/data (skipped
+// with a message when it is absent): two classes × 5 images → embeddings in the worker →
+// train → validation metrics → predict two held-out images. Once on WebGPU, once on the CPU
+// fallback. Any request off the page's origin or any page error fails the test (harness), and
+// each stage is screenshotted under target/screenshots/.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { serveStatic, launch, openPage, screenshot, sharedData } from './harness.mjs';
+
+const chest = join(sharedData, 'chest-xray-pneumonia');
+const available = existsSync(chest);
+if (!available) console.log(`SKIP flow tests: no shared medical images at ${chest}`);
+
+function pick(dir, n, skip = 0) {
+  return readdirSync(dir).filter((f) => f.endsWith('.jpeg')).sort().slice(skip, skip + n).map((f) => join(dir, f));
+}
+
+let server;
+before(async () => { server = await serveStatic(); });
+after(async () => { await server?.close(); });
+
+for (const mode of [
+  { name: 'webgpu', webgpu: true, expect: /WebGPU/ },
+  { name: 'cpu-fallback', webgpu: false, expect: /CPU/ },
+]) {
+  test(`fine-tuning flow on ${mode.name}`, { skip: !available, timeout: 900_000 }, async () => {
+    const browser = await launch({ webgpu: mode.webgpu });
+    try {
+      const { page, record } = await openPage(browser, server.origin);
+      await page.goto(server.origin + '/');
+      await page.getByTestId('worker-backend').filter({ hasText: /background worker on:|failed/ })
+        .waitFor({ timeout: 300_000 });
+      const workerLine = await page.getByTestId('worker-backend').innerText();
+      assert.match(workerLine, mode.expect, workerLine);
+      assert.match(await page.getByTestId('backend').innerText(), mode.expect);
+      await screenshot(page, `flow-${mode.name}-1-start`);
+
+      const cards = page.getByTestId('class-card');
+      assert.equal(await cards.count(), 2);
+      await cards.nth(0).getByTestId('class-name').fill('NORMAL');
+      await cards.nth(1).getByTestId('class-name').fill('PNEUMONIA');
+      // A third class can be added (and is removed again: training needs images in each).
+      await page.getByTestId('add-class').click();
+      assert.equal(await cards.count(), 3);
+      await cards.nth(2).getByRole('button', { name: /Remove class/ }).click();
+      assert.equal(await cards.count(), 2);
+
+      const normal = pick(join(chest, 'train', 'NORMAL'), 5);
+      const pneumonia = pick(join(chest, 'train', 'PNEUMONIA'), 5);
+      await cards.nth(0).getByTestId('class-files').setInputFiles(normal);
+      // One unreadable file among the pneumonia images: reported, the rest go on.
+      await cards.nth(1).getByTestId('class-files').setInputFiles(pneumonia);
+      await cards.nth(1).getByTestId('class-files').setInputFiles([
+        { name: 'report.jpeg', mimeType: 'image/jpeg', buffer: Buffer.from('%PDF-1.4 not an image') },
+      ]);
+      await page.locator('[data-testid="embed-status"][data-pending="0"]').waitFor({ timeout: 600_000 });
+      assert.equal(await cards.nth(0).getByTestId('class-count').innerText(), '5');
+      assert.equal(await cards.nth(1).getByTestId('class-count').innerText(), '5');
+      assert.match(await cards.nth(1).getByTestId('class-rejected').innerText(), /report\.jpeg/);
+      await screenshot(page, `flow-${mode.name}-2-embedded`);
+
+      await page.getByTestId('train').click();
+      const accuracy = page.getByTestId('metric-accuracy');
+      await accuracy.waitFor({ timeout: 600_000 });
+      const value = Number(await accuracy.innerText());
+      assert.ok(value >= 0 && value <= 1, `accuracy ${value}`);
+      assert.ok(await page.getByTestId('epoch-row').count() >= 1);
+      await screenshot(page, `flow-${mode.name}-3-trained`);
+
+      const heldOut = [pick(join(chest, 'test', 'NORMAL'), 1)[0], pick(join(chest, 'test', 'PNEUMONIA'), 1)[0]];
+      await page.getByTestId('predict-files').setInputFiles(heldOut);
+      const predictions = page.getByTestId('prediction');
+      await predictions.nth(1).waitFor({ timeout: 300_000 });
+      for (let i = 0; i < 2; i++) {
+        const label = await predictions.nth(i).getAttribute('data-label');
+        const prob = Number(await predictions.nth(i).getAttribute('data-prob'));
+        assert.ok(['NORMAL', 'PNEUMONIA'].includes(label), label);
+        assert.ok(prob >= 0.5 && prob <= 1, `prob ${prob}`);
+      }
+      await screenshot(page, `flow-${mode.name}-4-predicted`);
+      assert.deepEqual(record.foreign, [], 'requests left the page origin');
+      assert.deepEqual(record.errors, [], 'page errors');
+    } finally {
+      await browser.close();
+    }
+  });
+}
