@@ -466,16 +466,50 @@ pub fn ClassesSection(project: Project) -> impl IntoView {
     let ready_total = move || project.ready_counts().iter().sum::<usize>();
     let progress_value = move || ready_total() as f64;
     let progress_max = move || (ready_total() + project.pending()).max(1) as f64;
+    // `webkitdirectory` (pick a whole folder) is not in Leptos' attribute list: set it directly.
+    let folder_input = NodeRef::<leptos::html::Input>::new();
+    Effect::new(move || {
+        if let Some(input) = folder_input.get() {
+            let _ = input.set_attribute("webkitdirectory", "");
+        }
+    });
+    let on_folder_pick = move |event: leptos::ev::Event| {
+        let files = files_of_input(&event)
+            .into_iter()
+            .map(|f| {
+                let path = Reflect::get(&f, &"webkitRelativePath".into())
+                    .ok()
+                    .and_then(|p| p.as_string())
+                    .unwrap_or_default();
+                (path, f)
+            })
+            .collect();
+        project.add_folder_files(files);
+    };
     view! {
-        <section aria-labelledby="classes-heading">
+        <section
+            aria-labelledby="classes-heading"
+            on:dragover=|e: web_sys::DragEvent| e.prevent_default()
+            on:drop=move |e: web_sys::DragEvent| on_folder_drop(project, e)
+        >
             <h2 id="classes-heading">"1. Classes and images"</h2>
-            <p>"Name each class and add its images: pick files or drop them on the class."</p>
+            <p>"Name each class and add its images: pick files or drop them on the class. Drop a data set's folder anywhere here and each of its sub-folders becomes a class."</p>
             <div class="classes">
                 <For each=move || project.classes.get() key=|c| c.key let:class>
                     <ClassCard project=project class=class />
                 </For>
             </div>
             <button data-testid="add-class" on:click=add_class>"Add a class"</button>
+            <label class="picker">
+                "Add a folder (each sub-folder becomes a class) "
+                <input
+                    type="file"
+                    multiple
+                    node_ref=folder_input
+                    data-testid="folder-files"
+                    on:change=on_folder_pick
+                />
+            </label>
             <p role="status" data-testid="embed-status" data-pending=move || project.pending()>
                 {move || {
                     let pending = project.pending();
@@ -506,6 +540,7 @@ fn ClassCard(project: Project, class: ClassEntry) -> impl IntoView {
     };
     let on_drop = move |event: web_sys::DragEvent| {
         event.prevent_default();
+        event.stop_propagation();
         let files: Vec<web_sys::File> = event
             .data_transfer()
             .and_then(|t| t.files())
@@ -826,4 +861,145 @@ pub fn PredictSection(project: Project) -> impl IntoView {
 /// Whether this global scope is a page (not a worker).
 pub fn is_page() -> bool {
     web_sys::window().is_some_and(|w| w.document().is_some())
+}
+
+/// The class a file of a dropped or picked folder belongs to, from its path relative to the
+/// folder's parent: `root/CLASS/.../file` → `CLASS` (each sub-folder is a class, the usual
+/// layout of medical data sets); `root/file` → `root`; a loose file has none.
+pub fn class_of_path(path: &str) -> Option<String> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    match parts.len() {
+        0 | 1 => None,
+        2 => Some(parts[0].to_string()),
+        _ => Some(parts[1].to_string()),
+    }
+}
+
+impl Project {
+    /// Adds files grouped by class name: into the class of that name if there is one, else into
+    /// a new class; the two untouched starting classes are replaced by the first folders.
+    pub fn add_folder_files(self, files: Vec<(String, web_sys::File)>) {
+        let mut groups: Vec<(String, Vec<web_sys::File>)> = Vec::new();
+        for (path, file) in files {
+            if file.name().starts_with('.') {
+                continue;
+            }
+            let Some(class) = class_of_path(&path) else {
+                continue;
+            };
+            match groups.iter_mut().find(|(name, _)| *name == class) {
+                Some((_, list)) => list.push(file),
+                None => groups.push((class, vec![file])),
+            }
+        }
+        groups.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, files) in groups {
+            let classes = self.classes.get_untracked();
+            let existing = classes.iter().find(|c| c.name.get_untracked() == name).copied();
+            let untouched = classes.iter().find(|c| {
+                c.images.with_untracked(Vec::is_empty)
+                    && c.rejected.with_untracked(Vec::is_empty)
+                    && c.name.get_untracked().starts_with("Class ")
+            });
+            let class = match (existing, untouched) {
+                (Some(class), _) => class,
+                (None, Some(class)) => {
+                    class.name.set(name);
+                    *class
+                }
+                (None, None) => {
+                    let class = ClassEntry::new(self.next_id(), name);
+                    self.classes.update(|c| c.push(class));
+                    class
+                }
+            };
+            self.add_files(class, files);
+        }
+    }
+}
+
+/// Calls `object.method(resolve, reject)` and awaits the callback's value.
+async fn callback_promise(object: &JsValue, method: &str) -> Result<JsValue, JsValue> {
+    let function = Reflect::get(object, &method.into())?.dyn_into::<js_sys::Function>()?;
+    let promise = js_sys::Promise::new(&mut |resolve, reject| {
+        let _ = function.call2(object, &resolve, &reject);
+    });
+    JsFuture::from(promise).await
+}
+
+/// Every file under a dropped `FileSystemEntry`, with its path (`root/sub/file`).
+async fn entry_files(entry: JsValue) -> Vec<(String, web_sys::File)> {
+    let mut out = Vec::new();
+    let mut stack = vec![entry];
+    while let Some(entry) = stack.pop() {
+        let path = Reflect::get(&entry, &"fullPath".into())
+            .ok()
+            .and_then(|p| p.as_string())
+            .unwrap_or_default();
+        let is_dir = Reflect::get(&entry, &"isDirectory".into())
+            .ok()
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        if is_dir {
+            let Ok(reader) = Reflect::get(&entry, &"createReader".into())
+                .and_then(|f| f.dyn_into::<js_sys::Function>())
+                .and_then(|f| f.call0(&entry))
+            else {
+                continue;
+            };
+            // readEntries returns a batch at a time until it returns an empty one.
+            while let Ok(batch) = callback_promise(&reader, "readEntries").await {
+                let batch = Array::from(&batch);
+                if batch.length() == 0 {
+                    break;
+                }
+                stack.extend(batch.iter());
+            }
+        } else if let Ok(file) = callback_promise(&entry, "file").await
+            && let Ok(file) = file.dyn_into::<web_sys::File>()
+        {
+            out.push((path, file));
+        }
+    }
+    out
+}
+
+/// Handles a drop on the classes area: folders become classes by their sub-folders.
+fn on_folder_drop(project: Project, event: web_sys::DragEvent) {
+    event.prevent_default();
+    let Some(items) = event.data_transfer().map(|t| t.items()) else {
+        return;
+    };
+    // Entries must be taken synchronously, inside the drop event.
+    let entries: Vec<JsValue> = (0..items.length())
+        .filter_map(|i| items.get(i))
+        .filter_map(|item| {
+            Reflect::get(&item, &"webkitGetAsEntry".into())
+                .ok()
+                .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+                .and_then(|f| f.call0(&item).ok())
+                .filter(|e| !e.is_null() && !e.is_undefined())
+        })
+        .collect();
+    spawn_local(async move {
+        let mut files = Vec::new();
+        for entry in entries {
+            files.extend(entry_files(entry).await);
+        }
+        project.add_folder_files(files);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::class_of_path;
+
+    #[test]
+    fn sub_folders_are_classes() {
+        assert_eq!(class_of_path("/train/NORMAL/a.jpeg").as_deref(), Some("NORMAL"));
+        assert_eq!(class_of_path("train/NORMAL/deeper/a.jpeg").as_deref(), Some("NORMAL"));
+        assert_eq!(class_of_path("NORMAL/a.jpeg").as_deref(), Some("NORMAL"));
+        assert_eq!(class_of_path("a.jpeg"), None);
+        assert_eq!(class_of_path(""), None);
+    }
 }

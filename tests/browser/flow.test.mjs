@@ -87,3 +87,36 @@ for (const mode of [
     }
   });
 }
+
+// Picking a data set's folder (the same path a dropped folder takes: relative paths → classes)
+// turns each sub-folder into a class, replacing the untouched starting classes.
+test('a picked folder becomes one class per sub-folder', { skip: !available, timeout: 300_000 }, async () => {
+  const { mkdtemp, mkdir, copyFile, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const root = await mkdtemp(join(tmpdir(), 'mt-folder-'));
+  const dataset = join(root, 'xrays');
+  for (const [cls, n] of [['NORMAL', 3], ['PNEUMONIA', 2]]) {
+    await mkdir(join(dataset, cls), { recursive: true });
+    for (const file of pick(join(chest, 'train', cls), n)) await copyFile(file, join(dataset, cls, file.split('/').pop()));
+  }
+  const browser = await launch({ webgpu: false });
+  try {
+    const { page, record } = await openPage(browser, server.origin);
+    await page.goto(server.origin + '/');
+    await page.getByTestId('worker-backend').filter({ hasText: /background worker on:|failed/ }).waitFor({ timeout: 300_000 });
+    await page.getByTestId('folder-files').setInputFiles(dataset);
+    const cards = page.getByTestId('class-card');
+    await page.locator('[data-testid="embed-status"][data-pending="0"]').waitFor({ timeout: 300_000 });
+    assert.equal(await cards.count(), 2);
+    assert.equal(await cards.nth(0).getByTestId('class-name').inputValue(), 'NORMAL');
+    assert.equal(await cards.nth(1).getByTestId('class-name').inputValue(), 'PNEUMONIA');
+    assert.equal(await cards.nth(0).getByTestId('class-count').innerText(), '3');
+    assert.equal(await cards.nth(1).getByTestId('class-count').innerText(), '2');
+    await screenshot(page, 'flow-folder-picked');
+    assert.deepEqual(record.foreign, []);
+    assert.deepEqual(record.errors, []);
+  } finally {
+    await browser.close();
+    await rm(root, { recursive: true, force: true });
+  }
+});
