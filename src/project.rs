@@ -160,6 +160,8 @@ pub struct Project {
     training: RwSignal<TrainingState>,
     predictions: RwSignal<Vec<PredictionEntry>>,
     settings: RwSignal<Settings>,
+    /// Two classes: the probability of the second class from which it is predicted.
+    threshold: RwSignal<f64>,
 }
 
 /// The training settings as the page edits them.
@@ -205,6 +207,7 @@ impl Project {
             training: RwSignal::new(TrainingState::default()),
             predictions: RwSignal::new(Vec::new()),
             settings: RwSignal::new(Settings::default()),
+            threshold: RwSignal::new(0.5),
         }
     }
 
@@ -724,6 +727,12 @@ pub fn TrainSection(project: Project) -> impl IntoView {
     }
 }
 
+fn set_threshold(project: Project, event: &leptos::ev::Event) {
+    if let Ok(t) = event_target_value(event).parse::<f64>() {
+        project.threshold.set(t.clamp(0.0, 1.0));
+    }
+}
+
 fn fmt_ci(ci: Option<[f64; 2]>) -> String {
     ci.map_or(String::new(), |[lo, hi]| {
         format!(" (95% CI {lo:.3}–{hi:.3})")
@@ -754,6 +763,32 @@ pub fn ResultsSection(project: Project) -> impl IntoView {
                         <dt>"AUC"</dt>
                         <dd data-testid="metric-auc">{v.auc.map_or("not computable".to_string(), |a| format!("{a:.3}{}", fmt_ci(v.auc_ci)))}</dd>
                     </dl>
+                    {(classes.len() == 2 && !v.roc.first().is_none_or(Vec::is_empty)).then(|| {
+                        let curve = v.roc.first().cloned().unwrap_or_default();
+                        let at = move |t: f64| {
+                            // The lowest ROC threshold at or above t: the counts of scores ≥ t.
+                            curve.iter().rev().find(|p| p.threshold >= t)
+                                .map_or((0.0, 1.0), |p| (p.true_positive_rate, 1.0 - p.false_positive_rate))
+                        };
+                        let positive = classes[1].clone();
+                        view! {
+                            <div class="threshold">
+                                <label>
+                                    {format!("Decision threshold for {positive}: ")}
+                                    <input type="range" min="0.01" max="0.99" step="0.01" data-testid="threshold"
+                                        prop:value=move || project.threshold.get()
+                                        on:input=move |e| set_threshold(project, &e) />
+                                    {move || format!(" {:.2}", project.threshold.get())}
+                                </label>
+                                <p data-testid="threshold-effect">
+                                    {move || {
+                                        let (sensitivity, specificity) = at(project.threshold.get());
+                                        format!("On the validation images: sensitivity {sensitivity:.3}, specificity {specificity:.3}. Predictions below use this threshold.")
+                                    }}
+                                </p>
+                            </div>
+                        }
+                    })}
                     <table class="per-class">
                         <thead><tr><th>"Class"</th><th>"Sensitivity"</th><th>"Specificity"</th><th>"Precision"</th><th>"F1"</th><th>"Images"</th></tr></thead>
                         <tbody>
@@ -827,7 +862,11 @@ pub fn PredictSection(project: Project) -> impl IntoView {
                             None => view! { <li><img src=p.url alt=p.name.clone() width="56" height="56" />{p.name}": computing…"</li> }.into_any(),
                             Some(Err(error)) => view! { <li class="error" data-testid="prediction-error">{p.name}": "{error}</li> }.into_any(),
                             Some(Ok(probs)) => {
-                                let best = probs.iter().enumerate().fold(0, |b, (i, &v)| if v > probs[b] { i } else { b });
+                                let best = if probs.len() == 2 {
+                                    usize::from(f64::from(probs[1]) >= project.threshold.get())
+                                } else {
+                                    probs.iter().enumerate().fold(0, |b, (i, &v)| if v > probs[b] { i } else { b })
+                                };
                                 let label = classes.get(best).cloned().unwrap_or_default();
                                 let prob = probs.get(best).copied().unwrap_or(0.0);
                                 let label_attr = label.clone();

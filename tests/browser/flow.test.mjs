@@ -80,6 +80,14 @@ for (const mode of [
         assert.ok(prob >= 0.5 && prob <= 1, `prob ${prob}`);
       }
       await screenshot(page, `flow-${mode.name}-4-predicted`);
+
+      // Two classes: the threshold slider says what it does on validation and moves the
+      // predictions: at 0.99 nothing is called PNEUMONIA any more.
+      assert.match(await page.getByTestId('threshold-effect').innerText(), /sensitivity [01]\.\d+, specificity [01]\.\d+/);
+      await page.getByTestId('threshold').fill('0.99');
+      await page.locator('[data-testid="prediction"][data-label="PNEUMONIA"]').waitFor({ state: 'detached', timeout: 10_000 });
+      assert.equal(await page.locator('[data-testid="prediction"][data-label="NORMAL"]').count(), 2);
+      assert.match(await page.getByTestId('threshold-effect').innerText(), /sensitivity 0\.000/);
       assert.deepEqual(record.foreign, [], 'requests left the page origin');
       assert.deepEqual(record.errors, [], 'page errors');
     } finally {
