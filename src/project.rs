@@ -934,7 +934,10 @@ impl Project {
         groups.sort_by(|a, b| a.0.cmp(&b.0));
         for (name, files) in groups {
             let classes = self.classes.get_untracked();
-            let existing = classes.iter().find(|c| c.name.get_untracked() == name).copied();
+            let existing = classes
+                .iter()
+                .find(|c| c.name.get_untracked() == name)
+                .copied();
             let untouched = classes.iter().find(|c| {
                 c.images.with_untracked(Vec::is_empty)
                     && c.rejected.with_untracked(Vec::is_empty)
@@ -1035,8 +1038,14 @@ mod tests {
 
     #[test]
     fn sub_folders_are_classes() {
-        assert_eq!(class_of_path("/train/NORMAL/a.jpeg").as_deref(), Some("NORMAL"));
-        assert_eq!(class_of_path("train/NORMAL/deeper/a.jpeg").as_deref(), Some("NORMAL"));
+        assert_eq!(
+            class_of_path("/train/NORMAL/a.jpeg").as_deref(),
+            Some("NORMAL")
+        );
+        assert_eq!(
+            class_of_path("train/NORMAL/deeper/a.jpeg").as_deref(),
+            Some("NORMAL")
+        );
         assert_eq!(class_of_path("NORMAL/a.jpeg").as_deref(), Some("NORMAL"));
         assert_eq!(class_of_path("a.jpeg"), None);
         assert_eq!(class_of_path(""), None);
