@@ -233,6 +233,34 @@ pub struct SplitArgs {
     out: PathBuf,
 }
 
+/// Each file's group key (from its file name) under `pattern`, or `None` without a pattern.
+fn group_keys(
+    dataset: &FolderDataset,
+    pattern: Option<&str>,
+) -> Result<Option<Vec<String>>, String> {
+    let Some(pattern) = pattern else {
+        return Ok(None);
+    };
+    let pattern = GroupPattern::new(pattern).map_err(|e| e.to_string())?;
+    Ok(Some(
+        dataset
+            .files
+            .iter()
+            .map(|f| pattern.key(&f.path.file_name().unwrap_or_default().to_string_lossy()))
+            .collect(),
+    ))
+}
+
+/// The backbone and a trained model for `eval` and `predict`.
+fn open_backbone_and_model(
+    backbone: &BackboneArgs,
+    model: &Path,
+) -> Result<(Backbone, ModelFile, Classifier), String> {
+    let backbone = Backbone::open(backbone)?;
+    let (model, classifier) = open_model(model, &backbone.device)?;
+    Ok((backbone, model, classifier))
+}
+
 fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::FAILURE
@@ -422,20 +450,9 @@ pub fn train(args: &TrainArgs) -> ExitCode {
         None if args.val_split == 0.0 => (dataset.files.iter().collect(), Vec::new()),
         None => {
             let labels: Vec<usize> = dataset.files.iter().map(|f| f.label).collect();
-            let groups = match &args.group_pattern {
-                Some(pattern) => match GroupPattern::new(pattern) {
-                    Ok(p) => Some(
-                        dataset
-                            .files
-                            .iter()
-                            .map(|f| {
-                                p.key(&f.path.file_name().unwrap_or_default().to_string_lossy())
-                            })
-                            .collect::<Vec<_>>(),
-                    ),
-                    Err(e) => return fail(e),
-                },
-                None => None,
+            let groups = match group_keys(&dataset, args.group_pattern.as_deref()) {
+                Ok(g) => g,
+                Err(e) => return fail(e),
             };
             let split =
                 match stratified_split(&labels, groups.as_deref(), args.val_split, args.seed) {
@@ -731,14 +748,11 @@ fn open_model(path: &Path, device: &ComputeDevice) -> Result<(ModelFile, Classif
 
 /// `medtransfer eval`.
 pub fn eval(args: &EvalArgs) -> ExitCode {
-    let mut backbone = match Backbone::open(&args.backbone) {
-        Ok(b) => b,
-        Err(e) => return fail(e),
-    };
-    let (model, classifier) = match open_model(&args.model, &backbone.device) {
-        Ok(m) => m,
-        Err(e) => return fail(e),
-    };
+    let (mut backbone, model, classifier) =
+        match open_backbone_and_model(&args.backbone, &args.model) {
+            Ok(opened) => opened,
+            Err(e) => return fail(e),
+        };
     let dataset = match FolderDataset::open(&args.data) {
         Ok(d) => d,
         Err(e) => return fail(e),
@@ -815,14 +829,11 @@ pub fn eval(args: &EvalArgs) -> ExitCode {
 
 /// `medtransfer predict`.
 pub fn predict(args: &PredictArgs) -> ExitCode {
-    let mut backbone = match Backbone::open(&args.backbone) {
-        Ok(b) => b,
-        Err(e) => return fail(e),
-    };
-    let (model, classifier) = match open_model(&args.model, &backbone.device) {
-        Ok(m) => m,
-        Err(e) => return fail(e),
-    };
+    let (mut backbone, model, classifier) =
+        match open_backbone_and_model(&args.backbone, &args.model) {
+            Ok(opened) => opened,
+            Err(e) => return fail(e),
+        };
     let mut paths = Vec::new();
     for input in &args.inputs {
         if input.is_dir() {
@@ -912,18 +923,9 @@ pub fn split(args: &SplitArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     let labels: Vec<usize> = dataset.files.iter().map(|f| f.label).collect();
-    let groups = match &args.group_pattern {
-        Some(pattern) => match GroupPattern::new(pattern) {
-            Ok(p) => Some(
-                dataset
-                    .files
-                    .iter()
-                    .map(|f| p.key(&f.path.file_name().unwrap_or_default().to_string_lossy()))
-                    .collect::<Vec<_>>(),
-            ),
-            Err(e) => return fail(e),
-        },
-        None => None,
+    let groups = match group_keys(&dataset, args.group_pattern.as_deref()) {
+        Ok(g) => g,
+        Err(e) => return fail(e),
     };
     let split = match stratified_split(&labels, groups.as_deref(), args.test_fraction, args.seed) {
         Ok(s) => s,
