@@ -5,6 +5,10 @@
 use js_sys::{Array, Reflect, Uint8Array};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use leptos_chartistry::{
+    AspectRatio, AxisMarker, Chart, Interpolation, IntoInner, Legend, Line, Series, TickLabels,
+    XGridLine, YGridLine,
+};
 use medtransfer_core::head::HeadKind;
 use medtransfer_core::metrics::Evaluation;
 use medtransfer_core::train::{ClassWeighting, EpochSummary, TrainConfig};
@@ -709,6 +713,7 @@ pub fn TrainSection(project: Project) -> impl IntoView {
                     }
                 }}
             </p>
+            <TrainingCurves project=project />
             <table class="epochs">
                 <thead><tr><th>"Epoch"</th><th>"Train loss"</th><th>"Train acc."</th><th>"Val. loss"</th><th>"Val. acc."</th></tr></thead>
                 <tbody>
@@ -725,6 +730,131 @@ pub fn TrainSection(project: Project) -> impl IntoView {
             </table>
         </section>
     }
+}
+
+/// Training and validation loss and accuracy per epoch, as the epochs finish.
+#[component]
+fn TrainingCurves(project: Project) -> impl IntoView {
+    let rows = Signal::derive(move || {
+        project
+            .training
+            .get()
+            .epochs
+            .iter()
+            .map(|e| {
+                (
+                    e.epoch as f64,
+                    e.train_loss,
+                    e.validation_loss.unwrap_or(f64::NAN),
+                    e.train_accuracy,
+                    e.validation_accuracy.unwrap_or(f64::NAN),
+                )
+            })
+            .collect::<Vec<_>>()
+    });
+    let losses = Series::new(|r: &(f64, f64, f64, f64, f64)| r.0)
+        .line(
+            Line::new(|r: &(f64, f64, f64, f64, f64)| r.1)
+                .with_name("training loss")
+                .with_interpolation(Interpolation::Linear),
+        )
+        .line(
+            Line::new(|r: &(f64, f64, f64, f64, f64)| r.2)
+                .with_name("validation loss")
+                .with_interpolation(Interpolation::Linear),
+        );
+    let accuracies = Series::new(|r: &(f64, f64, f64, f64, f64)| r.0)
+        .line(
+            Line::new(|r: &(f64, f64, f64, f64, f64)| r.3)
+                .with_name("training accuracy")
+                .with_interpolation(Interpolation::Linear),
+        )
+        .line(
+            Line::new(|r: &(f64, f64, f64, f64, f64)| r.4)
+                .with_name("validation accuracy")
+                .with_interpolation(Interpolation::Linear),
+        )
+        .with_y_range(0.0, 1.0);
+    view! {
+        <div class="charts" data-testid="training-curves">
+            <figure>
+                <Chart
+                    aspect_ratio=AspectRatio::from_outer_ratio(520.0, 260.0)
+                    series=losses
+                    data=rows
+                    left=TickLabels::aligned_floats()
+                    bottom=TickLabels::aligned_floats()
+                    top=Legend::middle()
+                    inner=[AxisMarker::left_edge().into_inner(), AxisMarker::bottom_edge().into_inner(),
+                        XGridLine::default().into_inner(), YGridLine::default().into_inner()]
+                />
+                <figcaption>"Loss per epoch"</figcaption>
+            </figure>
+            <figure>
+                <Chart
+                    aspect_ratio=AspectRatio::from_outer_ratio(520.0, 260.0)
+                    series=accuracies
+                    data=rows
+                    left=TickLabels::aligned_floats()
+                    bottom=TickLabels::aligned_floats()
+                    top=Legend::middle()
+                    inner=[AxisMarker::left_edge().into_inner(), AxisMarker::bottom_edge().into_inner(),
+                        XGridLine::default().into_inner(), YGridLine::default().into_inner()]
+                />
+                <figcaption>"Accuracy per epoch"</figcaption>
+            </figure>
+        </div>
+    }
+}
+
+/// The ROC curve(s) of the validation images: one for two classes, one per class above.
+#[component]
+fn RocChart(evaluation: Evaluation) -> impl IntoView {
+    let binary = evaluation.classes.len() == 2;
+    let curves: Vec<(String, Vec<(f64, f64)>)> = evaluation
+        .roc
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !c.is_empty())
+        .map(|(i, curve)| {
+            let name = if binary {
+                evaluation.classes.get(1).cloned().unwrap_or_default()
+            } else {
+                evaluation.classes.get(i).cloned().unwrap_or_default()
+            };
+            let mut points: Vec<(f64, f64)> = curve
+                .iter()
+                .map(|p| (p.false_positive_rate, p.true_positive_rate))
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+            (name, points)
+        })
+        .collect();
+    curves
+        .into_iter()
+        .map(|(name, points)| {
+            let data = Signal::derive(move || points.clone());
+            let series = Series::new(|p: &(f64, f64)| p.0)
+                .line(Line::new(|p: &(f64, f64)| p.1).with_name(format!("ROC, {name} vs rest")).with_interpolation(Interpolation::Linear))
+                .line(Line::new(|p: &(f64, f64)| p.0).with_name("chance").with_interpolation(Interpolation::Linear))
+                .with_x_range(0.0, 1.0)
+                .with_y_range(0.0, 1.0);
+            view! {
+                <figure data-testid="roc-curve">
+                    <Chart
+                        aspect_ratio=AspectRatio::from_outer_ratio(420.0, 340.0)
+                        series=series
+                        data=data
+                        left=TickLabels::aligned_floats()
+                        bottom=TickLabels::aligned_floats()
+                        top=Legend::middle()
+                        inner=[AxisMarker::left_edge().into_inner(), AxisMarker::bottom_edge().into_inner()]
+                    />
+                    <figcaption>"True positive rate (up) against false positive rate (right)"</figcaption>
+                </figure>
+            }
+        })
+        .collect_view()
 }
 
 fn set_threshold(project: Project, event: &leptos::ev::Event) {
@@ -815,6 +945,7 @@ pub fn ResultsSection(project: Project) -> impl IntoView {
                             }).collect_view()}
                         </tbody>
                     </table>
+                    <RocChart evaluation=v.clone() />
                 }.into_any())
             }}
         </section>

@@ -67,6 +67,10 @@ for (const mode of [
       const value = Number(await accuracy.innerText());
       assert.ok(value >= 0 && value <= 1, `accuracy ${value}`);
       assert.ok(await page.getByTestId('epoch-row').count() >= 1);
+      // Curves (leptos-chartistry SVG): a loss and an accuracy chart with drawn lines, a ROC curve.
+      assert.equal(await page.getByTestId('training-curves').locator('svg').count() >= 2, true);
+      assert.ok(await page.getByTestId('training-curves').locator('path').count() >= 4);
+      assert.ok(await page.getByTestId('roc-curve').locator('path').count() >= 1);
       await screenshot(page, `flow-${mode.name}-3-trained`);
 
       const heldOut = [pick(join(chest, 'test', 'NORMAL'), 1)[0], pick(join(chest, 'test', 'PNEUMONIA'), 1)[0]];
