@@ -19,6 +19,9 @@ use web_sys::{MessageEvent, Worker, WorkerOptions, WorkerType};
 
 use crate::protocol::{FromWorker, ImageId, ToWorker};
 
+/// Thumbnails shown per class: drawing thousands would hold the page's thread for seconds.
+const MAX_THUMBNAILS: usize = 48;
+
 /// The page's handle on the compute worker.
 #[derive(Clone)]
 pub struct WorkerClient {
@@ -318,25 +321,34 @@ impl Project {
         if self.embed_started.get_untracked().is_none() {
             self.embed_started.set(Some(js_sys::Date::now()));
         }
-        for file in files {
-            let id = self.next_id();
-            let url = web_sys::Url::create_object_url_with_blob(&file).unwrap_or_default();
-            class.images.update(|images| {
-                images.push(ImageEntry {
-                    id,
+        // One list update for the whole pick (a thousand single updates would re-render a
+        // thousand times).
+        let entries: Vec<(ImageEntry, web_sys::File)> = files
+            .into_iter()
+            .map(|file| {
+                let entry = ImageEntry {
+                    id: self.next_id(),
                     name: file.name(),
-                    url,
+                    url: web_sys::Url::create_object_url_with_blob(&file).unwrap_or_default(),
                     status: ImageStatus::Embedding,
-                })
-            });
-            spawn_local(async move {
+                };
+                (entry, file)
+            })
+            .collect();
+        class
+            .images
+            .update(|images| images.extend(entries.iter().map(|(e, _)| e.clone())));
+        // Read and send the files one after another in a single task: each read yields to the
+        // event loop, so the page stays responsive however many files were picked.
+        spawn_local(async move {
+            for (entry, file) in entries {
                 let bytes = match JsFuture::from(file.array_buffer()).await {
                     Ok(buffer) => Uint8Array::new(&buffer),
                     Err(_) => Uint8Array::new_with_length(0),
                 };
-                self.send(&ToWorker::Embed { id }, Some(bytes));
-            });
-        }
+                self.send(&ToWorker::Embed { id: entry.id }, Some(bytes));
+            }
+        });
     }
 
     fn remove_image(self, class: ClassEntry, id: ImageId) {
@@ -600,7 +612,7 @@ fn ClassCard(project: Project, class: ClassEntry) -> impl IntoView {
                 "Remove class"
             </button>
             <ul class="thumbs">
-                <For each=move || class.images.get() key=|i| (i.id, i.status == ImageStatus::Ready) let:image>
+                <For each=move || class.images.with(|images| images.iter().take(MAX_THUMBNAILS).cloned().collect::<Vec<_>>()) key=|i| (i.id, i.status == ImageStatus::Ready) let:image>
                     <li class:pending=image.status == ImageStatus::Embedding>
                         <img src=image.url.clone() alt=image.name.clone() width="56" height="56" />
                         <button
@@ -612,6 +624,12 @@ fn ClassCard(project: Project, class: ClassEntry) -> impl IntoView {
                     </li>
                 </For>
             </ul>
+            <p class="more">
+                {move || {
+                    let n = class.images.with(Vec::len);
+                    (n > MAX_THUMBNAILS).then(|| format!("and {} more", n - MAX_THUMBNAILS))
+                }}
+            </p>
             <ul class="rejected" data-testid="class-rejected">
                 {move || {
                     class
