@@ -92,6 +92,11 @@ for (const mode of [
       await page.locator('[data-testid="prediction"][data-label="PNEUMONIA"]').waitFor({ state: 'detached', timeout: 10_000 });
       assert.equal(await page.locator('[data-testid="prediction"][data-label="NORMAL"]').count(), 2);
       assert.match(await page.getByTestId('threshold-effect').innerText(), /sensitivity 0\.000/);
+      // Usable in a narrow window too: nothing wider than 400 px once results are shown.
+      await page.setViewportSize({ width: 400, height: 800 });
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      await screenshot(page, `flow-${mode.name}-5-narrow`);
+      assert.ok(overflow <= 0, `the page is ${overflow}px wider than a 400px window`);
       assert.deepEqual(record.foreign, [], 'requests left the page origin');
       assert.deepEqual(record.errors, [], 'page errors');
     } finally {
@@ -125,6 +130,11 @@ test('a picked folder becomes one class per sub-folder', { skip: !available, tim
     assert.equal(await cards.nth(0).getByTestId('class-count').innerText(), '3');
     assert.equal(await cards.nth(1).getByTestId('class-count').innerText(), '2');
     await screenshot(page, 'flow-folder-picked');
+    // A narrow window: nothing wider than the viewport (no sideways scrolling).
+    await page.setViewportSize({ width: 400, height: 800 });
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    await screenshot(page, 'flow-folder-picked-narrow');
+    assert.ok(overflow <= 0, `the page is ${overflow}px wider than a 400px window`);
     assert.deepEqual(record.foreign, []);
     assert.deepEqual(record.errors, []);
   } finally {
