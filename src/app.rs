@@ -90,16 +90,11 @@ pub fn App() -> impl IntoView {
             smoke,
         }));
         match load_pretrained(device, model_state).await {
-            Ok((loaded, source)) => {
+            Ok((loaded, source, weights)) => {
                 pretrained.set_value(Some(loaded));
                 model_state.set(ModelState::Ready(source));
-                // The worker gets its own copy of the weights, read back from the cache.
-                match fetch_cached(CONVERTED_WEIGHTS_FILE_NAME, WEIGHTS_CACHE, &|_| {}).await {
-                    Ok((bytes, _)) => {
-                        project.load_model(js_sys::Uint8Array::from(bytes.as_slice()))
-                    }
-                    Err(error) => project.worker_backend.set(Some(Err(error))),
-                }
+                // The worker gets its own copy of the weights just fetched.
+                project.load_model(js_sys::Uint8Array::from(weights.as_slice()));
             }
             Err(error) => model_state.set(ModelState::Failed(error)),
         }
@@ -130,12 +125,13 @@ pub fn App() -> impl IntoView {
     }
 }
 
-/// Downloads (or reads from the cache) the weights and labels and builds the network.
+/// Downloads (or reads from the cache) the weights and labels and builds the network; also
+/// returns the weights' bytes, for the compute worker.
 async fn load_pretrained(
     device: ComputeDevice,
     state: RwSignal<ModelState>,
-) -> Result<(Pretrained, FetchSource), String> {
-    let (labels, _) = fetch_and_parse(
+) -> Result<(Pretrained, FetchSource, Vec<u8>), String> {
+    let (labels, _, _) = fetch_and_parse(
         LABELS_FILE_NAME,
         |_| {},
         |bytes| {
@@ -145,7 +141,7 @@ async fn load_pretrained(
         },
     )
     .await?;
-    let (model, source) = fetch_and_parse(
+    let (model, source, weights) = fetch_and_parse(
         CONVERTED_WEIGHTS_FILE_NAME,
         |p| state.set(ModelState::Downloading(p)),
         |bytes| load_from_bytes(bytes, &device.device).map_err(|e| e.to_string()),
@@ -158,26 +154,27 @@ async fn load_pretrained(
             device,
         },
         source,
+        weights,
     ))
 }
 
-/// Fetches `url` (from the cache when there) and parses it; a cached copy that fails to parse
-/// is evicted and downloaded once more, so a damaged cache heals itself.
+/// Fetches `url` (from the cache when there) and parses it, returning the bytes too; a cached
+/// copy that fails to parse is evicted and downloaded once more, so a damaged cache heals itself.
 async fn fetch_and_parse<T>(
     url: &str,
     progress: impl Fn(Progress),
     parse: impl Fn(&[u8]) -> Result<T, String>,
-) -> Result<(T, FetchSource), String> {
+) -> Result<(T, FetchSource, Vec<u8>), String> {
     let (bytes, source) = fetch_cached(url, WEIGHTS_CACHE, &progress).await?;
     match parse(&bytes) {
-        Ok(value) => Ok((value, source)),
+        Ok(value) => Ok((value, source, bytes)),
         Err(error) if source == FetchSource::Cache => {
             web_sys::console::warn_1(
                 &format!("cached {url} unusable ({error}); downloading it again").into(),
             );
             evict(url, WEIGHTS_CACHE).await;
             let (bytes, source) = fetch_cached(url, WEIGHTS_CACHE, &progress).await?;
-            Ok((parse(&bytes)?, source))
+            Ok((parse(&bytes)?, source, bytes))
         }
         Err(error) => Err(error),
     }

@@ -10,7 +10,7 @@ use leptos_chartistry::{
     XGridLine, YGridLine,
 };
 use medtransfer_core::head::HeadKind;
-use medtransfer_core::metrics::Evaluation;
+use medtransfer_core::metrics::{Evaluation, predicted_class};
 use medtransfer_core::train::{ClassWeighting, EpochSummary, TrainConfig};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -158,6 +158,8 @@ pub struct TrainedResult {
 #[derive(Clone, Copy)]
 pub struct Project {
     classes: RwSignal<Vec<ClassEntry>>,
+    /// (embedded images per class, images still embedding), derived from `classes`.
+    counts: Memo<(Vec<usize>, usize)>,
     next_id: StoredValue<u32>,
     worker: StoredValue<Option<WorkerClient>, LocalStorage>,
     /// The worker's backend line once its network is loaded, or its failure.
@@ -201,11 +203,33 @@ impl Default for Settings {
 impl Project {
     /// The project with two empty classes; the worker is attached by [`Project::attach`].
     pub fn new() -> Self {
+        let classes = RwSignal::new(vec![
+            ClassEntry::new(0, "Class 1".into()),
+            ClassEntry::new(1, "Class 2".into()),
+        ]);
+        // Counted once per change, however many parts of the page show them.
+        let counts = Memo::new(move |_| {
+            let mut ready = Vec::new();
+            let mut pending = 0;
+            for class in classes.get() {
+                class.images.with(|images| {
+                    ready.push(
+                        images
+                            .iter()
+                            .filter(|i| i.status == ImageStatus::Ready)
+                            .count(),
+                    );
+                    pending += images
+                        .iter()
+                        .filter(|i| i.status == ImageStatus::Embedding)
+                        .count();
+                });
+            }
+            (ready, pending)
+        });
         Self {
-            classes: RwSignal::new(vec![
-                ClassEntry::new(0, "Class 1".into()),
-                ClassEntry::new(1, "Class 2".into()),
-            ]),
+            classes,
+            counts,
             next_id: StoredValue::new(2),
             worker: StoredValue::new_local(None),
             worker_backend: RwSignal::new(None),
@@ -364,29 +388,14 @@ impl Project {
         self.send(&ToWorker::Forget { id }, None);
     }
 
+    /// Images still waiting for their embedding, over all classes.
     fn pending(self) -> usize {
-        self.classes
-            .get()
-            .iter()
-            .map(|c| {
-                c.images.with(|i| {
-                    i.iter()
-                        .filter(|i| i.status == ImageStatus::Embedding)
-                        .count()
-                })
-            })
-            .sum()
+        self.counts.with(|c| c.1)
     }
 
+    /// Embedded images per class.
     fn ready_counts(self) -> Vec<usize> {
-        self.classes
-            .get()
-            .iter()
-            .map(|c| {
-                c.images
-                    .with(|i| i.iter().filter(|i| i.status == ImageStatus::Ready).count())
-            })
-            .collect()
+        self.counts.with(|c| c.0.clone())
     }
 
     fn start_training(self) {
@@ -1011,11 +1020,8 @@ pub fn PredictSection(project: Project) -> impl IntoView {
                             None => view! { <li><img src=p.url alt=p.name.clone() width="56" height="56" />{p.name}": computing…"</li> }.into_any(),
                             Some(Err(error)) => view! { <li class="error" data-testid="prediction-error">{p.name}": "{error}</li> }.into_any(),
                             Some(Ok(probs)) => {
-                                let best = if probs.len() == 2 {
-                                    usize::from(f64::from(probs[1]) >= project.threshold.get())
-                                } else {
-                                    probs.iter().enumerate().fold(0, |b, (i, &v)| if v > probs[b] { i } else { b })
-                                };
+                                let threshold = (probs.len() == 2).then(|| project.threshold.get());
+                                let best = predicted_class(&probs, threshold);
                                 let label = classes.get(best).cloned().unwrap_or_default();
                                 let prob = probs.get(best).copied().unwrap_or(0.0);
                                 let label_attr = label.clone();

@@ -187,17 +187,24 @@ async fn drain() {
         let Some((jobs, model, device, classifier)) = next else {
             return;
         };
-        let requests: Vec<EmbeddingRequest> = jobs
-            .iter()
-            .map(|job| EmbeddingRequest {
-                bytes: if job.bytes.is_empty() {
+        // The bytes move into the requests (an image can be megabytes); the jobs keep id and kind.
+        let (jobs, requests): (Vec<(ImageId, JobKind)>, Vec<EmbeddingRequest>) = jobs
+            .into_iter()
+            .map(|job| {
+                let bytes = if job.bytes.is_empty() {
                     Err("the file is empty or could not be read".to_string())
                 } else {
-                    Ok(job.bytes.clone())
-                },
-                view: View::Original,
+                    Ok(job.bytes)
+                };
+                (
+                    (job.id, job.kind),
+                    EmbeddingRequest {
+                        bytes,
+                        view: View::Original,
+                    },
+                )
             })
-            .collect();
+            .unzip();
         let mut store = MemoryEmbeddingStore::new();
         let results = embed_cached(
             &model,
@@ -207,14 +214,14 @@ async fn drain() {
             &AugmentConfig::default(),
         )
         .await;
-        for (job, result) in jobs.into_iter().zip(results) {
-            match job.kind {
+        for ((id, kind), result) in jobs.into_iter().zip(results) {
+            match kind {
                 JobKind::Embed => {
                     let error = result.as_ref().err().cloned();
                     if let Ok(embedding) = result {
-                        STATE.with_borrow_mut(|s| s.embeddings.insert(job.id, embedding));
+                        STATE.with_borrow_mut(|s| s.embeddings.insert(id, embedding));
                     }
-                    post(&FromWorker::Embedded { id: job.id, error });
+                    post(&FromWorker::Embedded { id, error });
                 }
                 JobKind::Predict => {
                     let result = match (result, &classifier) {
@@ -230,7 +237,7 @@ async fn drain() {
                                     .ok_or_else(|| "no prediction was returned".to_string())
                             }),
                     };
-                    post(&FromWorker::Prediction { id: job.id, result });
+                    post(&FromWorker::Prediction { id, result });
                 }
             }
         }

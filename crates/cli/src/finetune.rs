@@ -15,7 +15,7 @@ use medtransfer_core::embeddings::{
     EmbeddingRequest, EmbeddingStore, MemoryEmbeddingStore, View, embed_cached,
 };
 use medtransfer_core::head::HeadKind;
-use medtransfer_core::metrics::{Evaluation, EvaluationOptions, evaluate};
+use medtransfer_core::metrics::{Evaluation, EvaluationOptions, evaluate, predicted_class};
 use medtransfer_core::model_file::ModelFile;
 use medtransfer_core::split::{GroupPattern, stratified_split};
 use medtransfer_core::train::{
@@ -866,10 +866,7 @@ pub fn predict(args: &PredictArgs) -> ExitCode {
             let path = path.display().to_string();
             match (embedding, embedding.as_ref().ok().and_then(|_| probabilities.next())) {
                 (Ok(_), Some(p)) => {
-                    let best = p
-                        .iter()
-                        .enumerate()
-                        .fold(0, |best, (i, &v)| if v > p[best] { i } else { best });
+                    let best = predicted_class(&p, None);
                     let probs: serde_json::Map<String, Value> = classes
                         .iter()
                         .zip(&p)

@@ -205,7 +205,7 @@ pub fn evaluate(
 
     let predicted: Vec<usize> = probabilities
         .iter()
-        .map(|row| predict(row, options.threshold))
+        .map(|row| predicted_class(row, options.threshold))
         .collect();
 
     let mut confusion_matrix = vec![vec![0usize; k]; k];
@@ -404,9 +404,10 @@ fn validate(
     Ok(())
 }
 
-/// The predicted class of one (validated) row: `p1 >= threshold` when a threshold is given,
-/// otherwise the argmax with ties going to the lowest index.
-fn predict(row: &[f32], threshold: Option<f64>) -> usize {
+/// The predicted class of one row of probabilities: `p1 >= threshold` when a threshold is
+/// given (two classes), otherwise the argmax with ties going to the lowest index. The one rule
+/// the metrics, the CLI's predictions and the page's predictions share.
+pub fn predicted_class(row: &[f32], threshold: Option<f64>) -> usize {
     if let (Some(t), Some(&p1)) = (threshold, row.get(1)) {
         return usize::from(f64::from(p1) >= t);
     }
