@@ -7,7 +7,9 @@
 //! - [`efficientnet`], [`preprocess`], [`inference`]: the frozen pretrained backbone;
 //! - [`embeddings`], [`augment`]: embeddings computed once and cached, augmented views;
 //! - [`split`], [`head`], [`train`]: splits, the classifier head and its training loop;
-//! - [`metrics`]: medical classification metrics; [`model_file`]: the trained model as a file.
+//! - [`metrics`]: medical classification metrics; [`model_file`]: the trained model as a file;
+//! - [`thumbnail`]: small previews kept instead of originals; [`project_file`]: a whole project
+//!   (classes, thumbnails, embeddings, model) as one file.
 
 pub mod augment;
 pub mod device;
@@ -18,10 +20,12 @@ pub mod inference;
 pub mod metrics;
 pub mod model_file;
 pub mod preprocess;
+pub mod project_file;
 pub mod readback;
 pub mod rng;
 pub mod smoke;
 pub mod split;
+pub mod thumbnail;
 pub mod train;
 
 pub use device::{BackendKind, ComputeDevice, GpuPreference, select_device};
