@@ -1,23 +1,22 @@
 //! The page's root component and its sections.
 
-use std::rc::Rc;
-
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use medtransfer_core::efficientnet::{
-    CONVERTED_WEIGHTS_FILE_NAME, EfficientNetLite0, ImageNetLabels, LABELS_FILE_NAME,
-    load_from_bytes,
+    CONVERTED_WEIGHTS_FILE_NAME, ImageNetLabels, LABELS_FILE_NAME, NUM_CLASSES, check_weights,
 };
-use medtransfer_core::inference::run_each;
-use medtransfer_core::preprocess::preprocess_image;
 use medtransfer_core::smoke::run_smoke;
-use medtransfer_core::{BackendKind, ComputeDevice, select_device};
+use medtransfer_core::{BackendKind, select_device};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::cached_fetch::{FetchSource, Progress, evict, fetch_cached};
 use crate::gpu_probe::probe_webgpu;
-use crate::project::{ClassesSection, PredictSection, Project, ResultsSection, TrainSection};
+use crate::project::{
+    ClassesSection, IMAGE_ACCEPT, PredictSection, Project, ProjectSection, ResultsSection,
+    TrainSection,
+};
+use crate::protocol::ImageId;
 
 /// Cache API bucket for the pretrained files; bump the suffix when their format changes.
 const WEIGHTS_CACHE: &str = "medtransfer-weights-v1";
@@ -37,25 +36,17 @@ enum ModelState {
     Waiting,
     /// Downloading (or reading from the cache) the weights.
     Downloading(Progress),
-    /// Ready to run; the weights came from `source`.
-    Ready(FetchSource),
+    /// Fetched from `source` and handed to the compute worker, which loads it.
+    Fetched(FetchSource),
     /// Loading failed; the message says why.
     Failed(String),
-}
-
-/// The loaded network and what it runs on, shared by the page's handlers (not `Send`).
-#[derive(Clone)]
-struct Pretrained {
-    model: Rc<EfficientNetLite0>,
-    labels: Rc<ImageNetLabels>,
-    device: ComputeDevice,
 }
 
 /// One picked image's ImageNet top-5, or why it could not be classified.
 #[derive(Clone, Debug, PartialEq)]
 struct ImageNetResult {
-    /// Which pick and which file of it: a stable, unique key for the list.
-    key: (u32, usize),
+    /// The worker request's id: a stable, unique key for the list.
+    key: ImageId,
     name: String,
     outcome: Result<ImageNetTop5, String>,
 }
@@ -72,11 +63,13 @@ struct ImageNetTop5 {
 pub fn App() -> impl IntoView {
     let report = RwSignal::new(None::<StartupReport>);
     let model_state = RwSignal::new(ModelState::Waiting);
-    let pretrained = StoredValue::new_local(None::<Pretrained>);
+    let labels = StoredValue::new(None::<ImageNetLabels>);
     let project = Project::new();
     if let Err(error) = project.attach() {
         project.worker_backend.set(Some(Err(error)));
     }
+    project.save_on_change();
+    spawn_local(project.restore());
 
     spawn_local(async move {
         let device = select_device(probe_webgpu().await).await;
@@ -89,12 +82,12 @@ pub fn App() -> impl IntoView {
             kind: device.kind,
             smoke,
         }));
-        match load_pretrained(device, model_state).await {
+        match load_pretrained(model_state).await {
             Ok((loaded, source, weights)) => {
-                pretrained.set_value(Some(loaded));
-                model_state.set(ModelState::Ready(source));
-                // The worker gets its own copy of the weights just fetched.
-                project.load_model(js_sys::Uint8Array::from(weights.as_slice()));
+                labels.set_value(Some(loaded));
+                model_state.set(ModelState::Fetched(source));
+                // The network runs in the worker only: the page's thread never computes with it.
+                project.load_model(weights);
             }
             Err(error) => model_state.set(ModelState::Failed(error)),
         }
@@ -116,21 +109,22 @@ pub fn App() -> impl IntoView {
                     Some(Err(error)) => format!("The background worker failed: {error}"),
                 }}
             </p>
+            <ProjectSection project=project />
             <ClassesSection project=project />
             <TrainSection project=project />
             <ResultsSection project=project />
             <PredictSection project=project />
-            <PretrainedSection model_state=model_state pretrained=pretrained />
+            <PretrainedSection model_state=model_state labels=labels project=project />
         </main>
     }
 }
 
-/// Downloads (or reads from the cache) the weights and labels and builds the network; also
-/// returns the weights' bytes, for the compute worker.
+/// Downloads (or reads from the cache) the ImageNet labels and the weights, checking that the
+/// weights parse (without building a network on the page's thread); returns the weights'
+/// bytes for the compute worker.
 async fn load_pretrained(
-    device: ComputeDevice,
     state: RwSignal<ModelState>,
-) -> Result<(Pretrained, FetchSource, Vec<u8>), String> {
+) -> Result<(ImageNetLabels, FetchSource, Vec<u8>), String> {
     let (labels, _, _) = fetch_and_parse(
         LABELS_FILE_NAME,
         |_| {},
@@ -141,21 +135,13 @@ async fn load_pretrained(
         },
     )
     .await?;
-    let (model, source, weights) = fetch_and_parse(
+    let ((), source, weights) = fetch_and_parse(
         CONVERTED_WEIGHTS_FILE_NAME,
         |p| state.set(ModelState::Downloading(p)),
-        |bytes| load_from_bytes(bytes, &device.device).map_err(|e| e.to_string()),
+        |bytes| check_weights(bytes).map_err(|e| e.to_string()),
     )
     .await?;
-    Ok((
-        Pretrained {
-            model: Rc::new(model),
-            labels: Rc::new(labels),
-            device,
-        },
-        source,
-        weights,
-    ))
+    Ok((labels, source, weights))
 }
 
 /// Fetches `url` (from the cache when there) and parses it, returning the bytes too; a cached
@@ -209,63 +195,109 @@ fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
-/// The pretrained network: download progress, then a way to try it on any picture.
+/// The pretrained network: download progress, then a way to try it on any picture (the
+/// classification runs in the compute worker).
 #[component]
 fn PretrainedSection(
     model_state: RwSignal<ModelState>,
-    pretrained: StoredValue<Option<Pretrained>, LocalStorage>,
+    labels: StoredValue<Option<ImageNetLabels>>,
+    project: Project,
 ) -> impl IntoView {
-    let results = RwSignal::new(Vec::<ImageNetResult>::new());
-    let busy = RwSignal::new(false);
-    // (images, milliseconds) of the last pick: read, preprocess, forward and read-back.
+    // The last pick: (request id, file name) in order, and when it started.
+    let pick = RwSignal::new(Vec::<(ImageId, String)>::new());
+    let started = StoredValue::new(0.0f64);
+    let ready = move || {
+        matches!(model_state.get(), ModelState::Fetched(_))
+            && project.worker_backend.get().is_some_and(|b| b.is_ok())
+    };
+    let results = Memo::new(move |_| {
+        let pick = pick.get();
+        project.classified.with(|done| {
+            pick.iter()
+                .filter_map(|(id, name)| {
+                    let (_, result) = done.iter().find(|(d, _)| d == id)?;
+                    let outcome = result.clone().and_then(|logits| {
+                        if logits.len() != NUM_CLASSES {
+                            return Err(format!("the network returned {} logits", logits.len()));
+                        }
+                        let top5 = labels
+                            .with_value(|l| {
+                                l.as_ref().map(|l| {
+                                    l.top_k(&logits, 5)
+                                        .into_iter()
+                                        .map(|(p, label)| {
+                                            (p.class, label.to_string(), p.probability)
+                                        })
+                                        .collect::<Vec<_>>()
+                                })
+                            })
+                            .unwrap_or_default();
+                        Ok(ImageNetTop5 { top5, logits })
+                    });
+                    Some(ImageNetResult {
+                        key: *id,
+                        name: name.clone(),
+                        outcome,
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+    });
+    let busy = move || results.with(Vec::len) < pick.with(Vec::len);
+    // (images, milliseconds) of the last finished pick: read, preprocess, forward, read-back.
     let timing = RwSignal::new(None::<(usize, f64)>);
-    let picks = StoredValue::new(0u32);
+    Effect::new(move || {
+        let n = pick.with(Vec::len);
+        if n > 0 && results.with(Vec::len) == n {
+            timing.set(Some((n, js_sys::Date::now() - started.get_value())));
+        }
+    });
     let status_text = move || match model_state.get() {
         ModelState::Waiting => "Waiting for the compute backend…".to_string(),
         ModelState::Downloading(Progress {
             loaded,
             total: Some(total),
-        }) => {
-            format!(
-                "Loading the pretrained network: {} of {}",
-                megabytes(loaded),
-                megabytes(total)
-            )
-        }
+        }) => format!(
+            "Loading the pretrained network: {} of {}",
+            megabytes(loaded),
+            megabytes(total)
+        ),
         ModelState::Downloading(Progress {
             loaded,
             total: None,
-        }) => {
-            format!("Loading the pretrained network: {}", megabytes(loaded))
-        }
-        ModelState::Ready(FetchSource::Cache) => {
-            "EfficientNet-Lite0 (ImageNet) ready, from this browser's cache.".to_string()
-        }
-        ModelState::Ready(FetchSource::Network) => {
-            "EfficientNet-Lite0 (ImageNet) ready; kept in this browser for next time.".to_string()
-        }
+        }) => format!("Loading the pretrained network: {}", megabytes(loaded)),
+        ModelState::Fetched(source) => match project.worker_backend.get() {
+            None => "Starting the pretrained network in the background worker…".to_string(),
+            Some(Err(error)) => format!("The pretrained network could not be loaded: {error}"),
+            Some(Ok(_)) if source == FetchSource::Cache => {
+                "EfficientNet-Lite0 (ImageNet) ready, from this browser's cache.".to_string()
+            }
+            Some(Ok(_)) => {
+                "EfficientNet-Lite0 (ImageNet) ready; kept in this browser for next time."
+                    .to_string()
+            }
+        },
         ModelState::Failed(error) => format!("The pretrained network could not be loaded: {error}"),
     };
-    let state_attr = move || match model_state.get() {
-        ModelState::Waiting | ModelState::Downloading(_) => "loading",
-        ModelState::Ready(_) => "ready",
-        ModelState::Failed(_) => "failed",
+    let state_attr = move || match (model_state.get(), project.worker_backend.get()) {
+        (ModelState::Failed(_), _) | (ModelState::Fetched(_), Some(Err(_))) => "failed",
+        (ModelState::Fetched(_), Some(Ok(_))) => "ready",
+        _ => "loading",
     };
     let source_attr = move || match model_state.get() {
-        ModelState::Ready(FetchSource::Cache) => Some("cache"),
-        ModelState::Ready(FetchSource::Network) => Some("network"),
+        ModelState::Fetched(FetchSource::Cache) if ready() => Some("cache"),
+        ModelState::Fetched(FetchSource::Network) if ready() => Some("network"),
         _ => None,
     };
     let progress_value = move || match model_state.get() {
         ModelState::Downloading(p) => p.loaded as f64,
-        ModelState::Ready(_) => 1.0,
+        ModelState::Fetched(_) => 1.0,
         _ => 0.0,
     };
     let progress_max = move || match model_state.get() {
         ModelState::Downloading(Progress { total: Some(t), .. }) => t as f64,
         _ => 1.0,
     };
-
     let on_pick = move |event: leptos::ev::Event| {
         let Some(input) = event
             .target()
@@ -277,20 +309,25 @@ fn PretrainedSection(
             .files()
             .map(|list| (0..list.length()).filter_map(|i| list.get(i)).collect())
             .unwrap_or_default();
-        let Some(loaded) = pretrained.get_value() else {
+        input.set_value("");
+        if files.is_empty() {
             return;
-        };
-        busy.set(true);
+        }
+        started.set_value(js_sys::Date::now());
+        timing.set(None);
+        pick.set(Vec::new());
         spawn_local(async move {
-            let started = js_sys::Date::now();
-            let count = files.len();
-            picks.update_value(|n| *n = n.wrapping_add(1));
-            results.set(classify_files(&loaded, files, picks.get_value()).await);
-            timing.set(Some((count, js_sys::Date::now() - started)));
-            busy.set(false);
+            let mut requests = Vec::with_capacity(files.len());
+            for file in files {
+                let bytes = match JsFuture::from(file.array_buffer()).await {
+                    Ok(buffer) => js_sys::Uint8Array::new(&buffer),
+                    Err(_) => js_sys::Uint8Array::new_with_length(0),
+                };
+                requests.push((project.classify(bytes), file.name()));
+            }
+            pick.set(requests);
         });
     };
-
     view! {
         <section aria-labelledby="pretrained-heading">
             <h2 id="pretrained-heading">"Pretrained network"</h2>
@@ -307,14 +344,14 @@ fn PretrainedSection(
                 "Try it on pictures (ImageNet classes): "
                 <input
                     type="file"
-                    accept="image/png,image/jpeg"
+                    accept=IMAGE_ACCEPT
                     multiple
                     data-testid="imagenet-files"
-                    disabled=move || state_attr() != "ready" || busy.get()
+                    disabled=move || !ready() || busy()
                     on:change=on_pick
                 />
             </label>
-            <p role="status">{move || busy.get().then_some("Running the network…")}</p>
+            <p role="status">{move || busy().then_some("Running the network…")}</p>
             <p
                 data-testid="imagenet-timing"
                 data-count=move || timing.get().map(|(n, _)| n)
@@ -377,45 +414,4 @@ fn ImageNetResultItem(result: ImageNetResult) -> impl IntoView {
             .into_any()
         }
     }
-}
-
-/// Reads, preprocesses and classifies the picked files as one batch; each unreadable file gets
-/// its own error and the rest go on.
-async fn classify_files(
-    loaded: &Pretrained,
-    files: Vec<web_sys::File>,
-    pick: u32,
-) -> Vec<ImageNetResult> {
-    let mut names = Vec::with_capacity(files.len());
-    let mut inputs = Vec::with_capacity(files.len());
-    for file in files {
-        names.push(file.name());
-        inputs.push(match JsFuture::from(file.array_buffer()).await {
-            Ok(buffer) => preprocess_image(&js_sys::Uint8Array::new(&buffer).to_vec())
-                .map_err(|e| e.to_string()),
-            Err(_) => Err("the file could not be read".to_string()),
-        });
-    }
-    let outputs = run_each(&loaded.model, inputs, &loaded.device.device).await;
-    names
-        .into_iter()
-        .zip(outputs)
-        .enumerate()
-        .map(|(index, (name, output))| {
-            let outcome = output.map(|output| ImageNetTop5 {
-                top5: loaded
-                    .labels
-                    .top_k(&output.logits, 5)
-                    .into_iter()
-                    .map(|(p, label)| (p.class, label.to_string(), p.probability))
-                    .collect(),
-                logits: output.logits,
-            });
-            ImageNetResult {
-                key: (pick, index),
-                name,
-                outcome,
-            }
-        })
-        .collect()
 }

@@ -7,4 +7,5 @@ pub mod cached_fetch;
 pub mod gpu_probe;
 pub mod project;
 pub mod protocol;
+pub mod storage;
 pub mod worker;

@@ -2,22 +2,36 @@
 //! → validation metrics → predictions. State lives in a few signals; all computation happens in
 //! the compute Web Worker through [`WorkerClient`].
 
+use std::collections::HashSet;
+
 use js_sys::{Array, Reflect, Uint8Array};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_chartistry::{
-    AspectRatio, AxisMarker, Chart, Interpolation, IntoInner, Legend, Line, Series, TickLabels,
-    XGridLine, YGridLine,
+    AspectRatio, AxisMarker, Chart, Interpolation, IntoInner, Legend, Line, Padding, Series,
+    TickLabels, XGridLine, YGridLine,
 };
 use medtransfer_core::head::HeadKind;
 use medtransfer_core::metrics::{Evaluation, predicted_class};
+use medtransfer_core::model_file::MODEL_FILE_EXTENSION;
+use medtransfer_core::project_file::{PROJECT_FILE_EXTENSION, ProjectArchive, ProjectImage};
 use medtransfer_core::train::{ClassWeighting, EpochSummary, TrainConfig};
+use serde::{Deserialize, Serialize};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{MessageEvent, Worker, WorkerOptions, WorkerType};
+use web_sys::{ErrorEvent, MessageEvent, Worker, WorkerOptions, WorkerType};
 
-use crate::protocol::{FromWorker, ImageId, ToWorker};
+use crate::protocol::{EMBEDDING_BYTES, FromWorker, ImageId, ToWorker, f32s_of};
+use crate::storage::{ImageRecord, MODEL_KEY, PROJECT_KEY, Storage};
+
+/// File types the image pickers offer (the core sniffs the content whatever the name).
+pub const IMAGE_ACCEPT: &str =
+    "image/png,image/jpeg,image/tiff,application/dicom,.dcm,.dicom,.png,.jpg,.jpeg,.tif,.tiff";
+
+/// Restarts of a failed worker before the page gives up (a worker that dies at once each time
+/// would otherwise restart forever).
+const MAX_WORKER_RESTARTS: u32 = 3;
 
 /// Thumbnails shown per class: drawing thousands would hold the page's thread for seconds.
 const MAX_THUMBNAILS: usize = 48;
@@ -30,24 +44,39 @@ pub struct WorkerClient {
 
 impl WorkerClient {
     /// Starts `worker.js` as a module worker and hands it the page's own wasm; `on_message`
-    /// receives every reply.
-    pub fn start(on_message: impl Fn(FromWorker) + 'static) -> Result<Self, String> {
+    /// receives every reply with its bytes, `on_error` the reason if the worker dies (a panic in
+    /// its wasm, for instance when the GPU is lost).
+    pub fn start(
+        on_message: impl Fn(FromWorker, Option<Vec<u8>>) + 'static,
+        on_error: impl Fn(String) + 'static,
+    ) -> Result<Self, String> {
         let options = WorkerOptions::new();
         options.set_type(WorkerType::Module);
         let worker = Worker::new_with_options("./worker.js", &options)
             .map_err(|e| format!("the compute worker could not start: {e:?}"))?;
         let handler = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
             let data = Array::from(&event.data());
+            let bytes = data
+                .get(1)
+                .dyn_into::<js_sys::ArrayBuffer>()
+                .ok()
+                .map(|buffer| Uint8Array::new(&buffer).to_vec());
             if let Some(message) = data
                 .get(0)
                 .as_string()
                 .and_then(|json| serde_json::from_str::<FromWorker>(&json).ok())
             {
-                on_message(message);
+                on_message(message, bytes);
             }
         });
         worker.set_onmessage(Some(handler.as_ref().unchecked_ref()));
         handler.forget();
+        let error_handler = Closure::<dyn FnMut(ErrorEvent)>::new(move |event: ErrorEvent| {
+            event.prevent_default();
+            on_error(event.message());
+        });
+        worker.set_onerror(Some(error_handler.as_ref().unchecked_ref()));
+        error_handler.forget();
         // boot.js keeps the hashed names of the page's JS and wasm on `globalThis.medtransferBoot`.
         let boot = Reflect::get(&js_sys::global(), &"medtransferBoot".into())
             .map_err(|_| "the page's boot information is missing".to_string())?;
@@ -55,6 +84,13 @@ impl WorkerClient {
             .post_message(&boot)
             .map_err(|e| format!("the compute worker could not be started: {e:?}"))?;
         Ok(Self { worker })
+    }
+
+    /// Stops the worker at once.
+    pub fn terminate(&self) {
+        self.worker.set_onmessage(None);
+        self.worker.set_onerror(None);
+        self.worker.terminate();
     }
 
     /// Sends a message, with `bytes` transferred (not copied) when given.
@@ -94,8 +130,8 @@ pub struct ImageEntry {
     pub id: ImageId,
     /// Its file name.
     pub name: String,
-    /// An object URL of the file, for the thumbnail.
-    pub url: String,
+    /// An object URL of its thumbnail, once the worker has made it.
+    pub thumb: Option<String>,
     /// Its status.
     pub status: ImageStatus,
 }
@@ -103,8 +139,11 @@ pub struct ImageEntry {
 /// A class: an editable name, its images and the files that could not be used.
 #[derive(Clone, Copy, Debug)]
 pub struct ClassEntry {
-    /// Stable key for the list.
+    /// The class's key: stable across reloads (saved images refer to it).
     pub key: u32,
+    /// Unique for this page's lifetime: a restored or imported class with the same key is
+    /// still a new entry for the list to draw.
+    uid: u64,
     /// The class name.
     pub name: RwSignal<String>,
     /// Its images.
@@ -115,8 +154,17 @@ pub struct ClassEntry {
 
 impl ClassEntry {
     fn new(key: u32, name: String) -> Self {
+        thread_local! {
+            static NEXT_UID: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+        }
+        let uid = NEXT_UID.with(|n| {
+            let uid = n.get();
+            n.set(uid + 1);
+            uid
+        });
         Self {
             key,
+            uid,
             name: RwSignal::new(name),
             images: RwSignal::new(Vec::new()),
             rejected: RwSignal::new(Vec::new()),
@@ -144,7 +192,7 @@ pub struct TrainingState {
 }
 
 /// A finished training run, as the page shows it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainedResult {
     classes: Vec<String>,
     kept_epoch: usize,
@@ -171,10 +219,53 @@ pub struct Project {
     settings: RwSignal<Settings>,
     /// Two classes: the probability of the second class from which it is predicted.
     threshold: RwSignal<f64>,
+    /// The project in IndexedDB, once open.
+    storage: StoredValue<Option<Storage>, LocalStorage>,
+    /// Whether the saved project has been read back (nothing is saved before, so an empty
+    /// starting page cannot overwrite it).
+    pub restored: RwSignal<bool>,
+    /// The pretrained weights, kept to start a new worker if one dies.
+    weights: StoredValue<Option<Vec<u8>>>,
+    /// Images whose bytes or embedding the current worker has been given.
+    sent: StoredValue<HashSet<ImageId>>,
+    /// The trained model file, for download and for restoring.
+    model_file: StoredValue<Option<Vec<u8>>>,
+    /// Whether the trained model is loaded in the current worker.
+    pub has_model: RwSignal<bool>,
+    /// Worker restarts so far, and whether the CPU is forced (after a GPU loss).
+    restarts: StoredValue<(u32, bool)>,
+    /// ImageNet logits of [`Project::classify`] requests, by id.
+    pub classified: RwSignal<Vec<(ImageId, Logits)>>,
+    /// A message about the project as a whole (restored, imported, GPU lost, storage failed).
+    pub notice: RwSignal<Option<(NoticeKind, String)>>,
+}
+
+/// ImageNet logits of one image, or why there are none.
+pub type Logits = Result<Vec<f32>, String>;
+
+/// How a project notice is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoticeKind {
+    /// Something worked.
+    Info,
+    /// Something failed; the message says what still works.
+    Error,
+}
+
+/// What is kept of the project in the browser besides its images (see [`crate::storage`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SavedProject {
+    /// `(key, name)` of each class, in order.
+    classes: Vec<(u32, String)>,
+    next_id: u32,
+    settings: Settings,
+    threshold: f64,
+    epochs: Vec<EpochSummary>,
+    result: Option<TrainedResult>,
 }
 
 /// The training settings as the page edits them.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Settings {
     mlp: bool,
     epochs: usize,
@@ -239,19 +330,303 @@ impl Project {
             predictions: RwSignal::new(Vec::new()),
             settings: RwSignal::new(Settings::default()),
             threshold: RwSignal::new(0.5),
+            storage: StoredValue::new_local(None),
+            restored: RwSignal::new(false),
+            weights: StoredValue::new(None),
+            sent: StoredValue::new(HashSet::new()),
+            model_file: StoredValue::new(None),
+            has_model: RwSignal::new(false),
+            restarts: StoredValue::new((0, false)),
+            classified: RwSignal::new(Vec::new()),
+            notice: RwSignal::new(None),
         }
     }
 
-    /// Starts the compute worker and routes its replies into the project's signals.
+    /// Starts the compute worker and routes its replies into the project's signals; also
+    /// exposes `globalThis.medtransferTest.crashWorker()` for the recovery test.
     pub fn attach(self) -> Result<(), String> {
-        let client = WorkerClient::start(move |message| self.on_worker_message(message))?;
+        let client = WorkerClient::start(
+            move |message, bytes| self.on_worker_message(message, bytes),
+            move |reason| self.on_worker_lost(reason),
+        )?;
         self.worker.set_value(Some(client));
+        self.sent.set_value(HashSet::new());
+        let hooks = js_sys::Object::new();
+        let crash = Closure::<dyn Fn()>::new(move || self.send(&ToWorker::SimulateCrash, None));
+        let _ = Reflect::set(&hooks, &"crashWorker".into(), crash.as_ref());
+        crash.forget();
+        let _ = Reflect::set(&js_sys::global(), &"medtransferTest".into(), &hooks);
         Ok(())
     }
 
-    /// Hands the pretrained weights to the worker.
-    pub fn load_model(self, weights: Uint8Array) {
-        self.send(&ToWorker::LoadModel, Some(weights));
+    /// Hands the pretrained weights to the worker (and keeps them for a restart).
+    pub fn load_model(self, weights: Vec<u8>) {
+        let force_cpu = self.restarts.get_value().1;
+        self.send(
+            &ToWorker::LoadModel { force_cpu },
+            Some(Uint8Array::from(weights.as_slice())),
+        );
+        self.weights.set_value(Some(weights));
+    }
+
+    /// The worker died (its wasm panicked: a lost GPU, or a bug). Starts a new one on the CPU
+    /// and gives it the saved project, so the user's work continues.
+    fn on_worker_lost(self, reason: String) {
+        web_sys::console::warn_1(&format!("the compute worker stopped: {reason}").into());
+        self.worker.update_value(|w| {
+            if let Some(w) = w.take() {
+                w.terminate();
+            }
+        });
+        let (restarts, _) = self.restarts.get_value();
+        self.worker_backend.set(None);
+        self.has_model.set(false);
+        self.training.update(|t| {
+            if t.running {
+                t.running = false;
+                t.error = Some(
+                    "training was interrupted when the compute worker stopped; press Train to run it again"
+                        .into(),
+                );
+            }
+        });
+        self.predictions.update(|list| {
+            for p in list.iter_mut().filter(|p| p.result.is_none()) {
+                p.result = Some(Err(
+                    "interrupted when the compute worker stopped; pick the image again".into(),
+                ));
+            }
+        });
+        if restarts >= MAX_WORKER_RESTARTS {
+            self.notice.set(Some((
+                NoticeKind::Error,
+                format!("The compute worker stopped again ({reason}). Your images and model are saved in this browser: reload the page to go on."),
+            )));
+            return;
+        }
+        self.restarts.set_value((restarts + 1, true));
+        self.notice.set(Some((
+            NoticeKind::Error,
+            format!("The GPU or the compute worker stopped working ({reason}). MedTransfer switched to the CPU; your images, embeddings and model are kept."),
+        )));
+        if let Err(error) = self.attach() {
+            self.worker_backend.set(Some(Err(error)));
+            return;
+        }
+        if let Some(weights) = self.weights.get_value() {
+            self.load_model(weights);
+        }
+    }
+
+    /// Reads the saved project (if any) into the page; then saves every change. Called once at
+    /// start-up.
+    pub async fn restore(self) {
+        match Storage::open().await {
+            Ok(storage) => {
+                self.storage.set_value(Some(storage));
+                match self.load_saved().await {
+                    Ok(0) => {}
+                    Ok(n) => self.notice.set(Some((
+                        NoticeKind::Info,
+                        format!("Your project was restored from this browser: {n} images."),
+                    ))),
+                    Err(error) => self.notice.set(Some((
+                        NoticeKind::Error,
+                        format!("The saved project could not be read ({error}); starting afresh."),
+                    ))),
+                }
+            }
+            Err(error) => self.notice.set(Some((
+                NoticeKind::Error,
+                format!("Your work cannot be saved in this browser ({error}); it is lost on reload. Export the project to keep it."),
+            ))),
+        }
+        self.restored.set(true);
+        if self
+            .worker_backend
+            .get_untracked()
+            .is_some_and(|b| b.is_ok())
+        {
+            spawn_local(self.feed_worker());
+        }
+    }
+
+    /// Replaces the page's project with the saved one; returns how many images it has.
+    async fn load_saved(self) -> Result<usize, String> {
+        let Some(storage) = self.storage.get_value() else {
+            return Ok(0);
+        };
+        let saved: Option<SavedProject> = storage
+            .meta(PROJECT_KEY)
+            .await?
+            .and_then(|v| v.as_string())
+            .map(|json| serde_json::from_str(&json).map_err(|e| e.to_string()))
+            .transpose()?;
+        let Some(saved) = saved else {
+            return Ok(0);
+        };
+        let records = storage.images().await?;
+        let classes: Vec<ClassEntry> = saved
+            .classes
+            .iter()
+            .map(|(key, name)| ClassEntry::new(*key, name.clone()))
+            .collect();
+        let mut orphans = Vec::new();
+        let mut max_id = saved.next_id;
+        for (key, _) in &saved.classes {
+            max_id = max_id.max(key.saturating_add(1));
+        }
+        for record in &records {
+            max_id = max_id.max(record.id.saturating_add(1));
+            let Some(class) = classes.iter().find(|c| c.key == record.class_key) else {
+                orphans.push(record.id);
+                continue;
+            };
+            let entry = ImageEntry {
+                id: record.id,
+                name: record.name.clone(),
+                thumb: record.thumbnail.as_deref().and_then(jpeg_url),
+                status: if record.embedding.is_some() {
+                    ImageStatus::Ready
+                } else {
+                    ImageStatus::Embedding
+                },
+            };
+            class.images.update(|images| images.push(entry));
+        }
+        let _ = storage.delete_images(&orphans).await;
+        let old = self.classes.get_untracked();
+        for class in old {
+            for image in class.images.get_untracked() {
+                if let Some(url) = image.thumb {
+                    let _ = web_sys::Url::revoke_object_url(&url);
+                }
+            }
+        }
+        self.next_id.set_value(max_id);
+        self.classes.set(classes);
+        self.settings.set(saved.settings);
+        self.threshold.set(saved.threshold);
+        let model = storage.model().await?;
+        self.training.set(TrainingState {
+            running: false,
+            planned_epochs: saved.epochs.len(),
+            epochs: saved.epochs,
+            result: if model.is_some() { saved.result } else { None },
+            error: None,
+        });
+        self.model_file.set_value(model);
+        Ok(records.len() - orphans.len())
+    }
+
+    /// Saves the project's classes, settings and results whenever they change (once the saved
+    /// project has been read back). Call it where a reactive owner exists (in a component).
+    pub fn save_on_change(self) {
+        Effect::new(move || {
+            let saved = SavedProject {
+                classes: self
+                    .classes
+                    .get()
+                    .iter()
+                    .map(|c| (c.key, c.name.get()))
+                    .collect(),
+                next_id: self.next_id.get_value(),
+                settings: self.settings.get(),
+                threshold: self.threshold.get(),
+                epochs: self.training.with(|t| t.epochs.clone()),
+                result: self.training.with(|t| t.result.clone()),
+            };
+            if !self.restored.get() {
+                return;
+            }
+            let Ok(json) = serde_json::to_string(&saved) else {
+                return;
+            };
+            self.store(move |storage| async move {
+                storage
+                    .put_meta(PROJECT_KEY, &JsValue::from_str(&json))
+                    .await
+            });
+        });
+    }
+
+    /// Runs a storage write in the background; a failure is shown, nothing else is lost.
+    fn store<F, Fut>(self, write: F)
+    where
+        F: FnOnce(Storage) -> Fut + 'static,
+        Fut: std::future::Future<Output = Result<(), String>> + 'static,
+    {
+        let Some(storage) = self.storage.get_value() else {
+            return;
+        };
+        spawn_local(async move {
+            if let Err(error) = write(storage).await {
+                self.notice.set(Some((
+                    NoticeKind::Error,
+                    format!("Saving failed ({error}); export the project to keep your work."),
+                )));
+            }
+        });
+    }
+
+    /// Gives a freshly loaded worker everything saved that it does not have yet: embeddings,
+    /// images still to embed, and the trained model.
+    async fn feed_worker(self) {
+        let Some(storage) = self.storage.get_value() else {
+            return;
+        };
+        let records = match storage.images().await {
+            Ok(records) => records,
+            Err(error) => {
+                self.notice.set(Some((
+                    NoticeKind::Error,
+                    format!("Reading the saved images failed: {error}"),
+                )));
+                return;
+            }
+        };
+        let sent = self.sent.get_value();
+        let mut ids = Vec::new();
+        let mut rows = Vec::new();
+        for record in records.into_iter().filter(|r| !sent.contains(&r.id)) {
+            match (record.embedding, record.original) {
+                (Some(embedding), _) if embedding.len() == EMBEDDING_BYTES => {
+                    ids.push(record.id);
+                    rows.extend(embedding);
+                }
+                (_, Some(original)) => {
+                    self.sent.update_value(|s| {
+                        s.insert(record.id);
+                    });
+                    self.send(
+                        &ToWorker::Embed { id: record.id },
+                        Some(Uint8Array::from(original.as_slice())),
+                    );
+                }
+                _ => {}
+            }
+        }
+        if !ids.is_empty() {
+            self.sent.update_value(|s| s.extend(ids.iter().copied()));
+            self.send(
+                &ToWorker::Restore { ids },
+                Some(Uint8Array::from(rows.as_slice())),
+            );
+        }
+        if let Some(model) = self.model_file.get_value() {
+            self.send(
+                &ToWorker::LoadClassifier,
+                Some(Uint8Array::from(model.as_slice())),
+            );
+        }
+    }
+
+    /// Sends an image to the worker for its ImageNet logits; the answer lands in
+    /// [`Project::classified`] under the returned id.
+    pub fn classify(self, bytes: Uint8Array) -> ImageId {
+        let id = self.next_id();
+        self.send(&ToWorker::Classify { id }, Some(bytes));
+        id
     }
 
     fn send(self, message: &ToWorker, bytes: Option<Uint8Array>) {
@@ -268,11 +643,26 @@ impl Project {
         id
     }
 
-    fn on_worker_message(self, message: FromWorker) {
+    fn on_worker_message(self, message: FromWorker, bytes: Option<Vec<u8>>) {
         match message {
             FromWorker::Started => {}
-            FromWorker::ModelReady { backend, .. } => self.worker_backend.set(Some(Ok(backend))),
+            FromWorker::ModelReady { backend, .. } => {
+                self.worker_backend.set(Some(Ok(backend)));
+                if self.restored.get_untracked() {
+                    spawn_local(self.feed_worker());
+                }
+            }
             FromWorker::ModelFailed { error } => self.worker_backend.set(Some(Err(error))),
+            FromWorker::ClassifierLoaded { error } => match error {
+                None => self.has_model.set(true),
+                Some(error) => self.notice.set(Some((
+                    NoticeKind::Error,
+                    format!("The saved model could not be loaded ({error}); train again."),
+                ))),
+            },
+            FromWorker::Classified { id, result } => {
+                self.classified.update(|c| c.push((id, result)));
+            }
             FromWorker::Embedded { id, error } => {
                 for class in self.classes.get_untracked() {
                     let Some(entry) = class
@@ -282,17 +672,33 @@ impl Project {
                         continue;
                     };
                     match error {
-                        None => class.images.update(|images| {
-                            if let Some(image) = images.iter_mut().find(|i| i.id == id) {
-                                image.status = ImageStatus::Ready;
-                            }
-                        }),
+                        None => {
+                            let bytes = bytes.unwrap_or_default();
+                            let (embedding, thumbnail) =
+                                bytes.split_at(EMBEDDING_BYTES.min(bytes.len()));
+                            let thumb = jpeg_url(thumbnail);
+                            class.images.update(|images| {
+                                if let Some(image) = images.iter_mut().find(|i| i.id == id) {
+                                    image.status = ImageStatus::Ready;
+                                    image.thumb = thumb;
+                                }
+                            });
+                            let record = ImageRecord {
+                                id,
+                                class_key: class.key,
+                                name: entry.name.clone(),
+                                original: None,
+                                thumbnail: (!thumbnail.is_empty()).then(|| thumbnail.to_vec()),
+                                embedding: Some(embedding.to_vec()),
+                            };
+                            self.store(move |s| async move { s.put_images(&[record]).await });
+                        }
                         Some(ref reason) => {
                             class.images.update(|images| images.retain(|i| i.id != id));
                             class
                                 .rejected
                                 .update(|r| r.push((entry.name.clone(), reason.clone())));
-                            let _ = web_sys::Url::revoke_object_url(&entry.url);
+                            self.store(move |s| async move { s.delete_images(&[id]).await });
                         }
                     }
                     self.embedded_count.update(|n| *n += 1);
@@ -309,17 +715,25 @@ impl Project {
                 validation,
                 validation_ids,
                 millis,
-            } => self.training.update(|t| {
-                t.running = false;
-                t.result = Some(TrainedResult {
-                    classes: self.class_names_untracked(),
-                    kept_epoch,
-                    stop_reason,
-                    validation,
-                    validation_ids,
-                    millis,
-                });
-            }),
+            } => {
+                if let Some(model) = bytes {
+                    let stored = Uint8Array::from(model.as_slice());
+                    self.model_file.set_value(Some(model));
+                    self.has_model.set(true);
+                    self.store(move |s| async move { s.put_meta(MODEL_KEY, &stored).await });
+                }
+                self.training.update(|t| {
+                    t.running = false;
+                    t.result = Some(TrainedResult {
+                        classes: self.class_names_untracked(),
+                        kept_epoch,
+                        stop_reason,
+                        validation,
+                        validation_ids,
+                        millis,
+                    });
+                })
+            }
             FromWorker::TrainFailed { error } => self.training.update(|t| {
                 t.running = false;
                 t.error = Some(error);
@@ -353,7 +767,7 @@ impl Project {
                 let entry = ImageEntry {
                     id: self.next_id(),
                     name: file.name(),
-                    url: web_sys::Url::create_object_url_with_blob(&file).unwrap_or_default(),
+                    thumb: None,
                     status: ImageStatus::Embedding,
                 };
                 (entry, file)
@@ -362,15 +776,47 @@ impl Project {
         class
             .images
             .update(|images| images.extend(entries.iter().map(|(e, _)| e.clone())));
-        // Read and send the files one after another in a single task: each read yields to the
-        // event loop, so the page stays responsive however many files were picked.
+        // Read, save and send the files one after another in a single task: each read yields to
+        // the event loop, so the page stays responsive however many files were picked. The
+        // original is saved until its embedding arrives, so a reload loses nothing.
+        let class_key = class.key;
         spawn_local(async move {
             for (entry, file) in entries {
                 let bytes = match JsFuture::from(file.array_buffer()).await {
                     Ok(buffer) => Uint8Array::new(&buffer),
                     Err(_) => Uint8Array::new_with_length(0),
                 };
-                self.send(&ToWorker::Embed { id: entry.id }, Some(bytes));
+                if let Some(storage) = self.storage.get_value() {
+                    let record = ImageRecord {
+                        id: entry.id,
+                        class_key,
+                        name: entry.name.clone(),
+                        original: Some(bytes.to_vec()),
+                        thumbnail: None,
+                        embedding: None,
+                    };
+                    if let Err(error) = storage.put_images(&[record]).await {
+                        self.notice.set(Some((
+                            NoticeKind::Error,
+                            format!(
+                                "Saving {} failed ({error}); it is lost on reload.",
+                                entry.name
+                            ),
+                        )));
+                    }
+                }
+                // The image may have been removed while it was read.
+                if class
+                    .images
+                    .with_untracked(|i| i.iter().any(|i| i.id == entry.id))
+                {
+                    self.sent.update_value(|s| {
+                        s.insert(entry.id);
+                    });
+                    self.send(&ToWorker::Embed { id: entry.id }, Some(bytes));
+                } else {
+                    self.store(move |s| async move { s.delete_images(&[entry.id]).await });
+                }
             }
         });
     }
@@ -379,13 +825,16 @@ impl Project {
         class.images.update(|images| {
             if let Some(pos) = images.iter().position(|i| i.id == id) {
                 let image = images.remove(pos);
-                let _ = web_sys::Url::revoke_object_url(&image.url);
+                if let Some(url) = &image.thumb {
+                    let _ = web_sys::Url::revoke_object_url(url);
+                }
                 if image.status == ImageStatus::Embedding {
                     self.embedded_count.update(|n| *n += 1);
                 }
             }
         });
         self.send(&ToWorker::Forget { id }, None);
+        self.store(move |s| async move { s.delete_images(&[id]).await });
     }
 
     /// Images still waiting for their embedding, over all classes.
@@ -449,15 +898,271 @@ impl Project {
                 images
                     .iter()
                     .find(|i| i.id == id)
-                    .map(|i| (i.url.clone(), i.name.clone()))
+                    .map(|i| (i.thumb.clone().unwrap_or_default(), i.name.clone()))
             })
         })
+    }
+
+    /// The project as a `.mtproject` file: every embedded image (thumbnail, embedding, name,
+    /// class), the settings and the trained model. Returns the bytes and how many images still
+    /// waiting for their embedding were left out.
+    async fn export(self) -> Result<(Vec<u8>, usize), String> {
+        let storage = self
+            .storage
+            .get_value()
+            .ok_or("this browser's storage is not available")?;
+        let records = storage.images().await?;
+        let classes = self.classes.get_untracked();
+        let mut images = Vec::new();
+        let mut left_out = 0;
+        for record in records {
+            let Some(class) = classes.iter().position(|c| c.key == record.class_key) else {
+                continue;
+            };
+            match record.embedding {
+                Some(embedding) if embedding.len() == EMBEDDING_BYTES => {
+                    images.push(ProjectImage {
+                        name: record.name,
+                        class,
+                        thumbnail: record.thumbnail,
+                        embedding: f32s_of(&embedding),
+                    })
+                }
+                _ => left_out += 1,
+            }
+        }
+        let archive = ProjectArchive {
+            classes: classes.iter().map(|c| c.name.get_untracked()).collect(),
+            images,
+            settings: serde_json::to_value(self.settings.get_untracked())
+                .map_err(|e| e.to_string())?,
+            model: self
+                .model_file
+                .get_value()
+                .filter(|_| self.training.with_untracked(|t| t.result.is_some())),
+        };
+        let bytes = archive
+            .to_bytes("MedTransfer web app")
+            .map_err(|e| e.to_string())?;
+        Ok((bytes, left_out))
+    }
+
+    /// Replaces the project with an imported `.mtproject` file (checked before anything is
+    /// replaced), saves it, and gives it to a new worker.
+    async fn import(self, bytes: Vec<u8>) -> Result<usize, String> {
+        let archive = ProjectArchive::from_bytes(&bytes).map_err(|e| e.to_string())?;
+        let storage = self
+            .storage
+            .get_value()
+            .ok_or("this browser's storage is not available")?;
+        let settings: Settings = serde_json::from_value(archive.settings.clone())
+            .unwrap_or_else(|_| self.settings.get_untracked());
+        // Class keys 0.., image ids after them.
+        let classes: Vec<(u32, String)> = archive
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (i as u32, name.clone()))
+            .collect();
+        let first_id = classes.len() as u32;
+        let records: Vec<ImageRecord> = archive
+            .images
+            .iter()
+            .enumerate()
+            .map(|(i, image)| ImageRecord {
+                id: first_id + i as u32,
+                class_key: image.class as u32,
+                name: image.name.clone(),
+                original: None,
+                thumbnail: image.thumbnail.clone(),
+                embedding: Some(crate::protocol::f32_bytes(&image.embedding)),
+            })
+            .collect();
+        let saved = SavedProject {
+            classes,
+            next_id: first_id + records.len() as u32,
+            settings,
+            threshold: 0.5,
+            epochs: Vec::new(),
+            result: None,
+        };
+        let json = serde_json::to_string(&saved).map_err(|e| e.to_string())?;
+        self.restored.set(false);
+        storage.clear().await?;
+        storage.put_images(&records).await?;
+        storage
+            .put_meta(PROJECT_KEY, &JsValue::from_str(&json))
+            .await?;
+        if let Some(model) = &archive.model {
+            storage
+                .put_meta(MODEL_KEY, &Uint8Array::from(model.as_slice()))
+                .await?;
+        }
+        let count = self.load_saved().await?;
+        // The imported model has no validation ids of this session: show its own metrics.
+        if let Some(model) = &archive.model
+            && let Ok(file) = medtransfer_core::model_file::ModelFile::from_bytes(model)
+        {
+            self.training.set(TrainingState {
+                running: false,
+                planned_epochs: file.header.history.len(),
+                epochs: file.header.history.clone(),
+                result: Some(TrainedResult {
+                    classes: file.header.classes.clone(),
+                    kept_epoch: file.header.kept_epoch,
+                    stop_reason: "imported".into(),
+                    validation: file.header.validation.clone(),
+                    validation_ids: Vec::new(),
+                    millis: 0.0,
+                }),
+                error: None,
+            });
+        }
+        self.predictions.set(Vec::new());
+        self.restored.set(true);
+        // A new worker holds exactly the imported project.
+        self.worker.update_value(|w| {
+            if let Some(w) = w.take() {
+                w.terminate();
+            }
+        });
+        self.worker_backend.set(None);
+        self.has_model.set(false);
+        self.attach()?;
+        if let Some(weights) = self.weights.get_value() {
+            self.load_model(weights);
+        }
+        Ok(count)
     }
 }
 
 impl Default for Project {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// An object URL of JPEG bytes (a thumbnail), `None` for no bytes.
+fn jpeg_url(bytes: &[u8]) -> Option<String> {
+    if bytes.is_empty() {
+        return None;
+    }
+    let parts = Array::of1(&Uint8Array::from(bytes));
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type("image/jpeg");
+    let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options).ok()?;
+    web_sys::Url::create_object_url_with_blob(&blob).ok()
+}
+
+/// Offers bytes to the user as a downloaded file.
+fn download(bytes: &[u8], file_name: &str) -> Result<(), String> {
+    let fail = |e: JsValue| format!("the download could not start: {e:?}");
+    let parts = Array::of1(&Uint8Array::from(bytes));
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type("application/octet-stream");
+    let blob =
+        web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options).map_err(fail)?;
+    let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(fail)?;
+    let document = web_sys::window()
+        .and_then(|w| w.document())
+        .ok_or("no document")?;
+    let anchor: web_sys::HtmlAnchorElement =
+        document.create_element("a").map_err(fail)?.unchecked_into();
+    anchor.set_href(&url);
+    anchor.set_download(file_name);
+    anchor.click();
+    // The browser has taken the URL once the click is handled; free it a little later.
+    let revoke = Closure::once_into_js(move || {
+        let _ = web_sys::Url::revoke_object_url(&url);
+    });
+    if let Some(window) = web_sys::window() {
+        let _ = window
+            .set_timeout_with_callback_and_timeout_and_arguments_0(revoke.unchecked_ref(), 60_000);
+    }
+    Ok(())
+}
+
+/// The project as a whole: restore and save notices, export and import, the model file.
+#[component]
+pub fn ProjectSection(project: Project) -> impl IntoView {
+    let busy = RwSignal::new(false);
+    let export_project = move |_| {
+        busy.set(true);
+        spawn_local(async move {
+            let outcome = project.export().await.and_then(|(bytes, left_out)| {
+                download(
+                    &bytes,
+                    &format!("medtransfer-project.{PROJECT_FILE_EXTENSION}"),
+                )?;
+                Ok(left_out)
+            });
+            project.notice.set(Some(match outcome {
+                Ok(0) => (NoticeKind::Info, "Project exported.".to_string()),
+                Ok(n) => (
+                    NoticeKind::Info,
+                    format!("Project exported; {n} images still computing their embeddings were left out."),
+                ),
+                Err(error) => (NoticeKind::Error, format!("The project could not be exported: {error}")),
+            }));
+            busy.set(false);
+        });
+    };
+    let export_model = move |_| {
+        let outcome = match project.model_file.get_value() {
+            Some(bytes) => download(&bytes, &format!("medtransfer-model.{MODEL_FILE_EXTENSION}")),
+            None => Err("train a model first".to_string()),
+        };
+        if let Err(error) = outcome {
+            project.notice.set(Some((
+                NoticeKind::Error,
+                format!("The model could not be saved: {error}"),
+            )));
+        }
+    };
+    let on_import = move |event: leptos::ev::Event| {
+        let Some(file) = files_of_input(&event).into_iter().next() else {
+            return;
+        };
+        busy.set(true);
+        spawn_local(async move {
+            let name = file.name();
+            let outcome = match JsFuture::from(file.array_buffer()).await {
+                Ok(buffer) => project.import(Uint8Array::new(&buffer).to_vec()).await,
+                Err(_) => Err("the file could not be read".to_string()),
+            };
+            project.notice.set(Some(match outcome {
+                Ok(n) => (NoticeKind::Info, format!("Imported {name}: {n} images.")),
+                Err(error) => (
+                    NoticeKind::Error,
+                    format!("{name} was not imported: {error}. Your current project is unchanged."),
+                ),
+            }));
+            busy.set(false);
+        });
+    };
+    view! {
+        <section aria-labelledby="project-heading" data-testid="project" data-restored=move || project.restored.get().to_string()>
+            <h2 id="project-heading">"Project"</h2>
+            <p>"Your classes, images (as thumbnails and embeddings), settings and model are saved in this browser as you work, and come back when you reopen the page."</p>
+            <p role="status" data-testid="project-notice"
+                data-kind=move || project.notice.get().map(|(k, _)| if k == NoticeKind::Error { "error" } else { "info" })
+                class:error=move || project.notice.get().is_some_and(|(k, _)| k == NoticeKind::Error)>
+                {move || project.notice.get().map(|(_, m)| m)}
+            </p>
+            <div class="project-actions">
+                <button data-testid="export-project" disabled=move || busy.get() || !project.restored.get() on:click=export_project>
+                    "Export project (.mtproject)"
+                </button>
+                <label class="picker">
+                    "Import a project "
+                    <input type="file" accept=format!(".{PROJECT_FILE_EXTENSION}") data-testid="import-project"
+                        disabled=move || busy.get() || !project.restored.get() on:change=on_import />
+                </label>
+                <button data-testid="export-model" disabled=move || !project.has_model.get() on:click=export_model>
+                    "Download the model (.mtmodel, for the medtransfer CLI)"
+                </button>
+            </div>
+        </section>
     }
 }
 
@@ -523,7 +1228,7 @@ pub fn ClassesSection(project: Project) -> impl IntoView {
             <h2 id="classes-heading">"1. Classes and images"</h2>
             <p>"Name each class and add its images: pick files or drop them on the class. Drop a data set's folder anywhere here and each of its sub-folders becomes a class."</p>
             <div class="classes">
-                <For each=move || project.classes.get() key=|c| c.key let:class>
+                <For each=move || project.classes.get() key=|c| c.uid let:class>
                     <ClassCard project=project class=class />
                 </For>
             </div>
@@ -609,7 +1314,7 @@ fn ClassCard(project: Project, class: ClassEntry) -> impl IntoView {
                 id=input_id
                 type="file"
                 multiple
-                accept="image/png,image/jpeg"
+                accept=IMAGE_ACCEPT
                 data-testid="class-files"
                 on:change=on_pick
             />
@@ -623,7 +1328,10 @@ fn ClassCard(project: Project, class: ClassEntry) -> impl IntoView {
             <ul class="thumbs">
                 <For each=move || class.images.with(|images| images.iter().take(MAX_THUMBNAILS).cloned().collect::<Vec<_>>()) key=|i| (i.id, i.status == ImageStatus::Ready) let:image>
                     <li class:pending=image.status == ImageStatus::Embedding>
-                        <img src=image.url.clone() alt=image.name.clone() width="56" height="56" />
+                        {match image.thumb.clone() {
+                            Some(url) => view! { <img src=url alt=image.name.clone() width="56" height="56" /> }.into_any(),
+                            None => view! { <span class="placeholder" title=image.name.clone()>{image.name.clone()}</span> }.into_any(),
+                        }}
                         <button
                             aria-label=format!("Remove {}", image.name)
                             on:click=move |_| project.remove_image(class, image.id)
@@ -700,9 +1408,9 @@ pub fn TrainSection(project: Project) -> impl IntoView {
                     "Class weights "
                     <select on:change=move |e| settings.update(|s| s.class_weights = match event_target_value(&e).as_str() {
                         "on" => ClassWeighting::On, "off" => ClassWeighting::Off, _ => ClassWeighting::Auto })>
-                        <option value="auto">"Automatic"</option>
-                        <option value="on">"Always"</option>
-                        <option value="off">"Never"</option>
+                        <option value="auto" selected=move || settings.get().class_weights == ClassWeighting::Auto>"Automatic"</option>
+                        <option value="on" selected=move || settings.get().class_weights == ClassWeighting::On>"Always"</option>
+                        <option value="off" selected=move || settings.get().class_weights == ClassWeighting::Off>"Never"</option>
                     </select>
                     <small>"Rare classes count more, so an imbalanced set does not favour its largest class."</small>
                 </label>
@@ -733,6 +1441,8 @@ pub fn TrainSection(project: Project) -> impl IntoView {
                         format!("Training failed: {error}")
                     } else if t.running {
                         format!("Training: epoch {} of {}", t.epochs.len(), t.planned_epochs)
+                    } else if let Some(r) = t.result.as_ref().filter(|r| r.stop_reason == "imported") {
+                        format!("Model imported with the project (kept epoch {}).", r.kept_epoch)
                     } else if let Some(r) = &t.result {
                         format!("Trained in {:.1} s; kept epoch {} ({}).", r.millis / 1000.0, r.kept_epoch, r.stop_reason.replace('_', " "))
                     } else {
@@ -741,7 +1451,7 @@ pub fn TrainSection(project: Project) -> impl IntoView {
                 }}
             </p>
             <TrainingCurves project=project />
-            <table class="epochs">
+            <table class="epochs" tabindex="0" aria-label="Epochs: loss and accuracy">
                 <thead><tr><th>"Epoch"</th><th>"Train loss"</th><th>"Train acc."</th><th>"Val. loss"</th><th>"Val. acc."</th></tr></thead>
                 <tbody>
                     {move || project.training.get().epochs.into_iter().map(|e| view! {
@@ -803,10 +1513,11 @@ fn TrainingCurves(project: Project) -> impl IntoView {
         )
         .with_y_range(0.0, 1.0);
     view! {
-        <div class="charts" data-testid="training-curves">
+        <div class="charts" data-testid="training-curves" tabindex="0" role="group" aria-label="Training curves">
             <figure>
                 <Chart
                     aspect_ratio=AspectRatio::from_outer_ratio(520.0, 260.0)
+                    padding=Padding::sides(8.0, 24.0, 8.0, 8.0)
                     series=losses
                     data=rows
                     left=TickLabels::aligned_floats()
@@ -820,6 +1531,7 @@ fn TrainingCurves(project: Project) -> impl IntoView {
             <figure>
                 <Chart
                     aspect_ratio=AspectRatio::from_outer_ratio(520.0, 260.0)
+                    padding=Padding::sides(8.0, 24.0, 8.0, 8.0)
                     series=accuracies
                     data=rows
                     left=TickLabels::aligned_floats()
@@ -867,7 +1579,7 @@ fn RocChart(evaluation: Evaluation) -> impl IntoView {
                 .with_x_range(0.0, 1.0)
                 .with_y_range(0.0, 1.0);
             view! {
-                <figure data-testid="roc-curve">
+                <figure data-testid="roc-curve" tabindex="0" aria-label=format!("ROC curve, {name} against the rest")>
                     <Chart
                         aspect_ratio=AspectRatio::from_outer_ratio(420.0, 340.0)
                         series=series
@@ -946,7 +1658,7 @@ pub fn ResultsSection(project: Project) -> impl IntoView {
                             </div>
                         }
                     })}
-                    <table class="per-class">
+                    <table class="per-class" tabindex="0" aria-label="Per-class figures">
                         <thead><tr><th>"Class"</th><th>"Sensitivity"</th><th>"Specificity"</th><th>"Precision"</th><th>"F1"</th><th>"Images"</th></tr></thead>
                         <tbody>
                             {v.per_class.iter().map(|c| view! {
@@ -955,7 +1667,7 @@ pub fn ResultsSection(project: Project) -> impl IntoView {
                             }).collect_view()}
                         </tbody>
                     </table>
-                    <table class="confusion" data-testid="confusion-matrix">
+                    <table class="confusion" data-testid="confusion-matrix" tabindex="0">
                         <caption>"Confusion matrix: rows are the true class, columns the predicted one; wrong cells show their images."</caption>
                         <thead><tr><th></th>{classes.iter().map(|c| view! { <th scope="col">{c.clone()}</th> }).collect_view()}</tr></thead>
                         <tbody>
@@ -982,7 +1694,8 @@ pub fn ResultsSection(project: Project) -> impl IntoView {
 /// New images → class probabilities.
 #[component]
 pub fn PredictSection(project: Project) -> impl IntoView {
-    let trained = move || project.training.get().result.is_some();
+    let trained =
+        move || project.has_model.get() && project.worker_backend.get().is_some_and(|b| b.is_ok());
     let on_pick = move |event: leptos::ev::Event| {
         for file in files_of_input(&event) {
             let id = project.next_id();
@@ -1009,7 +1722,7 @@ pub fn PredictSection(project: Project) -> impl IntoView {
             <h2 id="predict-heading">"4. Predict"</h2>
             <label class="picker">
                 "Images to classify "
-                <input type="file" multiple accept="image/png,image/jpeg" data-testid="predict-files"
+                <input type="file" multiple accept=IMAGE_ACCEPT data-testid="predict-files"
                     disabled=move || !trained() on:change=on_pick />
             </label>
             <ul class="predictions">

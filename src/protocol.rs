@@ -2,21 +2,58 @@
 //!
 //! Each message is a JS array `[json, bytes?]`: the JSON of a [`ToWorker`] or [`FromWorker`],
 //! and for images and weights their bytes as a transferred `ArrayBuffer` (never copied as JSON).
-//! Embeddings stay in the worker; the page only sees ids, progress, metrics and probabilities.
+//! Embeddings are computed in the worker; it sends each one back with the image's thumbnail,
+//! so that the page can keep the project in IndexedDB and hand it to a new worker after a
+//! reload or a crash ([`ToWorker::Restore`]).
 
 use medtransfer_core::metrics::Evaluation;
 use medtransfer_core::train::{EpochSummary, TrainConfig};
 use serde::{Deserialize, Serialize};
 
-/// Identifies one image of the project (unique for the page's lifetime).
+/// Identifies one image of the project (unique within the project, kept across reloads).
 pub type ImageId = u32;
+
+/// Bytes of one embedding on the wire and in storage (little-endian `f32`s).
+pub const EMBEDDING_BYTES: usize = medtransfer_core::efficientnet::EMBEDDING_DIM * 4;
+
+/// Little-endian bytes of `f32`s.
+pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// `f32`s of little-endian bytes (a trailing partial value is ignored).
+pub fn f32s_of(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
 
 /// Page → worker.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToWorker {
     /// The converted EfficientNet-Lite0 weights follow as bytes: load them.
-    LoadModel,
+    LoadModel {
+        /// Use the CPU even if WebGPU works (after the GPU was lost).
+        force_cpu: bool,
+    },
+    /// Embeddings computed earlier follow as bytes (little-endian `f32`, one row of
+    /// [`EMBEDDING_BYTES`] per id, in order): keep them as if just computed.
+    Restore {
+        /// The images, in the order of their rows.
+        ids: Vec<ImageId>,
+    },
+    /// A model file (`.mtmodel`) follows as bytes: predict with it.
+    LoadClassifier,
+    /// An image's bytes follow: classify it into the 1,000 ImageNet classes (logits).
+    Classify {
+        /// The request's id.
+        id: ImageId,
+    },
+    /// Test hook: fail the way a lost GPU makes the worker fail (a panic, which kills its wasm),
+    /// so that tests can check that the page recovers on the CPU.
+    SimulateCrash,
     /// An image's bytes follow: compute (or take from the cache) its embedding.
     Embed {
         /// The image.
@@ -65,7 +102,8 @@ pub enum FromWorker {
         /// Why.
         error: String,
     },
-    /// An image's embedding is ready, or why it could not be computed.
+    /// An image's embedding is ready, or why it could not be computed. When it worked, the bytes
+    /// are the embedding ([`EMBEDDING_BYTES`]) followed by the JPEG thumbnail.
     Embedded {
         /// The image.
         id: ImageId,
@@ -83,7 +121,8 @@ pub enum FromWorker {
     },
     /// One epoch finished.
     Epoch(EpochSummary),
-    /// Training finished: the kept epoch and its validation metrics.
+    /// Training finished: the kept epoch and its validation metrics. The bytes are the model
+    /// file (`.mtmodel`).
     Trained {
         /// The epoch whose weights are kept.
         kept_epoch: usize,
@@ -100,6 +139,18 @@ pub enum FromWorker {
     TrainFailed {
         /// Why.
         error: String,
+    },
+    /// A model file sent with [`ToWorker::LoadClassifier`] is in use, or why not.
+    ClassifierLoaded {
+        /// `None` when it worked.
+        error: Option<String>,
+    },
+    /// ImageNet logits of a [`ToWorker::Classify`] request, or why it failed.
+    Classified {
+        /// The request's id.
+        id: ImageId,
+        /// 1,000 logits, or the error.
+        result: Result<Vec<f32>, String>,
     },
     /// A prediction's class probabilities, or why it failed.
     Prediction {

@@ -11,7 +11,11 @@ use js_sys::{Array, ArrayBuffer, Function, Promise, Reflect, Uint8Array};
 use medtransfer_core::augment::AugmentConfig;
 use medtransfer_core::efficientnet::{EfficientNetLite0, load_from_bytes};
 use medtransfer_core::embeddings::{EmbeddingRequest, MemoryEmbeddingStore, View, embed_cached};
+use medtransfer_core::inference::run_each;
+use medtransfer_core::model_file::ModelFile;
+use medtransfer_core::preprocess::preprocess_image;
 use medtransfer_core::split::stratified_split;
+use medtransfer_core::thumbnail::thumbnail_of_file;
 use medtransfer_core::train::{CancelToken, Classifier, LabelledEmbeddings, StopReason, Trainer};
 use medtransfer_core::{BackendKind, ComputeDevice, select_device};
 use wasm_bindgen::prelude::*;
@@ -20,7 +24,7 @@ use wasm_bindgen_futures::{JsFuture, spawn_local};
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 use crate::gpu_probe::probe_webgpu;
-use crate::protocol::{FromWorker, ImageId, ToWorker};
+use crate::protocol::{EMBEDDING_BYTES, FromWorker, ImageId, ToWorker, f32_bytes, f32s_of};
 
 /// Images embedded per forward pass (the core splits larger batches anyway).
 const BATCH: usize = 8;
@@ -30,6 +34,7 @@ const BATCH: usize = 8;
 enum JobKind {
     Embed,
     Predict,
+    Classify,
 }
 
 struct Job {
@@ -64,11 +69,25 @@ pub fn start() {
 }
 
 fn post(message: &FromWorker) {
+    post_with(message, None);
+}
+
+/// Posts a message with `bytes` transferred (not copied) after its JSON.
+fn post_with(message: &FromWorker, bytes: Option<Vec<u8>>) {
     let Ok(json) = serde_json::to_string(message) else {
         return;
     };
     let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
-    if scope.post_message(&Array::of1(&json.into())).is_err() {
+    let array = Array::of1(&json.into());
+    let result = match bytes {
+        Some(bytes) => {
+            let buffer = Uint8Array::from(bytes.as_slice()).buffer();
+            array.push(&buffer);
+            scope.post_message_with_transfer(&array, &Array::of1(&buffer))
+        }
+        None => scope.post_message(&array),
+    };
+    if result.is_err() {
         web_sys::console::error_1(&"the worker could not post a message".into());
     }
 }
@@ -91,7 +110,24 @@ fn on_message(event: MessageEvent) {
         }
     };
     match message {
-        ToWorker::LoadModel => spawn_local(load_model(bytes.unwrap_or_default())),
+        ToWorker::LoadModel { force_cpu } => {
+            spawn_local(load_model(bytes.unwrap_or_default(), force_cpu))
+        }
+        ToWorker::Restore { ids } => {
+            let bytes = bytes.unwrap_or_default();
+            STATE.with_borrow_mut(|s| {
+                for (id, row) in ids.into_iter().zip(bytes.chunks_exact(EMBEDDING_BYTES)) {
+                    s.embeddings.insert(id, f32s_of(row));
+                }
+            });
+        }
+        ToWorker::LoadClassifier => load_classifier(&bytes.unwrap_or_default()),
+        ToWorker::Classify { id } => enqueue(Job {
+            id,
+            bytes: bytes.unwrap_or_default(),
+            kind: JobKind::Classify,
+        }),
+        ToWorker::SimulateCrash => panic!("simulated loss of the GPU (test hook)"),
         ToWorker::Embed { id } => enqueue(Job {
             id,
             bytes: bytes.unwrap_or_default(),
@@ -117,8 +153,12 @@ fn on_message(event: MessageEvent) {
     }
 }
 
-async fn load_model(bytes: Vec<u8>) {
-    let device = select_device(probe_webgpu().await).await;
+async fn load_model(bytes: Vec<u8>, force_cpu: bool) {
+    let device = if force_cpu {
+        ComputeDevice::cpu("the GPU stopped working, so this session continues on the CPU")
+    } else {
+        select_device(probe_webgpu().await).await
+    };
     match load_from_bytes(&bytes, &device.device) {
         Ok(model) => {
             post(&FromWorker::ModelReady {
@@ -135,6 +175,29 @@ async fn load_model(bytes: Vec<u8>) {
             error: error.to_string(),
         }),
     }
+}
+
+/// Puts a trained model file to use for predictions (a reloaded or imported project's model).
+fn load_classifier(bytes: &[u8]) {
+    let result = STATE.with_borrow_mut(|s| {
+        let device = s
+            .device
+            .clone()
+            .ok_or("the network is not loaded yet".to_string())?;
+        let file = ModelFile::from_bytes(bytes).map_err(|e| e.to_string())?;
+        let classifier = Classifier::new(
+            &file.header.head,
+            &file.weights,
+            &file.normalization,
+            &device.device,
+        )
+        .map_err(|e| e.to_string())?;
+        s.classifier = Some(Rc::new(classifier));
+        Ok::<(), String>(())
+    });
+    post(&FromWorker::ClassifierLoaded {
+        error: result.err(),
+    });
 }
 
 fn enqueue(job: Job) {
@@ -187,6 +250,36 @@ async fn drain() {
         let Some((jobs, model, device, classifier)) = next else {
             return;
         };
+        let (classify, jobs): (Vec<Job>, Vec<Job>) =
+            jobs.into_iter().partition(|j| j.kind == JobKind::Classify);
+        if !classify.is_empty() {
+            let inputs = classify
+                .iter()
+                .map(|job| {
+                    if job.bytes.is_empty() {
+                        Err("the file is empty or could not be read".to_string())
+                    } else {
+                        preprocess_image(&job.bytes).map_err(|e| e.to_string())
+                    }
+                })
+                .collect();
+            let outputs = run_each(&model, inputs, &device.device).await;
+            for (job, output) in classify.iter().zip(outputs) {
+                post(&FromWorker::Classified {
+                    id: job.id,
+                    result: output.map(|o| o.logits),
+                });
+            }
+        }
+        // Thumbnails are made before the bytes move into the requests.
+        let thumbnails: Vec<Option<Vec<u8>>> = jobs
+            .iter()
+            .map(|job| {
+                (job.kind == JobKind::Embed)
+                    .then(|| thumbnail_of_file(&job.bytes).ok())
+                    .flatten()
+            })
+            .collect();
         // The bytes move into the requests (an image can be megabytes); the jobs keep id and kind.
         let (jobs, requests): (Vec<(ImageId, JobKind)>, Vec<EmbeddingRequest>) = jobs
             .into_iter()
@@ -214,15 +307,21 @@ async fn drain() {
             &AugmentConfig::default(),
         )
         .await;
-        for ((id, kind), result) in jobs.into_iter().zip(results) {
+        for (((id, kind), result), thumbnail) in jobs.into_iter().zip(results).zip(thumbnails) {
             match kind {
-                JobKind::Embed => {
-                    let error = result.as_ref().err().cloned();
-                    if let Ok(embedding) = result {
+                JobKind::Embed => match result {
+                    Ok(embedding) => {
+                        let mut bytes = f32_bytes(&embedding);
+                        bytes.extend(thumbnail.unwrap_or_default());
                         STATE.with_borrow_mut(|s| s.embeddings.insert(id, embedding));
+                        post_with(&FromWorker::Embedded { id, error: None }, Some(bytes));
                     }
-                    post(&FromWorker::Embedded { id, error });
-                }
+                    Err(error) => post(&FromWorker::Embedded {
+                        id,
+                        error: Some(error),
+                    }),
+                },
+                JobKind::Classify => {}
                 JobKind::Predict => {
                     let result = match (result, &classifier) {
                         (Err(error), _) => Err(error),
@@ -333,6 +432,7 @@ async fn run_training(
         post(&FromWorker::Epoch(summary));
     }
     let trained = trainer.finish(cancelled).await.map_err(|e| e.to_string())?;
+    let model_file = ModelFile::from_trained(&trained, "MedTransfer web app").to_bytes();
     let classifier = Classifier::new(
         &trained.config,
         &trained.weights,
@@ -341,17 +441,20 @@ async fn run_training(
     )
     .map_err(|e| e.to_string())?;
     STATE.with_borrow_mut(|s| s.classifier = Some(Rc::new(classifier)));
-    post(&FromWorker::Trained {
-        kept_epoch: trained.kept_epoch,
-        stop_reason: match trained.stop_reason {
-            StopReason::Completed => "completed",
-            StopReason::EarlyStopped => "early_stopped",
-            StopReason::Cancelled => "cancelled",
-        }
-        .to_string(),
-        validation: trained.validation,
-        validation_ids: val_idx.iter().map(|&i| rows[i].0).collect(),
-        millis: js_sys::Date::now() - started,
-    });
+    post_with(
+        &FromWorker::Trained {
+            kept_epoch: trained.kept_epoch,
+            stop_reason: match trained.stop_reason {
+                StopReason::Completed => "completed",
+                StopReason::EarlyStopped => "early_stopped",
+                StopReason::Cancelled => "cancelled",
+            }
+            .to_string(),
+            validation: trained.validation,
+            validation_ids: val_idx.iter().map(|&i| rows[i].0).collect(),
+            millis: js_sys::Date::now() - started,
+        },
+        Some(model_file),
+    );
     Ok(())
 }

@@ -76,8 +76,8 @@ const SUSPICIOUS = /panicked|Invalid ShaderModule|Validation Error|RuntimeError|
  * origin), `errors` (uncaught page
  * errors and console errors), `logs` (every console line, for diagnosis).
  */
-export async function openPage(browser, origin, viewport = { width: 1280, height: 800 }) {
-  const context = await browser.newContext({ viewport });
+export async function openPage(browser, origin, viewport = { width: 1280, height: 800 }, contextOptions = {}) {
+  const context = await browser.newContext({ viewport, acceptDownloads: true, ...contextOptions });
   const page = await context.newPage();
   const record = { foreign: [], errors: [], logs: [], all: [] };
   // Context-wide, so that the compute worker's requests are recorded too.

@@ -509,6 +509,12 @@ pub fn load_from_bytes(bytes: &[u8], device: &Device) -> Result<EfficientNetLite
     build_model(params, device)
 }
 
+/// Checks that `bytes` are a converted weights file that [`load_from_bytes`] accepts, without
+/// building the network (for a caller that only hands the bytes on, such as the page).
+pub fn check_weights(bytes: &[u8]) -> Result<(), WeightsError> {
+    decode_weights(bytes).map(|_| ())
+}
+
 /// Native-only part: reading the PyTorch checkpoint.
 #[cfg(not(target_arch = "wasm32"))]
 mod pytorch {

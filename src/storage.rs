@@ -1,0 +1,219 @@
+//! The project kept in the browser's IndexedDB (through `rexie`), written as it changes, so
+//! that a reload, a crashed tab or a lost GPU loses no labelled image and no trained model.
+//!
+//! Database `medtransfer`, two object stores:
+//! - `images` (key: the image id): class key, original name, and either the original file's
+//!   bytes (still waiting for its embedding) or its thumbnail and embedding (embedded; the
+//!   original is then dropped);
+//! - `meta` (keys below): the project's JSON ([`PROJECT_KEY`]) and the trained model file's
+//!   bytes ([`MODEL_KEY`]).
+
+use std::rc::Rc;
+
+use js_sys::{Object, Reflect, Uint8Array};
+use rexie::{ObjectStore, Rexie, TransactionMode};
+use wasm_bindgen::{JsCast, JsValue};
+
+use crate::protocol::ImageId;
+
+const DATABASE: &str = "medtransfer";
+const IMAGES: &str = "images";
+const META: &str = "meta";
+/// `meta` key of the project's JSON (classes, settings, training results).
+pub const PROJECT_KEY: &str = "project";
+/// `meta` key of the trained model file's bytes.
+pub const MODEL_KEY: &str = "model";
+
+/// One stored image.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ImageRecord {
+    /// The image's id.
+    pub id: ImageId,
+    /// The key of its class.
+    pub class_key: u32,
+    /// Its original file name.
+    pub name: String,
+    /// The original file, while it has no embedding yet.
+    pub original: Option<Vec<u8>>,
+    /// Its JPEG thumbnail, once embedded.
+    pub thumbnail: Option<Vec<u8>>,
+    /// Its embedding as little-endian `f32` bytes, once embedded.
+    pub embedding: Option<Vec<u8>>,
+}
+
+/// The open database (cheap to clone).
+#[derive(Clone)]
+pub struct Storage {
+    db: Rc<Rexie>,
+}
+
+fn message(error: impl std::fmt::Display) -> String {
+    format!("the browser's storage failed: {error}")
+}
+
+fn set(object: &Object, key: &str, value: &JsValue) {
+    let _ = Reflect::set(object, &key.into(), value);
+}
+
+fn bytes_field(object: &JsValue, key: &str) -> Option<Vec<u8>> {
+    Reflect::get(object, &key.into())
+        .ok()
+        .and_then(|v| v.dyn_into::<Uint8Array>().ok())
+        .map(|a| a.to_vec())
+}
+
+impl ImageRecord {
+    fn to_js(&self) -> JsValue {
+        let object = Object::new();
+        set(&object, "id", &self.id.into());
+        set(&object, "class", &self.class_key.into());
+        set(&object, "name", &self.name.as_str().into());
+        for (key, value) in [
+            ("original", &self.original),
+            ("thumbnail", &self.thumbnail),
+            ("embedding", &self.embedding),
+        ] {
+            if let Some(bytes) = value {
+                set(&object, key, &Uint8Array::from(bytes.as_slice()).into());
+            }
+        }
+        object.into()
+    }
+
+    fn from_js(value: &JsValue) -> Option<Self> {
+        let number = |key: &str| Reflect::get(value, &key.into()).ok()?.as_f64();
+        Some(Self {
+            id: number("id")? as ImageId,
+            class_key: number("class")? as u32,
+            name: Reflect::get(value, &"name".into()).ok()?.as_string()?,
+            original: bytes_field(value, "original"),
+            thumbnail: bytes_field(value, "thumbnail"),
+            embedding: bytes_field(value, "embedding"),
+        })
+    }
+}
+
+impl Storage {
+    /// Opens (creating on first use) the project database.
+    pub async fn open() -> Result<Self, String> {
+        let db = Rexie::builder(DATABASE)
+            .version(1)
+            .add_object_store(ObjectStore::new(IMAGES).key_path("id"))
+            .add_object_store(ObjectStore::new(META))
+            .build()
+            .await
+            .map_err(message)?;
+        Ok(Self { db: Rc::new(db) })
+    }
+
+    /// Writes (or replaces) images.
+    pub async fn put_images(&self, records: &[ImageRecord]) -> Result<(), String> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let tx = self
+            .db
+            .transaction(&[IMAGES], TransactionMode::ReadWrite)
+            .map_err(message)?;
+        let store = tx.store(IMAGES).map_err(message)?;
+        for record in records {
+            store.put(&record.to_js(), None).await.map_err(message)?;
+        }
+        tx.done().await.map_err(message)?;
+        Ok(())
+    }
+
+    /// Deletes images.
+    pub async fn delete_images(&self, ids: &[ImageId]) -> Result<(), String> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let tx = self
+            .db
+            .transaction(&[IMAGES], TransactionMode::ReadWrite)
+            .map_err(message)?;
+        let store = tx.store(IMAGES).map_err(message)?;
+        for id in ids {
+            store.delete(JsValue::from(*id)).await.map_err(message)?;
+        }
+        tx.done().await.map_err(message)?;
+        Ok(())
+    }
+
+    /// Every stored image, in id order.
+    pub async fn images(&self) -> Result<Vec<ImageRecord>, String> {
+        let tx = self
+            .db
+            .transaction(&[IMAGES], TransactionMode::ReadOnly)
+            .map_err(message)?;
+        let store = tx.store(IMAGES).map_err(message)?;
+        let values = store.get_all(None, None).await.map_err(message)?;
+        Ok(values.iter().filter_map(ImageRecord::from_js).collect())
+    }
+
+    /// Writes a `meta` value.
+    pub async fn put_meta(&self, key: &str, value: &JsValue) -> Result<(), String> {
+        let tx = self
+            .db
+            .transaction(&[META], TransactionMode::ReadWrite)
+            .map_err(message)?;
+        let store = tx.store(META).map_err(message)?;
+        store
+            .put(value, Some(&JsValue::from_str(key)))
+            .await
+            .map_err(message)?;
+        tx.done().await.map_err(message)?;
+        Ok(())
+    }
+
+    /// Deletes a `meta` value.
+    pub async fn delete_meta(&self, key: &str) -> Result<(), String> {
+        let tx = self
+            .db
+            .transaction(&[META], TransactionMode::ReadWrite)
+            .map_err(message)?;
+        let store = tx.store(META).map_err(message)?;
+        store
+            .delete(JsValue::from_str(key))
+            .await
+            .map_err(message)?;
+        tx.done().await.map_err(message)?;
+        Ok(())
+    }
+
+    /// Reads a `meta` value.
+    pub async fn meta(&self, key: &str) -> Result<Option<JsValue>, String> {
+        let tx = self
+            .db
+            .transaction(&[META], TransactionMode::ReadOnly)
+            .map_err(message)?;
+        let store = tx.store(META).map_err(message)?;
+        store.get(JsValue::from_str(key)).await.map_err(message)
+    }
+
+    /// Reads the model file's bytes, when one is stored.
+    pub async fn model(&self) -> Result<Option<Vec<u8>>, String> {
+        Ok(self
+            .meta(MODEL_KEY)
+            .await?
+            .and_then(|v| v.dyn_into::<Uint8Array>().ok())
+            .map(|a| a.to_vec()))
+    }
+
+    /// Empties both stores (before an import replaces the project).
+    pub async fn clear(&self) -> Result<(), String> {
+        let tx = self
+            .db
+            .transaction(&[IMAGES, META], TransactionMode::ReadWrite)
+            .map_err(message)?;
+        for name in [IMAGES, META] {
+            tx.store(name)
+                .map_err(message)?
+                .clear()
+                .await
+                .map_err(message)?;
+        }
+        tx.done().await.map_err(message)?;
+        Ok(())
+    }
+}
