@@ -230,6 +230,9 @@ pub struct Project {
     sent: StoredValue<HashSet<ImageId>>,
     /// The trained model file, for download and for restoring.
     model_file: StoredValue<Option<Vec<u8>>>,
+    /// The images just read back from storage, kept until the worker has been fed from them
+    /// (reading thousands of images from IndexedDB twice would double a restore's time).
+    restored_records: StoredValue<Option<Vec<ImageRecord>>>,
     /// Whether the trained model is loaded in the current worker.
     pub has_model: RwSignal<bool>,
     /// Worker restarts so far, and whether the CPU is forced (after a GPU loss).
@@ -335,6 +338,7 @@ impl Project {
             weights: StoredValue::new(None),
             sent: StoredValue::new(HashSet::new()),
             model_file: StoredValue::new(None),
+            restored_records: StoredValue::new(None),
             has_model: RwSignal::new(false),
             restarts: StoredValue::new((0, false)),
             classified: RwSignal::new(Vec::new()),
@@ -465,7 +469,9 @@ impl Project {
         let Some(saved) = saved else {
             return Ok(0);
         };
+        let started = js_sys::Date::now();
         let records = storage.images().await?;
+        log_step("read the saved images", started);
         let classes: Vec<ClassEntry> = saved
             .classes
             .iter()
@@ -494,6 +500,7 @@ impl Project {
             };
             class.images.update(|images| images.push(entry));
         }
+        log_step("rebuilt the image list", started);
         let _ = storage.delete_images(&orphans).await;
         let old = self.classes.get_untracked();
         for class in old {
@@ -516,7 +523,9 @@ impl Project {
             error: None,
         });
         self.model_file.set_value(model);
-        Ok(records.len() - orphans.len())
+        let count = records.len() - orphans.len();
+        self.restored_records.set_value(Some(records));
+        Ok(count)
     }
 
     /// Saves the project's classes, settings and results whenever they change (once the saved
@@ -575,7 +584,16 @@ impl Project {
         let Some(storage) = self.storage.get_value() else {
             return;
         };
-        let records = match storage.images().await {
+        let started = js_sys::Date::now();
+        let cached = self
+            .restored_records
+            .try_update_value(Option::take)
+            .flatten();
+        let records = match cached {
+            Some(records) => Ok(records),
+            None => storage.images().await,
+        };
+        let records = match records {
             Ok(records) => records,
             Err(error) => {
                 self.notice.set(Some((
@@ -585,6 +603,7 @@ impl Project {
                 return;
             }
         };
+        log_step("read the saved images for the worker", started);
         let sent = self.sent.get_value();
         let mut ids = Vec::new();
         let mut rows = Vec::new();
@@ -613,6 +632,7 @@ impl Project {
                 Some(Uint8Array::from(rows.as_slice())),
             );
         }
+        log_step("fed the worker", started);
         if let Some(model) = self.model_file.get_value() {
             self.send(
                 &ToWorker::LoadClassifier,
@@ -988,8 +1008,10 @@ impl Project {
         };
         let json = serde_json::to_string(&saved).map_err(|e| e.to_string())?;
         self.restored.set(false);
+        let started = js_sys::Date::now();
         storage.clear().await?;
         storage.put_images(&records).await?;
+        log_step("saved the imported images", started);
         storage
             .put_meta(PROJECT_KEY, &JsValue::from_str(&json))
             .await?;
@@ -1040,6 +1062,12 @@ impl Default for Project {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Logs how long a step of restoring or importing took (the console is the place to look when
+/// a large project is slow).
+fn log_step(step: &str, started: f64) {
+    web_sys::console::info_1(&format!("{step}: {:.0} ms", js_sys::Date::now() - started).into());
 }
 
 /// An object URL of JPEG bytes (a thumbnail), `None` for no bytes.

@@ -116,8 +116,11 @@ impl Storage {
             .transaction(&[IMAGES], TransactionMode::ReadWrite)
             .map_err(message)?;
         let store = tx.store(IMAGES).map_err(message)?;
-        for record in records {
-            store.put(&record.to_js(), None).await.map_err(message)?;
+        // All requests are issued at once (polled together), not one round trip after another.
+        let values: Vec<JsValue> = records.iter().map(ImageRecord::to_js).collect();
+        let puts = values.iter().map(|value| store.put(value, None));
+        for result in futures::future::join_all(puts).await {
+            result.map_err(message)?;
         }
         tx.done().await.map_err(message)?;
         Ok(())
