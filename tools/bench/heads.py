@@ -68,7 +68,13 @@ def cached_embeddings(paths, cache):
     return out
 
 
-def medtransfer_run(bin_, weights_dir, train_args, test_dir, label):
+def shown(args, data):
+    """The command line as the reader would type it (data folder as ../shared/data/...)."""
+    import shlex
+    return " ".join(shlex.quote(a).replace(data, "$CHEST") for a in args)
+
+
+def medtransfer_run(bin_, weights_dir, train_args, test_dir, label, data):
     with tempfile.TemporaryDirectory() as tmp:
         model = os.path.join(tmp, "head.mtmodel")
         cmd = [bin_, "train", "--json", "--backend", "cpu", "--weights", weights_dir,
@@ -84,7 +90,7 @@ def medtransfer_run(bin_, weights_dir, train_args, test_dir, label):
             "epochs_run": len(trained["history"]), "kept_epoch": trained["kept_epoch"],
             "train_seconds": trained["train_seconds"], "accuracy": ev["accuracy"],
             "balanced_accuracy": ev["balanced_accuracy"], "auc": ev["auc"],
-            "command": "medtransfer train " + " ".join(train_args)}
+            "command": "medtransfer train " + shown(train_args, data)}
 
 
 def main():
@@ -99,6 +105,7 @@ def main():
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
+    a.data = os.path.normpath(a.data)
     train_dir, test_dir = os.path.join(a.data, "train"), os.path.join(a.data, "test")
     rows = []
     # Ours first: training also fills the embedding cache if an entry is missing.
@@ -108,7 +115,8 @@ def main():
         "mlp-1024 (default recipe)": ["--data", train_dir, "--group-pattern", GROUP_PATTERN],
     }
     for label, args in runs.items():
-        reps = [medtransfer_run(a.medtransfer, a.weights_dir, args, test_dir, label)
+        reps = [medtransfer_run(a.medtransfer, a.weights_dir, args, test_dir, label,
+                                os.path.normpath(a.data))
                 for _ in range(a.reps if label == "linear" else 1)]
         row = dict(reps[0])
         row["train_seconds_runs"] = [r["train_seconds"] for r in reps]
@@ -139,7 +147,8 @@ def main():
     print(f"heads: scikit-learn LR: fit {row['train_seconds']:.2f} s ({row['epochs_run']} lbfgs "
           f"iterations), test acc {row['accuracy']:.3f}, AUC {row['auc']:.3f}", file=sys.stderr)
     rows.append(row)
-    result = {"data": "chest-xray-pneumonia: train/ (5,216) -> official test/ (624)",
+    result = {"data": "Chest X-rays ($CHEST = ../shared/data/chest-xray-pneumonia): train/ "
+                      "(5,216 images) to the official test/ split (624)",
               "classes": classes, "sklearn_version": sklearn.__version__,
               "test_images": len(test_paths), "rows": rows}
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
