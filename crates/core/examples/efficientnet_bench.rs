@@ -1,11 +1,15 @@
 //! Embeddings per second of EfficientNet-Lite0 at batch 1 and 32, natively.
 //!
-//! `cargo run -p medtransfer-core --example efficientnet_bench -- [flex|wgpu] [profile] [WEIGHTS.bpk]`
+//! `cargo run -p medtransfer-core --example efficientnet_bench -- [flex|wgpu] [profile] [WEIGHTS.bpk]
+//!  [--batch N] [--runs R] [--json]`
 //! (`flex`, the default, is Burn's pure-Rust CPU backend; `wgpu` the GPU through wgpu, here a
 //! software renderer when no GPU driver exists). Needs the converted weights (scripts/setup.sh).
-//! Reports the median of several timed runs after one warm-up. With `profile`, also the time
-//! spent in each kind of operation at batch 8 (each op is synchronised by a one-value
-//! read-back, which adds a little to every op). Native only.
+//! Reports the median of several timed runs after one warm-up, at batch 1 and 32 or only at
+//! `--batch N`. With `--json`, one JSON object per batch size on its own line (every run's
+//! seconds, the median, embeddings/s, and the process's peak resident memory so far, which
+//! `tools/bench/native.py` reads; run one batch size per process for a per-batch peak). With
+//! `profile`, also the time spent in each kind of operation at batch 8 (each op is synchronised
+//! by a one-value read-back, which adds a little to every op). Native only.
 
 /// The benchmark itself (native only).
 #[cfg(not(target_arch = "wasm32"))]
@@ -97,11 +101,42 @@ mod bench {
         Ok(())
     }
 
-    /// Loads the weights and times embeddings at batch 1 and 32.
+    /// Peak resident memory of this process so far in bytes (`VmHWM`; Linux only).
+    fn peak_rss_bytes() -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    /// Takes `--name VALUE` out of `args`, parsed.
+    fn take_option(args: &mut Vec<String>, name: &str) -> Result<Option<usize>, String> {
+        let Some(at) = args.iter().position(|a| a == name) else {
+            return Ok(None);
+        };
+        if at + 1 >= args.len() {
+            return Err(format!("{name} needs a value"));
+        }
+        let value = args.remove(at + 1);
+        args.remove(at);
+        value
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{name}: not a positive whole number: {value}"))
+    }
+
+    /// Loads the weights and times embeddings at batch 1 and 32 (or `--batch N`).
     pub fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut args: Vec<String> = std::env::args().skip(1).collect();
         let with_profile = args.iter().any(|a| a == "profile");
-        args.retain(|a| a != "profile");
+        let json = args.iter().any(|a| a == "--json");
+        args.retain(|a| a != "profile" && a != "--json");
+        let batches = match take_option(&mut args, "--batch")? {
+            Some(0) => return Err("--batch must be at least 1".into()),
+            Some(n) => vec![n],
+            None => vec![1, 32],
+        };
+        let runs_option = take_option(&mut args, "--runs")?;
         let mut args = args.into_iter();
         let backend = args.next().unwrap_or_else(|| "flex".to_string());
         let weights = args.next().map(PathBuf::from).unwrap_or_else(|| {
@@ -113,25 +148,41 @@ mod bench {
                 let selected = pollster::block_on(select_device(GpuPreference::PreferGpu {
                     adapter_label: None,
                 }));
-                println!("device: {}", selected.describe());
+                if !json {
+                    println!("device: {}", selected.describe());
+                }
                 selected.device
             }
             other => return Err(format!("unknown backend {other}: use flex or wgpu").into()),
         };
         let model = load_from_bytes(&std::fs::read(&weights)?, &device)?;
-        for n in [1, 32] {
+        for n in batches {
             forward(&model, n, &device)?; // warm-up (and kernel compilation on wgpu)
-            let runs = if n == 1 { 9 } else { 3 };
-            let mut times: Vec<Duration> = (0..runs)
+            let runs = runs_option.unwrap_or(if n == 1 { 9 } else { 3 }).max(1);
+            let times: Vec<Duration> = (0..runs)
                 .map(|_| forward(&model, n, &device))
                 .collect::<Result<_, _>>()?;
-            times.sort();
-            let median = times[runs / 2];
-            println!(
-                "{backend} batch {n:>2}: median {median:.1?} per batch ({} runs) = {:.1} embeddings/s",
-                runs,
-                n as f64 / median.as_secs_f64()
-            );
+            let mut sorted = times.clone();
+            sorted.sort();
+            let median = sorted[runs / 2];
+            let per_second = n as f64 / median.as_secs_f64();
+            if json {
+                let report = serde_json::json!({
+                    "engine": "medtransfer",
+                    "backend": backend,
+                    "batch": n,
+                    "runs_s": times.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),
+                    "median_s": median.as_secs_f64(),
+                    "per_s": per_second,
+                    "peak_rss_bytes": peak_rss_bytes(),
+                });
+                println!("{report}");
+            } else {
+                println!(
+                    "{backend} batch {n:>2}: median {median:.1?} per batch ({runs} runs) = \
+                     {per_second:.1} embeddings/s"
+                );
+            }
         }
         if with_profile {
             profile(&model, 8, &device)?; // warm-up
