@@ -239,6 +239,20 @@ pub struct Project {
     restarts: StoredValue<(u32, bool)>,
     /// ImageNet logits of [`Project::classify`] requests, by id.
     pub classified: RwSignal<Vec<(ImageId, Logits)>>,
+    /// Classify requests not answered yet, and the next classify id (their own id range, so an
+    /// import or restore that resets image ids cannot match an old answer).
+    classify_pending: StoredValue<(HashSet<ImageId>, ImageId)>,
+    /// Bumped when the project is replaced (import): tasks of the old project stop.
+    generation: StoredValue<u64>,
+    /// Bumped for each new worker: replies of a replaced worker are ignored.
+    worker_generation: StoredValue<u64>,
+    /// Images sent to the current worker to embed and not answered yet.
+    in_flight: StoredValue<HashSet<ImageId>>,
+    /// Images in flight when the previous worker died: if the next one dies with them in
+    /// flight too, they are rejected (a file that crashes the worker must not do so forever).
+    suspects: StoredValue<HashSet<ImageId>>,
+    /// Class names sent with the running training (the model's outputs, in order).
+    training_classes: StoredValue<Vec<String>>,
     /// A message about the project as a whole (restored, imported, GPU lost, storage failed).
     pub notice: RwSignal<Option<(NoticeKind, String)>>,
 }
@@ -256,7 +270,8 @@ pub enum NoticeKind {
 }
 
 /// What is kept of the project in the browser besides its images (see [`crate::storage`]).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 struct SavedProject {
     /// `(key, name)` of each class, in order.
     classes: Vec<(u32, String)>,
@@ -269,6 +284,7 @@ struct SavedProject {
 
 /// The training settings as the page edits them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 struct Settings {
     mlp: bool,
     epochs: usize,
@@ -342,6 +358,12 @@ impl Project {
             has_model: RwSignal::new(false),
             restarts: StoredValue::new((0, false)),
             classified: RwSignal::new(Vec::new()),
+            classify_pending: StoredValue::new((HashSet::new(), 0x8000_0000)),
+            generation: StoredValue::new(0),
+            worker_generation: StoredValue::new(0),
+            in_flight: StoredValue::new(HashSet::new()),
+            suspects: StoredValue::new(HashSet::new()),
+            training_classes: StoredValue::new(Vec::new()),
             notice: RwSignal::new(None),
         }
     }
@@ -349,12 +371,24 @@ impl Project {
     /// Starts the compute worker and routes its replies into the project's signals; also
     /// exposes `globalThis.medtransferTest.crashWorker()` for the recovery test.
     pub fn attach(self) -> Result<(), String> {
+        self.worker_generation.update_value(|g| *g += 1);
+        let generation = self.worker_generation.get_value();
+        let current = move || self.worker_generation.get_value() == generation;
         let client = WorkerClient::start(
-            move |message, bytes| self.on_worker_message(message, bytes),
-            move |reason| self.on_worker_lost(reason),
+            move |message, bytes| {
+                if current() {
+                    self.on_worker_message(message, bytes);
+                }
+            },
+            move |reason| {
+                if current() {
+                    self.on_worker_lost(reason);
+                }
+            },
         )?;
         self.worker.set_value(Some(client));
         self.sent.set_value(HashSet::new());
+        self.in_flight.set_value(HashSet::new());
         let hooks = js_sys::Object::new();
         let crash = Closure::<dyn Fn()>::new(move || self.send(&ToWorker::SimulateCrash, None));
         let _ = Reflect::set(&hooks, &"crashWorker".into(), crash.as_ref());
@@ -383,6 +417,19 @@ impl Project {
             }
         });
         let (restarts, _) = self.restarts.get_value();
+        self.fail_pending_classifications("the compute worker stopped; pick the picture again");
+        // Images in flight now and when the previous worker died: reject them.
+        let in_flight = self.in_flight.get_value();
+        let poison: Vec<ImageId> = self
+            .suspects
+            .with_value(|s| s.intersection(&in_flight).copied().collect());
+        self.suspects.set_value(in_flight);
+        for id in poison {
+            self.reject_image(
+                id,
+                "this file stopped the compute worker twice, so it was left out".into(),
+            );
+        }
         self.worker_backend.set(None);
         self.has_model.set(false);
         self.training.update(|t| {
@@ -413,13 +460,7 @@ impl Project {
             NoticeKind::Error,
             format!("The GPU or the compute worker stopped working ({reason}). MedTransfer switched to the CPU; your images, embeddings and model are kept."),
         )));
-        if let Err(error) = self.attach() {
-            self.worker_backend.set(Some(Err(error)));
-            return;
-        }
-        if let Some(weights) = self.weights.get_value() {
-            self.load_model(weights);
-        }
+        self.restart_worker();
     }
 
     /// Reads the saved project (if any) into the page; then saves every change. Called once at
@@ -434,10 +475,14 @@ impl Project {
                         NoticeKind::Info,
                         format!("Your project was restored from this browser: {n} images."),
                     ))),
-                    Err(error) => self.notice.set(Some((
-                        NoticeKind::Error,
-                        format!("The saved project could not be read ({error}); starting afresh."),
-                    ))),
+                    Err(error) => {
+                        // Saving now would overwrite what could not be read: stay read-only.
+                        self.notice.set(Some((
+                            NoticeKind::Error,
+                            format!("The saved project could not be read ({error}). Nothing will be saved in this session, so the saved copy is left as it is."),
+                        )));
+                        return;
+                    }
                 }
             }
             Err(error) => self.notice.set(Some((
@@ -617,6 +662,9 @@ impl Project {
                     self.sent.update_value(|s| {
                         s.insert(record.id);
                     });
+                    self.in_flight.update_value(|s| {
+                        s.insert(record.id);
+                    });
                     self.send(
                         &ToWorker::Embed { id: record.id },
                         Some(Uint8Array::from(original.as_slice())),
@@ -644,9 +692,48 @@ impl Project {
     /// Sends an image to the worker for its ImageNet logits; the answer lands in
     /// [`Project::classified`] under the returned id.
     pub fn classify(self, bytes: Uint8Array) -> ImageId {
-        let id = self.next_id();
+        let mut id = 0;
+        self.classify_pending.update_value(|(pending, next)| {
+            id = *next;
+            *next = next.wrapping_add(1).max(0x8000_0000);
+            pending.insert(id);
+        });
         self.send(&ToWorker::Classify { id }, Some(bytes));
         id
+    }
+
+    /// Answers every unanswered classify request with `reason` (its worker is gone).
+    fn fail_pending_classifications(self, reason: &str) {
+        let pending: Vec<ImageId> = self
+            .classify_pending
+            .try_update_value(|(p, _)| p.drain().collect())
+            .unwrap_or_default();
+        if !pending.is_empty() {
+            self.classified
+                .update(|c| c.extend(pending.into_iter().map(|id| (id, Err(reason.to_string())))));
+        }
+    }
+
+    /// Takes an image out of its class and lists it as rejected, with the reason; forgets its
+    /// saved copy.
+    fn reject_image(self, id: ImageId, reason: String) {
+        for class in self.classes.get_untracked() {
+            let Some(entry) = class
+                .images
+                .with_untracked(|images| images.iter().find(|i| i.id == id).cloned())
+            else {
+                continue;
+            };
+            class.images.update(|images| images.retain(|i| i.id != id));
+            class
+                .rejected
+                .update(|r| r.push((entry.name.clone(), reason.clone())));
+            if let Some(url) = entry.thumb {
+                let _ = web_sys::Url::revoke_object_url(&url);
+            }
+            self.store(move |s| async move { s.delete_images(&[id]).await });
+            break;
+        }
     }
 
     fn send(self, message: &ToWorker, bytes: Option<Uint8Array>) {
@@ -681,9 +768,18 @@ impl Project {
                 ))),
             },
             FromWorker::Classified { id, result } => {
+                self.classify_pending.update_value(|(p, _)| {
+                    p.remove(&id);
+                });
                 self.classified.update(|c| c.push((id, result)));
             }
             FromWorker::Embedded { id, error } => {
+                self.in_flight.update_value(|f| {
+                    f.remove(&id);
+                });
+                self.suspects.update_value(|f| {
+                    f.remove(&id);
+                });
                 for class in self.classes.get_untracked() {
                     let Some(entry) = class
                         .images
@@ -745,7 +841,7 @@ impl Project {
                 self.training.update(|t| {
                     t.running = false;
                     t.result = Some(TrainedResult {
-                        classes: self.class_names_untracked(),
+                        classes: self.training_classes.get_value(),
                         kept_epoch,
                         stop_reason,
                         validation,
@@ -766,16 +862,17 @@ impl Project {
         }
     }
 
-    fn class_names_untracked(self) -> Vec<String> {
-        self.classes
-            .get_untracked()
-            .iter()
-            .map(|c| c.name.get_untracked())
-            .collect()
-    }
-
-    /// Adds files to a class: each gets a thumbnail at once and is sent to the worker to embed.
+    /// Adds files to a class: each is listed at once, saved, and sent to the worker, whose
+    /// embedding brings its thumbnail.
     fn add_files(self, class: ClassEntry, files: Vec<web_sys::File>) {
+        if !self.restored.get_untracked() {
+            self.notice.set(Some((
+                NoticeKind::Error,
+                "Wait a moment: the project is still being loaded; add the images again then."
+                    .into(),
+            )));
+            return;
+        }
         if self.embed_started.get_untracked().is_none() {
             self.embed_started.set(Some(js_sys::Date::now()));
         }
@@ -800,8 +897,12 @@ impl Project {
         // the event loop, so the page stays responsive however many files were picked. The
         // original is saved until its embedding arrives, so a reload loses nothing.
         let class_key = class.key;
+        let generation = self.generation.get_value();
         spawn_local(async move {
             for (entry, file) in entries {
+                if self.generation.get_value() != generation {
+                    return;
+                }
                 let bytes = match JsFuture::from(file.array_buffer()).await {
                     Ok(buffer) => Uint8Array::new(&buffer),
                     Err(_) => Uint8Array::new_with_length(0),
@@ -826,11 +927,21 @@ impl Project {
                     }
                 }
                 // The image may have been removed while it was read.
+                if self.generation.get_value() != generation {
+                    return;
+                }
+                // A worker restarted meanwhile has been fed this image from storage already.
+                if self.sent.with_value(|s| s.contains(&entry.id)) {
+                    continue;
+                }
                 if class
                     .images
                     .with_untracked(|i| i.iter().any(|i| i.id == entry.id))
                 {
                     self.sent.update_value(|s| {
+                        s.insert(entry.id);
+                    });
+                    self.in_flight.update_value(|s| {
                         s.insert(entry.id);
                     });
                     self.send(&ToWorker::Embed { id: entry.id }, Some(bytes));
@@ -871,6 +982,11 @@ impl Project {
         let settings = self.settings.get_untracked();
         let classes = self.classes.get_untracked();
         let names: Vec<String> = classes.iter().map(|c| c.name.get_untracked()).collect();
+        self.training_classes.set_value(names.clone());
+        // The previous model no longer matches what is shown; a new one replaces it.
+        self.model_file.set_value(None);
+        self.has_model.set(false);
+        self.store(|s| async move { s.delete_meta(MODEL_KEY).await });
         let items: Vec<(ImageId, usize)> = classes
             .iter()
             .enumerate()
@@ -956,10 +1072,15 @@ impl Project {
             images,
             settings: serde_json::to_value(self.settings.get_untracked())
                 .map_err(|e| e.to_string())?,
-            model: self
-                .model_file
-                .get_value()
-                .filter(|_| self.training.with_untracked(|t| t.result.is_some())),
+            model: None,
+        };
+        let names = archive.classes.clone();
+        let archive = ProjectArchive {
+            model: self.model_file.get_value().filter(|bytes| {
+                medtransfer_core::model_file::ModelFile::from_bytes(bytes)
+                    .is_ok_and(|m| m.header.classes == names)
+            }),
+            ..archive
         };
         let bytes = archive
             .to_bytes("MedTransfer web app")
@@ -1007,20 +1128,47 @@ impl Project {
             result: None,
         };
         let json = serde_json::to_string(&saved).map_err(|e| e.to_string())?;
+        // From here the old project goes: its worker and its pending tasks stop first.
+        self.generation.update_value(|g| *g += 1);
+        self.worker_generation.update_value(|g| *g += 1);
+        self.worker.update_value(|w| {
+            if let Some(w) = w.take() {
+                w.terminate();
+            }
+        });
+        self.fail_pending_classifications("a project was imported; pick the picture again");
         self.restored.set(false);
         let started = js_sys::Date::now();
-        storage.clear().await?;
-        storage.put_images(&records).await?;
-        log_step("saved the imported images", started);
-        storage
-            .put_meta(PROJECT_KEY, &JsValue::from_str(&json))
-            .await?;
-        if let Some(model) = &archive.model {
+        let written = async {
+            storage.clear().await?;
+            storage.put_images(&records).await?;
             storage
-                .put_meta(MODEL_KEY, &Uint8Array::from(model.as_slice()))
+                .put_meta(PROJECT_KEY, &JsValue::from_str(&json))
                 .await?;
+            if let Some(model) = &archive.model {
+                storage
+                    .put_meta(MODEL_KEY, &Uint8Array::from(model.as_slice()))
+                    .await?;
+            }
+            Ok::<(), String>(())
         }
-        let count = self.load_saved().await?;
+        .await;
+        log_step("saved the imported images", started);
+        let count = match written {
+            Ok(()) => self.load_saved().await,
+            Err(error) => Err(error),
+        };
+        let count = match count {
+            Ok(count) => count,
+            Err(error) => {
+                // Saving goes on with whatever the page now shows; the worker restarts.
+                self.restored.set(true);
+                self.restart_worker();
+                return Err(format!(
+                    "{error}; the import stopped part-way and the project saved before it may be incomplete"
+                ));
+            }
+        };
         // The imported model has no validation ids of this session: show its own metrics.
         if let Some(model) = &archive.model
             && let Ok(file) = medtransfer_core::model_file::ModelFile::from_bytes(model)
@@ -1040,9 +1188,18 @@ impl Project {
                 error: None,
             });
         }
+        for p in self.predictions.get_untracked() {
+            let _ = web_sys::Url::revoke_object_url(&p.url);
+        }
         self.predictions.set(Vec::new());
         self.restored.set(true);
         // A new worker holds exactly the imported project.
+        self.restart_worker();
+        Ok(count)
+    }
+
+    /// Replaces the worker by a new one (fed from storage once its network is loaded).
+    fn restart_worker(self) {
         self.worker.update_value(|w| {
             if let Some(w) = w.take() {
                 w.terminate();
@@ -1050,11 +1207,13 @@ impl Project {
         });
         self.worker_backend.set(None);
         self.has_model.set(false);
-        self.attach()?;
+        if let Err(error) = self.attach() {
+            self.worker_backend.set(Some(Err(error)));
+            return;
+        }
         if let Some(weights) = self.weights.get_value() {
             self.load_model(weights);
         }
-        Ok(count)
     }
 }
 

@@ -79,7 +79,7 @@ test('the page passes axe and works from the keyboard', { timeout: 900_000 }, as
       await page.getByTestId('metric-accuracy').waitFor({ timeout: 300_000 });
       await page.getByTestId('threshold').focus();
       await page.keyboard.press('ArrowRight');
-      assert.match(await page.getByTestId('threshold').inputValue(), /^0\.5[01]$/);
+      assert.equal(await page.getByTestId('threshold').inputValue(), '0.51');
       await screenshot(page, 'a11y-results');
       assert.deepEqual(await audit(page), [], 'accessibility violations with results shown');
     } else {

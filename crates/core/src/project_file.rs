@@ -203,12 +203,19 @@ impl ProjectArchive {
         Ok(zip.finish().map_err(|e| write_error(&e))?.into_inner())
     }
 
-    /// Reads and checks a project file. Never panics on any input; memory is bounded by the
-    /// file's size and the limits above.
+    /// Reads and checks a project file. Never panics on any input; what it reads out of the
+    /// archive is at most the file's size in total (and within the limits above).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ProjectFileError> {
         let mut zip =
             ZipArchive::new(Cursor::new(bytes)).map_err(|_| ProjectFileError::NotAProjectFile)?;
-        let manifest_bytes = read_entry(&mut zip, MANIFEST, MAX_MANIFEST_BYTES)?
+        // Everything read out of the archive together is at most the archive's size: entries
+        // that share their bytes (a crafted file) cannot multiply the memory it takes.
+        let mut budget = bytes.len() as u64;
+        let zip = &mut Reader {
+            zip: &mut zip,
+            budget: &mut budget,
+        };
+        let manifest_bytes = read_entry(zip, MANIFEST, MAX_MANIFEST_BYTES)?
             .ok_or(ProjectFileError::NotAProjectFile)?;
         let manifest: ProjectManifest = serde_json::from_slice(&manifest_bytes)
             .map_err(|e| damaged(format!("its manifest is not valid: {e}")))?;
@@ -266,7 +273,7 @@ impl ProjectArchive {
         }
         let row_bytes = EMBEDDING_DIM * 4;
         let expected = (manifest.images.len() * row_bytes) as u64;
-        let embeddings = read_entry(&mut zip, EMBEDDINGS, expected)?
+        let embeddings = read_entry(zip, EMBEDDINGS, expected)?
             .ok_or_else(|| damaged("its embeddings are missing"))?;
         if embeddings.len() as u64 != expected {
             return Err(damaged(format!(
@@ -293,7 +300,7 @@ impl ProjectArchive {
                 )));
             }
             let thumbnail = if entry.thumbnail {
-                let thumb = read_entry(&mut zip, &thumbnail_path(i), MAX_THUMBNAIL_BYTES)?
+                let thumb = read_entry(zip, &thumbnail_path(i), MAX_THUMBNAIL_BYTES)?
                     .ok_or_else(|| damaged(format!("the thumbnail of image {i} is missing")))?;
                 if !(thumb.starts_with(&[0xFF, 0xD8]) || thumb.starts_with(b"\x89PNG")) {
                     return Err(damaged(format!(
@@ -312,7 +319,7 @@ impl ProjectArchive {
             });
         }
         let model = if manifest.has_model {
-            let model = read_entry(&mut zip, MODEL, MAX_MODEL_BYTES)?
+            let model = read_entry(zip, MODEL, MAX_MODEL_BYTES)?
                 .ok_or_else(|| damaged("its model is missing"))?;
             let parsed = ModelFile::from_bytes(&model)
                 .map_err(|e| damaged(format!("its model cannot be used: {e}")))?;
@@ -336,13 +343,21 @@ impl ProjectArchive {
     }
 }
 
-/// An entry's bytes, `None` when absent; refuses entries larger than `limit`.
+/// The archive being read, with how many bytes may still be read out of it.
+struct Reader<'a, 'b> {
+    zip: &'a mut ZipArchive<Cursor<&'b [u8]>>,
+    budget: &'a mut u64,
+}
+
+/// An entry's bytes, `None` when absent; refuses entries larger than `limit` or than what is
+/// left of the reader's budget.
 fn read_entry(
-    zip: &mut ZipArchive<Cursor<&[u8]>>,
+    reader: &mut Reader<'_, '_>,
     name: &str,
     limit: u64,
 ) -> Result<Option<Vec<u8>>, ProjectFileError> {
-    let mut file = match zip.by_name(name) {
+    let limit = limit.min(*reader.budget);
+    let mut file = match reader.zip.by_name(name) {
         Ok(file) => file,
         Err(zip::result::ZipError::FileNotFound) => return Ok(None),
         Err(e) => return Err(damaged(format!("{name}: {e}"))),
@@ -364,6 +379,7 @@ fn read_entry(
             "{name} is larger than the {limit} bytes allowed"
         )));
     }
+    *reader.budget -= out.len() as u64;
     Ok(Some(out))
 }
 
@@ -491,6 +507,29 @@ mod tests {
             project.to_bytes("test"),
             Err(ProjectFileError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn entries_cannot_read_more_than_the_budget() {
+        // A crafted file can point many entries at the same stored bytes; the reader's budget
+        // (the file's size) caps what all entries together may read.
+        let mut project = sample();
+        let mut thumb = vec![0x11; 4000];
+        thumb[..2].copy_from_slice(&[0xFF, 0xD8]);
+        project.images[0].thumbnail = Some(thumb);
+        let bytes = project.to_bytes("test").expect("write");
+        let read = ProjectArchive::from_bytes(&bytes).expect("a normal file reads");
+        assert_eq!(read.images[0].thumbnail, project.images[0].thumbnail);
+        let mut budget = 100u64;
+        let mut zip = ZipArchive::new(Cursor::new(bytes.as_slice())).expect("zip");
+        let mut reader = Reader {
+            zip: &mut zip,
+            budget: &mut budget,
+        };
+        assert!(
+            read_entry(&mut reader, &thumbnail_path(0), MAX_THUMBNAIL_BYTES).is_err(),
+            "an entry larger than what is left of the budget is refused"
+        );
     }
 
     #[test]
