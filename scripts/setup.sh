@@ -95,3 +95,59 @@ ensure_weights() {
     cargo run --locked -q -p medtransfer-cli -- convert-weights --from "$pth" --to "$bpk"
   fi
 }
+
+# Real DICOM files (CT, MR, US, CR; uncompressed, RLE, JPEG, deflated, and syntaxes that are
+# refused) for the core's decoding tests, from the pydicom and pydicom-data wheels on PyPI, into
+# $MEDTRANSFER_DICOM_SAMPLES (default ~/.cache/medtransfer/dicom-samples). The tests skip, with a
+# message, when the folder is missing.
+PYDICOM_VERSION="3.0.2"
+PYDICOM_DATA_VERSION="1.0.0"
+DICOM_SAMPLES_FROM_PYDICOM=(
+  CT_small.dcm MR_small.dcm MR_small_RLE.dcm MR_small_bigendian.dcm MR_small_implicit.dcm
+  MR_truncated.dcm JPEG2000.dcm MR_small_jp2klossless.dcm MR_small_jpeg_ls_lossless.dcm
+  JPGExtended.dcm SC_rgb_jpeg_dcmtk.dcm SC_rgb_jpeg_gdcm.dcm "SC_rgb_dcmtk_+eb+cr.dcm"
+  "SC_rgb_dcmtk_+eb+cy+n1.dcm" "SC_rgb_dcmtk_+eb+cy+np.dcm" SC_rgb_rle.dcm SC_rgb_rle_16bit.dcm
+  SC_rgb_rle_2frame.dcm SC_rgb_small_odd.dcm SC_rgb_small_odd_jpeg.dcm
+  SC_ybr_full_422_uncompressed.dcm ExplVR_BigEnd.dcm examples_palette.dcm
+  examples_ybr_color.dcm image_dfl.dcm liver_1frame.dcm rtdose.dcm waveform_ecg.dcm
+)
+DICOM_SAMPLES_FROM_PYDICOM_DATA=(
+  emri_small.dcm emri_small_RLE.dcm emri_small_big_endian.dcm US1_UNCR.dcm RG3_UNCR.dcm
+  MR2_UNCR.dcm JPEG-LL.dcm JPGLosslessP14SV1_1s_1f_8b.dcm SC_rgb.dcm
+  SC_rgb_16bit.dcm SC_rgb_2frame.dcm SC_rgb_expb.dcm SC_ybr_full_uncompressed.dcm
+)
+
+dicom_samples_dir() {
+  printf '%s\n' "${MEDTRANSFER_DICOM_SAMPLES:-$HOME/.cache/medtransfer/dicom-samples}"
+}
+
+ensure_dicom_samples() {
+  local dir stamp cache python
+  dir="$(dicom_samples_dir)"
+  stamp="$dir/.complete-pydicom-$PYDICOM_VERSION-data-$PYDICOM_DATA_VERSION"
+  [ -f "$stamp" ] && return 0
+  step "Fetching DICOM test files (pydicom $PYDICOM_VERSION and pydicom-data $PYDICOM_DATA_VERSION from PyPI)"
+  if ! command -v unzip >/dev/null 2>&1; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q unzip
+  fi
+  cache="${MEDTRANSFER_PIP_CACHE:-$HOME/.cache/medtransfer/pip}"
+  python="${PYTHON:-python3}"
+  mkdir -p "$cache" "$dir"
+  local pydicom_whl="$cache/pydicom-$PYDICOM_VERSION-py3-none-any.whl"
+  local data_whl="$cache/pydicom_data-$PYDICOM_DATA_VERSION-py3-none-any.whl"
+  [ -s "$pydicom_whl" ] || "$python" -m pip download --quiet --no-deps --disable-pip-version-check \
+    -d "$cache" "pydicom==$PYDICOM_VERSION"
+  [ -s "$data_whl" ] || "$python" -m pip download --quiet --no-deps --disable-pip-version-check \
+    -d "$cache" "pydicom-data==$PYDICOM_DATA_VERSION"
+  local name
+  for name in "${DICOM_SAMPLES_FROM_PYDICOM[@]}"; do
+    unzip -p "$pydicom_whl" "pydicom/data/test_files/$name" >"$dir/$name.part"
+    mv "$dir/$name.part" "$dir/$name"
+  done
+  for name in "${DICOM_SAMPLES_FROM_PYDICOM_DATA[@]}"; do
+    unzip -p "$data_whl" "data_store/data/$name" >"$dir/$name.part"
+    mv "$dir/$name.part" "$dir/$name"
+  done
+  touch "$stamp"
+}

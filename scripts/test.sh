@@ -14,6 +14,9 @@ ensure_wasm_bindgen
 ensure_chromium
 ensure_browser_test_packages
 ensure_weights
+ensure_dicom_samples
+MEDTRANSFER_DICOM_SAMPLES="$(dicom_samples_dir)"
+export MEDTRANSFER_DICOM_SAMPLES
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -17,7 +17,11 @@ pub struct LabelledFile {
 }
 
 /// A folder whose sub-folders are the classes (sorted by name), each holding images (nested
-/// folders are walked; hidden files are skipped).
+/// folders are walked; hidden files are skipped). Files are listed whatever their name or
+/// extension — `.png`, `.jpg`, `.tif`, `.dcm`, `.dicom`, or DICOM files without one — because
+/// the format is recognised from the content when the file is decoded
+/// ([`medtransfer_core::formats`]); a file that is not a supported image is reported and
+/// skipped then.
 #[derive(Clone, Debug)]
 pub struct FolderDataset {
     /// Class names: the sub-folder names, sorted.
@@ -152,7 +156,7 @@ mod tests {
         let _ = fs::remove_dir_all(&root);
         for (class, files) in [
             ("b", vec!["2.png", "1.png", ".hidden"]),
-            ("a", vec!["x.jpg"]),
+            ("a", vec!["x.jpg", "scan.dcm", "slice.tiff", "IM0001"]),
         ] {
             let dir = root.join(class);
             fs::create_dir_all(dir.join("nested")).expect("mkdir");
@@ -163,7 +167,7 @@ mod tests {
         fs::write(root.join("b/nested/3.png"), b"x").expect("write");
         let data = FolderDataset::open(&root).expect("opens");
         assert_eq!(data.classes, vec!["a", "b"]);
-        assert_eq!(data.counts(), vec![1, 3]);
+        assert_eq!(data.counts(), vec![4, 3]);
         let names: Vec<String> = data
             .files
             .iter()
@@ -176,7 +180,15 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            vec!["a/x.jpg", "b/1.png", "b/2.png", "b/nested/3.png"]
+            vec![
+                "a/IM0001",
+                "a/scan.dcm",
+                "a/slice.tiff",
+                "a/x.jpg",
+                "b/1.png",
+                "b/2.png",
+                "b/nested/3.png"
+            ]
         );
         assert!(FolderDataset::open(&root.join("b/nested")).is_err());
         assert!(FolderDataset::open(&root.join("missing")).is_err());

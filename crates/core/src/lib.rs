@@ -4,6 +4,7 @@
 //! back only asynchronously (synchronous reads panic on WebGPU in the browser). The browser app
 //! and the `medtransfer` CLI are thin shells around this crate.
 //!
+//! - [`formats`]: image files (PNG, JPEG, TIFF, DICOM) to 8-bit images, safely;
 //! - [`efficientnet`], [`preprocess`], [`inference`]: the frozen pretrained backbone;
 //! - [`embeddings`], [`augment`]: embeddings computed once and cached, augmented views;
 //! - [`split`], [`head`], [`train`]: splits, the classifier head and its training loop;
@@ -15,6 +16,7 @@ pub mod augment;
 pub mod device;
 pub mod efficientnet;
 pub mod embeddings;
+pub mod formats;
 pub mod head;
 pub mod inference;
 pub mod metrics;

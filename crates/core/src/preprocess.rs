@@ -1,21 +1,21 @@
 //! Turning image files into network inputs — the one preprocessing shared by the browser app,
 //! the CLI and the tests, so that training and inference always see identical pixels.
 //!
-//! decode (PNG or JPEG) → RGB (greyscale replicated, alpha dropped) → the whole image resized
-//! to 224×224 (no crop, aspect ratio not kept, bilinear "triangle" filter, rounded to 8 bits)
-//! → `(x − 127) / 128` per channel for `x` in 0..=255 → flat CHW `f32`s.
+//! decode to 8 bits ([`crate::formats`]: PNG, JPEG, TIFF, DICOM) → RGB (greyscale replicated)
+//! → the whole image resized to 224×224 (no crop, aspect ratio not kept, bilinear "triangle"
+//! filter, rounded to 8 bits) → `(x − 127) / 128` per channel for `x` in 0..=255 → flat CHW
+//! `f32`s.
 //!
 //! This matches what the EfficientNet-Lite weights were trained on (inputs in about [−1, 1])
 //! and the reference implementation's preprocessing (Pillow `convert('RGB')`, `resize(BILINEAR)`).
 //! Resamplers differ slightly between libraries; an image that is already 224×224 is used as is,
 //! so such inputs are reproduced exactly.
 
-use std::io::Cursor;
-
 use burn::tensor::{Device, Tensor, TensorData};
-use image::{DynamicImage, ImageReader, RgbImage, imageops::FilterType};
+use image::{DynamicImage, RgbImage, imageops::FilterType};
 
 use crate::efficientnet::{IMAGE_CHANNELS, IMAGE_SIZE};
+use crate::formats::{DecodeError, decode_8bit};
 
 /// Number of `f32`s in one preprocessed image: 3 × 224 × 224.
 pub const INPUT_LEN: usize = IMAGE_CHANNELS * IMAGE_SIZE * IMAGE_SIZE;
@@ -23,12 +23,10 @@ pub const INPUT_LEN: usize = IMAGE_CHANNELS * IMAGE_SIZE * IMAGE_SIZE;
 /// Why an image could not be turned into a network input.
 #[derive(Debug, thiserror::Error)]
 pub enum PreprocessError {
-    /// No bytes at all.
-    #[error("the image file is empty")]
-    Empty,
-    /// The bytes are not a PNG or JPEG image this build can decode (or are corrupted).
-    #[error("cannot decode the image (PNG and JPEG are supported): {0}")]
-    Decode(String),
+    /// The file could not be decoded (empty, not an image, damaged, unsupported, too large):
+    /// the message says which.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
     /// The image decoded but has no pixels.
     #[error("the image has no pixels ({width}×{height})")]
     NoPixels {
@@ -55,21 +53,11 @@ pub fn normalize_channel(x: u8) -> f32 {
     (f32::from(x) - 127.0) / 128.0
 }
 
-/// Decodes PNG or JPEG bytes (format sniffed from the content, not a file name). Never panics
-/// on malformed input; image size is bounded by the `image` crate's default memory limits.
+/// Decodes a PNG, JPEG, TIFF or DICOM file (format sniffed from the content, not a file name)
+/// into an 8-bit greyscale or RGB image: [`crate::formats::decode_8bit`]. Never panics on
+/// malformed input; images over the pixel budget are refused from their header.
 pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage, PreprocessError> {
-    if bytes.is_empty() {
-        return Err(PreprocessError::Empty);
-    }
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| PreprocessError::Decode(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(PreprocessError::Decode("unrecognised image format".into()));
-    }
-    reader
-        .decode()
-        .map_err(|e| PreprocessError::Decode(e.to_string()))
+    Ok(decode_8bit(bytes)?)
 }
 
 /// The RGB 224×224 image the network sees: greyscale replicated to three channels, alpha
@@ -114,7 +102,7 @@ pub fn preprocess_decoded(image: &DynamicImage) -> Result<Vec<f32>, PreprocessEr
     Ok(rgb_to_chw(&resize_for_network(image)?))
 }
 
-/// Preprocesses the bytes of a PNG or JPEG file into one network input: [`INPUT_LEN`] `f32`s,
+/// Preprocesses the bytes of a PNG, JPEG, TIFF or DICOM file into one network input: [`INPUT_LEN`] `f32`s,
 /// channel-major (CHW). The single entry point for the app, the CLI and the tests.
 pub fn preprocess_image(bytes: &[u8]) -> Result<Vec<f32>, PreprocessError> {
     preprocess_decoded(&decode_image(bytes)?)
@@ -143,6 +131,7 @@ pub fn batch_to_tensor(images: &[Vec<f32>], device: &Device) -> Result<Tensor<4>
 mod tests {
     use super::*;
     use image::{GrayImage, ImageFormat, Luma, Rgb, RgbaImage};
+    use std::io::Cursor;
 
     fn encode(image: DynamicImage, format: ImageFormat) -> Vec<u8> {
         let mut bytes = Cursor::new(Vec::new());
@@ -238,10 +227,13 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        assert!(matches!(preprocess_image(&[]), Err(PreprocessError::Empty)));
+        assert!(matches!(
+            preprocess_image(&[]),
+            Err(PreprocessError::Decode(DecodeError::Empty))
+        ));
         assert!(matches!(
             preprocess_image(b"definitely not an image"),
-            Err(PreprocessError::Decode(_))
+            Err(PreprocessError::Decode(DecodeError::NotAnImage(_)))
         ));
         // A valid PNG, truncated, and with its body scrambled.
         let png = encode(

@@ -1,0 +1,141 @@
+//! PNG, JPEG and TIFF through the `image` crate: size checked from the header first, then
+//! decoded under the crate's memory limit and brought to 8 bits.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, GrayImage, ImageError, ImageFormat, ImageReader};
+
+use super::window::{Rescale, render_grey};
+use super::{DecodeError, check_budget};
+
+/// The name used in messages.
+pub(super) fn format_name(format: ImageFormat) -> &'static str {
+    match format {
+        ImageFormat::Png => "PNG",
+        ImageFormat::Jpeg => "JPEG",
+        ImageFormat::Tiff => "TIFF",
+        ImageFormat::Gif => "GIF",
+        ImageFormat::WebP => "WebP",
+        ImageFormat::Bmp => "BMP",
+        ImageFormat::Ico => "ICO",
+        ImageFormat::Avif => "AVIF",
+        ImageFormat::OpenExr => "OpenEXR",
+        ImageFormat::Hdr => "Radiance HDR",
+        ImageFormat::Pnm => "PNM",
+        ImageFormat::Qoi => "QOI",
+        ImageFormat::Dds => "DDS",
+        ImageFormat::Tga => "TGA",
+        ImageFormat::Farbfeld => "farbfeld",
+        _ => "this kind of",
+    }
+}
+
+/// Decodes a PNG, JPEG or TIFF file (`format` sniffed by the caller) into an 8-bit greyscale
+/// or RGB image. The header's dimensions are checked against the pixel budget before any pixel
+/// is decoded; decoding itself stays under the `image` crate's default 512 MiB allocation
+/// limit.
+pub(super) fn decode(bytes: &[u8], format: ImageFormat) -> Result<DynamicImage, DecodeError> {
+    let name = format_name(format);
+    let (width, height) = ImageReader::with_format(Cursor::new(bytes), format)
+        .into_dimensions()
+        .map_err(|e| image_error(name, e))?;
+    check_budget(u64::from(width), u64::from(height))?;
+    if format == ImageFormat::Jpeg && !jpeg_has_end(bytes) {
+        // The JPEG decoder fills a cut-off image with grey rather than failing.
+        return Err(DecodeError::Damaged {
+            format: name,
+            detail: "the file ends early (truncated): no end-of-image marker after its data".into(),
+        });
+    }
+    let image = ImageReader::with_format(Cursor::new(bytes), format)
+        .decode()
+        .map_err(|e| image_error(name, e))?;
+    to_8bit(image)
+}
+
+/// 8-bit greyscale and RGB pass through; alpha is dropped (not composited: the colour channels
+/// are kept as stored, as Pillow's `convert('RGB')` does); 16-bit greyscale gets the automatic
+/// percentile window; 16-bit and floating-point colour are scaled linearly to 8 bits.
+pub(super) fn to_8bit(image: DynamicImage) -> Result<DynamicImage, DecodeError> {
+    Ok(match image {
+        DynamicImage::ImageLuma8(_) | DynamicImage::ImageRgb8(_) => image,
+        DynamicImage::ImageLumaA8(_) => DynamicImage::ImageLuma8(image.to_luma8()),
+        DynamicImage::ImageLuma16(ref buffer) => {
+            window_16bit(buffer.width(), buffer.height(), buffer.as_raw(), 1)?
+        }
+        DynamicImage::ImageLumaA16(ref buffer) => {
+            window_16bit(buffer.width(), buffer.height(), buffer.as_raw(), 2)?
+        }
+        other => DynamicImage::ImageRgb8(other.to_rgb8()),
+    })
+}
+
+/// The automatic window over 16-bit greyscale samples (every `stride`-th value: 2 skips alpha).
+fn window_16bit(
+    width: u32,
+    height: u32,
+    samples: &[u16],
+    stride: usize,
+) -> Result<DynamicImage, DecodeError> {
+    let values = || samples.iter().step_by(stride).map(|&v| i32::from(v));
+    let pixels = render_grey(values, Rescale::IDENTITY, None, false).unwrap_or_default();
+    GrayImage::from_raw(width, height, pixels)
+        .map(DynamicImage::ImageLuma8)
+        .ok_or(DecodeError::NoPixels { width, height })
+}
+
+/// Whether a JPEG has an end-of-image marker after the start of its (first) scan. Marker
+/// segments are skipped by their lengths up to the scan, so a thumbnail's markers inside an
+/// EXIF segment are not mistaken for the image's; in entropy-coded data `FF D9` can only be
+/// the real end marker. Anything unexpected before the scan is left to the decoder (`true`).
+fn jpeg_has_end(bytes: &[u8]) -> bool {
+    let mut pos = 2;
+    loop {
+        if bytes.get(pos) != Some(&0xFF) {
+            return true;
+        }
+        while bytes.get(pos) == Some(&0xFF) {
+            pos += 1;
+        }
+        let Some(&marker) = bytes.get(pos) else {
+            return false;
+        };
+        pos += 1;
+        match marker {
+            0x01 | 0xD0..=0xD8 => continue,
+            0xD9 => return true,
+            _ => {}
+        }
+        let Some(&[a, b]) = bytes.get(pos..pos + 2) else {
+            return false;
+        };
+        let len = usize::from(u16::from_be_bytes([a, b])).max(2);
+        if marker == 0xDA {
+            return bytes
+                .get(pos + len..)
+                .is_some_and(|scan| scan.windows(2).any(|w| w == [0xFF, 0xD9]));
+        }
+        pos += len;
+    }
+}
+
+/// A message that says what went wrong with a file of this format.
+fn image_error(format: &'static str, error: ImageError) -> DecodeError {
+    match error {
+        ImageError::Limits(_) => DecodeError::MemoryLimit { format },
+        ImageError::Unsupported(e) => DecodeError::Unsupported {
+            format,
+            detail: e.to_string(),
+        },
+        ImageError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            DecodeError::Damaged {
+                format,
+                detail: "the file ends early (truncated)".into(),
+            }
+        }
+        other => DecodeError::Damaged {
+            format,
+            detail: other.to_string(),
+        },
+    }
+}
