@@ -27,6 +27,9 @@ pub enum PreprocessError {
     /// the message says which.
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// The image decoded, but its thumbnail could not be encoded.
+    #[error("cannot make the image's thumbnail: {0}")]
+    Thumbnail(String),
     /// The image decoded but has no pixels.
     #[error("the image has no pixels ({width}×{height})")]
     NoPixels {

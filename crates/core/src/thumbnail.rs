@@ -40,7 +40,7 @@ pub fn thumbnail_of(image: &DynamicImage) -> Result<Vec<u8>, PreprocessError> {
             Cursor::new(&mut out),
             THUMBNAIL_QUALITY,
         ))
-        .map_err(|e| PreprocessError::Decode(format!("cannot make its thumbnail: {e}")))?;
+        .map_err(|e| PreprocessError::Thumbnail(e.to_string()))?;
     Ok(out)
 }
 
