@@ -204,13 +204,14 @@ impl ProjectArchive {
     }
 
     /// Reads and checks a project file. Never panics on any input; what it reads out of the
-    /// archive is at most the file's size in total (and within the limits above).
+    /// archive is at most four times the file's size in total (and within the limits above).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ProjectFileError> {
         let mut zip =
             ZipArchive::new(Cursor::new(bytes)).map_err(|_| ProjectFileError::NotAProjectFile)?;
-        // Everything read out of the archive together is at most the archive's size: entries
-        // that share their bytes (a crafted file) cannot multiply the memory it takes.
-        let mut budget = bytes.len() as u64;
+        // Everything read out of the archive together is at most four times the archive's size
+        // (room for compressed entries): entries that share their bytes (a crafted file)
+        // cannot multiply the memory it takes without bound.
+        let mut budget = (bytes.len() as u64).saturating_mul(4);
         let zip = &mut Reader {
             zip: &mut zip,
             budget: &mut budget,
