@@ -8,13 +8,12 @@ use medtransfer_core::efficientnet::{
 use medtransfer_core::smoke::run_smoke;
 use medtransfer_core::{BackendKind, select_device};
 use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::JsFuture;
 
 use crate::cached_fetch::{FetchSource, Progress, evict, fetch_cached};
 use crate::gpu_probe::probe_webgpu;
 use crate::project::{
     ClassesSection, IMAGE_ACCEPT, PredictSection, Project, ProjectSection, ResultsSection,
-    TrainSection,
+    TrainSection, read_file,
 };
 use crate::protocol::ImageId;
 
@@ -319,10 +318,7 @@ fn PretrainedSection(
         spawn_local(async move {
             let mut requests = Vec::with_capacity(files.len());
             for file in files {
-                let bytes = match JsFuture::from(file.array_buffer()).await {
-                    Ok(buffer) => js_sys::Uint8Array::new(&buffer),
-                    Err(_) => js_sys::Uint8Array::new_with_length(0),
-                };
+                let bytes = read_file(&file).await;
                 requests.push((project.classify(bytes), file.name()));
             }
             pick.set(requests);

@@ -11,6 +11,7 @@ use leptos_chartistry::{
     AspectRatio, AxisMarker, Chart, Interpolation, IntoInner, Legend, Line, Padding, Series,
     TickLabels, XGridLine, YGridLine,
 };
+use medtransfer_core::embeddings::{decode_embedding, encode_embedding};
 use medtransfer_core::head::HeadKind;
 use medtransfer_core::metrics::{Evaluation, predicted_class};
 use medtransfer_core::model_file::MODEL_FILE_EXTENSION;
@@ -22,7 +23,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{ErrorEvent, MessageEvent, Worker, WorkerOptions, WorkerType};
 
-use crate::protocol::{EMBEDDING_BYTES, FromWorker, ImageId, ToWorker, f32s_of};
+use crate::protocol::{EMBEDDING_BYTES, FromWorker, ImageId, ToWorker};
 use crate::storage::{ImageRecord, MODEL_KEY, PROJECT_KEY, Storage};
 
 /// File types the image pickers offer (the core sniffs the content whatever the name).
@@ -903,10 +904,7 @@ impl Project {
                 if self.generation.get_value() != generation {
                     return;
                 }
-                let bytes = match JsFuture::from(file.array_buffer()).await {
-                    Ok(buffer) => Uint8Array::new(&buffer),
-                    Err(_) => Uint8Array::new_with_length(0),
-                };
+                let bytes = read_file(&file).await;
                 if let Some(storage) = self.storage.get_value() {
                     let record = ImageRecord {
                         id: entry.id,
@@ -1055,16 +1053,14 @@ impl Project {
             let Some(class) = classes.iter().position(|c| c.key == record.class_key) else {
                 continue;
             };
-            match record.embedding {
-                Some(embedding) if embedding.len() == EMBEDDING_BYTES => {
-                    images.push(ProjectImage {
-                        name: record.name,
-                        class,
-                        thumbnail: record.thumbnail,
-                        embedding: f32s_of(&embedding),
-                    })
-                }
-                _ => left_out += 1,
+            match record.embedding.as_deref().and_then(decode_embedding) {
+                Some(embedding) => images.push(ProjectImage {
+                    name: record.name,
+                    class,
+                    thumbnail: record.thumbnail,
+                    embedding,
+                }),
+                None => left_out += 1,
             }
         }
         let archive = ProjectArchive {
@@ -1116,7 +1112,7 @@ impl Project {
                 name: image.name.clone(),
                 original: None,
                 thumbnail: image.thumbnail.clone(),
-                embedding: Some(crate::protocol::f32_bytes(&image.embedding)),
+                embedding: Some(encode_embedding(&image.embedding)),
             })
             .collect();
         let saved = SavedProject {
@@ -1229,16 +1225,29 @@ fn log_step(step: &str, started: f64) {
     web_sys::console::info_1(&format!("{step}: {:.0} ms", js_sys::Date::now() - started).into());
 }
 
-/// An object URL of JPEG bytes (a thumbnail), `None` for no bytes.
-fn jpeg_url(bytes: &[u8]) -> Option<String> {
-    if bytes.is_empty() {
-        return None;
+/// A picked file's bytes; empty when the browser cannot read it (the worker then reports the
+/// file as unreadable).
+pub async fn read_file(file: &web_sys::File) -> Uint8Array {
+    match JsFuture::from(file.array_buffer()).await {
+        Ok(buffer) => Uint8Array::new(&buffer),
+        Err(_) => Uint8Array::new_with_length(0),
     }
+}
+
+/// An object URL of `bytes` as a blob of type `mime`.
+fn blob_url(bytes: &[u8], mime: &str) -> Result<String, JsValue> {
     let parts = Array::of1(&Uint8Array::from(bytes));
     let options = web_sys::BlobPropertyBag::new();
-    options.set_type("image/jpeg");
-    let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options).ok()?;
-    web_sys::Url::create_object_url_with_blob(&blob).ok()
+    options.set_type(mime);
+    let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options)?;
+    web_sys::Url::create_object_url_with_blob(&blob)
+}
+
+/// An object URL of JPEG bytes (a thumbnail), `None` for no bytes.
+fn jpeg_url(bytes: &[u8]) -> Option<String> {
+    (!bytes.is_empty())
+        .then(|| blob_url(bytes, "image/jpeg").ok())
+        .flatten()
 }
 
 /// Offers bytes to the user as a downloaded file.
@@ -1896,10 +1905,7 @@ pub fn PredictSection(project: Project) -> impl IntoView {
                 })
             });
             spawn_local(async move {
-                let bytes = match JsFuture::from(file.array_buffer()).await {
-                    Ok(buffer) => Uint8Array::new(&buffer),
-                    Err(_) => Uint8Array::new_with_length(0),
-                };
+                let bytes = read_file(&file).await;
                 project.send(&ToWorker::Predict { id }, Some(bytes));
             });
         }

@@ -13,21 +13,9 @@ use serde::{Deserialize, Serialize};
 /// Identifies one image of the project (unique within the project, kept across reloads).
 pub type ImageId = u32;
 
-/// Bytes of one embedding on the wire and in storage (little-endian `f32`s).
+/// Bytes of one embedding on the wire and in storage: the core's embedding byte format
+/// ([`medtransfer_core::embeddings::encode_embedding`]).
 pub const EMBEDDING_BYTES: usize = medtransfer_core::efficientnet::EMBEDDING_DIM * 4;
-
-/// Little-endian bytes of `f32`s.
-pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-/// `f32`s of little-endian bytes (a trailing partial value is ignored).
-pub fn f32s_of(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
 
 /// Page → worker.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -11,7 +11,7 @@
 use std::rc::Rc;
 
 use js_sys::{Object, Reflect, Uint8Array};
-use rexie::{ObjectStore, Rexie, TransactionMode};
+use rexie::{ObjectStore, Rexie, Store, Transaction, TransactionMode};
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::protocol::ImageId;
@@ -94,6 +94,13 @@ impl ImageRecord {
 }
 
 impl Storage {
+    /// A transaction on one object store, and the store.
+    fn store(&self, name: &str, mode: TransactionMode) -> Result<(Transaction, Store), String> {
+        let tx = self.db.transaction(&[name], mode).map_err(message)?;
+        let store = tx.store(name).map_err(message)?;
+        Ok((tx, store))
+    }
+
     /// Opens (creating on first use) the project database.
     pub async fn open() -> Result<Self, String> {
         let db = Rexie::builder(DATABASE)
@@ -111,11 +118,7 @@ impl Storage {
         if records.is_empty() {
             return Ok(());
         }
-        let tx = self
-            .db
-            .transaction(&[IMAGES], TransactionMode::ReadWrite)
-            .map_err(message)?;
-        let store = tx.store(IMAGES).map_err(message)?;
+        let (tx, store) = self.store(IMAGES, TransactionMode::ReadWrite)?;
         // All requests are issued at once (polled together), not one round trip after another.
         let values: Vec<JsValue> = records.iter().map(ImageRecord::to_js).collect();
         let puts = values.iter().map(|value| store.put(value, None));
@@ -131,11 +134,7 @@ impl Storage {
         if ids.is_empty() {
             return Ok(());
         }
-        let tx = self
-            .db
-            .transaction(&[IMAGES], TransactionMode::ReadWrite)
-            .map_err(message)?;
-        let store = tx.store(IMAGES).map_err(message)?;
+        let (tx, store) = self.store(IMAGES, TransactionMode::ReadWrite)?;
         for id in ids {
             store.delete(JsValue::from(*id)).await.map_err(message)?;
         }
@@ -145,22 +144,14 @@ impl Storage {
 
     /// Every stored image, in id order.
     pub async fn images(&self) -> Result<Vec<ImageRecord>, String> {
-        let tx = self
-            .db
-            .transaction(&[IMAGES], TransactionMode::ReadOnly)
-            .map_err(message)?;
-        let store = tx.store(IMAGES).map_err(message)?;
+        let (_tx, store) = self.store(IMAGES, TransactionMode::ReadOnly)?;
         let values = store.get_all(None, None).await.map_err(message)?;
         Ok(values.iter().filter_map(ImageRecord::from_js).collect())
     }
 
     /// Writes a `meta` value.
     pub async fn put_meta(&self, key: &str, value: &JsValue) -> Result<(), String> {
-        let tx = self
-            .db
-            .transaction(&[META], TransactionMode::ReadWrite)
-            .map_err(message)?;
-        let store = tx.store(META).map_err(message)?;
+        let (tx, store) = self.store(META, TransactionMode::ReadWrite)?;
         store
             .put(value, Some(&JsValue::from_str(key)))
             .await
@@ -171,11 +162,7 @@ impl Storage {
 
     /// Deletes a `meta` value.
     pub async fn delete_meta(&self, key: &str) -> Result<(), String> {
-        let tx = self
-            .db
-            .transaction(&[META], TransactionMode::ReadWrite)
-            .map_err(message)?;
-        let store = tx.store(META).map_err(message)?;
+        let (tx, store) = self.store(META, TransactionMode::ReadWrite)?;
         store
             .delete(JsValue::from_str(key))
             .await
@@ -186,11 +173,7 @@ impl Storage {
 
     /// Reads a `meta` value.
     pub async fn meta(&self, key: &str) -> Result<Option<JsValue>, String> {
-        let tx = self
-            .db
-            .transaction(&[META], TransactionMode::ReadOnly)
-            .map_err(message)?;
-        let store = tx.store(META).map_err(message)?;
+        let (_tx, store) = self.store(META, TransactionMode::ReadOnly)?;
         store.get(JsValue::from_str(key)).await.map_err(message)
     }
 

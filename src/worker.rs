@@ -10,7 +10,9 @@ use std::rc::Rc;
 use js_sys::{Array, ArrayBuffer, Function, Promise, Reflect, Uint8Array};
 use medtransfer_core::augment::AugmentConfig;
 use medtransfer_core::efficientnet::{EfficientNetLite0, load_from_bytes};
-use medtransfer_core::embeddings::{EmbeddingRequest, MemoryEmbeddingStore, View, embed_cached};
+use medtransfer_core::embeddings::{
+    EmbeddingRequest, MemoryEmbeddingStore, View, decode_embedding, embed_cached, encode_embedding,
+};
 use medtransfer_core::inference::run_each;
 use medtransfer_core::model_file::ModelFile;
 use medtransfer_core::preprocess::preprocess_image;
@@ -24,7 +26,7 @@ use wasm_bindgen_futures::{JsFuture, spawn_local};
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 use crate::gpu_probe::probe_webgpu;
-use crate::protocol::{EMBEDDING_BYTES, FromWorker, ImageId, ToWorker, f32_bytes, f32s_of};
+use crate::protocol::{EMBEDDING_BYTES, FromWorker, ImageId, ToWorker};
 
 /// Images embedded per forward pass (the core splits larger batches anyway).
 const BATCH: usize = 8;
@@ -117,7 +119,9 @@ fn on_message(event: MessageEvent) {
             let bytes = bytes.unwrap_or_default();
             STATE.with_borrow_mut(|s| {
                 for (id, row) in ids.into_iter().zip(bytes.chunks_exact(EMBEDDING_BYTES)) {
-                    s.embeddings.insert(id, f32s_of(row));
+                    if let Some(embedding) = decode_embedding(row) {
+                        s.embeddings.insert(id, embedding);
+                    }
                 }
             });
         }
@@ -311,7 +315,7 @@ async fn drain() {
             match kind {
                 JobKind::Embed => match result {
                     Ok(embedding) => {
-                        let mut bytes = f32_bytes(&embedding);
+                        let mut bytes = encode_embedding(&embedding);
                         bytes.extend(thumbnail.unwrap_or_default());
                         STATE.with_borrow_mut(|s| s.embeddings.insert(id, embedding));
                         post_with(&FromWorker::Embedded { id, error: None }, Some(bytes));

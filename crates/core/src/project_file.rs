@@ -19,7 +19,7 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
 use crate::efficientnet::EMBEDDING_DIM;
-use crate::embeddings::{BACKBONE_ID, PREPROCESSING_ID};
+use crate::embeddings::{BACKBONE_ID, PREPROCESSING_ID, decode_embedding, encode_embedding};
 use crate::model_file::ModelFile;
 
 /// File name extension of project files.
@@ -189,7 +189,7 @@ impl ProjectArchive {
         let embeddings: Vec<u8> = self
             .images
             .iter()
-            .flat_map(|im| im.embedding.iter().flat_map(|v| v.to_le_bytes()))
+            .flat_map(|im| encode_embedding(&im.embedding))
             .collect();
         add(EMBEDDINGS, &embeddings)?;
         for (i, image) in self.images.iter().enumerate() {
@@ -290,16 +290,13 @@ impl ProjectArchive {
             .zip(embeddings.chunks_exact(row_bytes))
             .enumerate()
         {
-            let embedding: Vec<f32> = row
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            if embedding.iter().any(|v| !v.is_finite()) {
+            // Rows have the right length, so `None` means a value that is not finite.
+            let Some(embedding) = decode_embedding(row) else {
                 return Err(damaged(format!(
                     "the embedding of image {i} ({}) is not finite",
                     entry.name
                 )));
-            }
+            };
             let thumbnail = if entry.thumbnail {
                 let thumb = read_entry(zip, &thumbnail_path(i), MAX_THUMBNAIL_BYTES)?
                     .ok_or_else(|| damaged(format!("the thumbnail of image {i} is missing")))?;
