@@ -31,10 +31,12 @@ def peak_rss_bytes():
     return None
 
 
-def worker(onnx_path, batch, runs):
+def worker(onnx_path, batch, runs, provider):
     import numpy as np
     import onnxruntime as ort
-    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(onnx_path, providers=[provider])
+    if sess.get_providers()[0] != provider:
+        sys.exit(f"native.py: onnxruntime fell back from {provider} to {sess.get_providers()[0]}")
     x = np.full((batch, 3, 224, 224), 0.25, dtype=np.float32)
     sess.run(None, {"input": x})  # warm-up
     times = []
@@ -43,7 +45,7 @@ def worker(onnx_path, batch, runs):
         sess.run(None, {"input": x})
         times.append(time.perf_counter() - started)
     median = statistics.median(times)
-    print(json.dumps({"engine": "onnxruntime", "backend": "cpu", "batch": batch, "runs_s": times,
+    print(json.dumps({"engine": "onnxruntime", "backend": provider, "batch": batch, "runs_s": times,
                       "median_s": median, "per_s": batch / median,
                       "peak_rss_bytes": peak_rss_bytes()}))
 
@@ -62,24 +64,28 @@ def main():
     ap.add_argument("--runs1", type=int, default=10, help="timed runs per process at batch 1")
     ap.add_argument("--runs32", type=int, default=2, help="timed runs per process at batch 32")
     ap.add_argument("--batches", default="1,32")
+    ap.add_argument("--backend", default="flex", help="ours: flex (CPU) or wgpu (GPU)")
+    ap.add_argument("--provider", default="CPUExecutionProvider",
+                    help="the peer's onnxruntime execution provider, e.g. CUDAExecutionProvider")
     ap.add_argument("--out")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--runs", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
-        return worker(a.onnx, a.batch, a.runs)
+        return worker(a.onnx, a.batch, a.runs, a.provider)
     if not (a.ours and a.weights and a.out):
         sys.exit("native.py: --ours, --weights and --out are needed")
 
     import onnxruntime as ort
     results = {"onnxruntime_version": ort.__version__, "cpu_threads": os.cpu_count(),
-               "reps": a.reps, "order": "alternating, ours first", "batches": {}}
+               "reps": a.reps, "order": "alternating, ours first", "ours_backend": a.backend,
+               "peer_provider": a.provider, "batches": {}}
     for batch in [int(b) for b in a.batches.split(",")]:
         runs = a.runs1 if batch == 1 else a.runs32
-        ours_cmd = [a.ours, "flex", a.weights, "--batch", str(batch), "--runs", str(runs), "--json"]
+        ours_cmd = [a.ours, a.backend, a.weights, "--batch", str(batch), "--runs", str(runs), "--json"]
         peer_cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--onnx", a.onnx,
-                    "--batch", str(batch), "--runs", str(runs)]
+                    "--batch", str(batch), "--runs", str(runs), "--provider", a.provider]
         per_engine = {"medtransfer": [], "onnxruntime": []}
         for rep in range(a.reps):
             for name, cmd in (("medtransfer", ours_cmd), ("onnxruntime", peer_cmd)):
