@@ -26,6 +26,14 @@ use image::{DynamicImage, ImageFormat};
 /// of a few hundred bytes would otherwise ask for gigabytes).
 pub const MAX_PIXELS: u64 = 100_000_000;
 
+/// Identifies the decoding rules of this module (which files decode, and to which 8-bit
+/// pixels). Part of the embedding cache keys ([`crate::embeddings::cache_key`]), so that a
+/// change here (e.g. 16-bit PNGs, windowed since v1, were plainly scaled before) recomputes
+/// the embeddings of the affected images instead of reusing stale ones. Unlike
+/// [`crate::embeddings::PREPROCESSING_ID`] it is not written into model files: 8-bit images,
+/// what models were trained on so far, decode exactly as before.
+pub const DECODER_ID: &str = "formats-v1";
+
 /// The formats [`decode_8bit`] reads, as messages name them.
 pub const SUPPORTED_FORMATS: &str = "PNG, JPEG, TIFF and DICOM";
 
