@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::augment::{AugmentConfig, AugmentParams, apply};
 use crate::efficientnet::{EMBEDDING_DIM, EfficientNetLite0};
+use crate::formats::DECODER_ID;
 use crate::inference::run_each;
 use crate::preprocess::{decode_image, resize_for_network, rgb_to_chw};
 use crate::rng::SeededRng;
@@ -45,9 +46,9 @@ pub enum View {
     },
 }
 
-/// The cache key of one embedding: backbone, preprocessing, content hash and view.
+/// The cache key of one embedding: backbone, preprocessing, decoder, content hash and view.
 pub fn cache_key(content_hash: &str, view: View) -> String {
-    let base = format!("{BACKBONE_ID}|{PREPROCESSING_ID}|{content_hash}");
+    let base = format!("{BACKBONE_ID}|{PREPROCESSING_ID}|{DECODER_ID}|{content_hash}");
     match view {
         View::Original => format!("{base}|original"),
         View::Augmented { index, seed } => format!("{base}|aug-v1-{index}-seed-{seed}"),
@@ -224,6 +225,7 @@ mod tests {
         let unique: std::collections::HashSet<_> = keys.iter().collect();
         assert_eq!(unique.len(), keys.len());
         assert!(keys[0].contains(BACKBONE_ID) && keys[0].contains(PREPROCESSING_ID));
+        assert!(keys[0].contains(DECODER_ID));
         assert_eq!(key_file_name(&keys[0]).len(), 64);
     }
 

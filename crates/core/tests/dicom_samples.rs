@@ -1,5 +1,6 @@
 //! Real DICOM files (pydicom's and pydicom-data's test files: CT, MR, US, CR; uncompressed,
-//! big endian, implicit VR, deflated, RLE, JPEG) through `formats::decode_8bit`, checked
+//! big endian, implicit VR, deflated, RLE, JPEG; greyscale, RGB, YBR, palette) through
+//! `formats::decode_8bit`, checked
 //! against golden renderings from an independent numpy + pydicom implementation
 //! (`tests/fixtures/dicom/`, made by `tools/fixtures/regenerate-dicom.sh`), against each other
 //! (the same image in several encodings), and for clear refusals.
@@ -104,7 +105,7 @@ fn golden(sample: &str) -> (DynamicImage, u32) {
 
 /// The renderings agree with the independent implementation to within 1 grey level, for
 /// every rule: automatic window on rescaled CT values, header windows, MONOCHROME1, the
-/// middle frame, YBR_FULL_422 and RGB colour.
+/// middle frame, YBR_FULL_422, RGB and PALETTE COLOR.
 #[test]
 fn renderings_match_the_independent_implementation() {
     let Some(dir) = samples() else { return };
@@ -116,12 +117,13 @@ fn renderings_match_the_independent_implementation() {
         "RG3_UNCR.dcm",
         "SC_ybr_full_422_uncompressed.dcm",
         "US1_UNCR.dcm",
+        "examples_palette.dcm",
     ] {
         let (expected, stride) = golden(sample);
         let ours = subsample(&decode(&dir, sample), stride);
         let diff = max_diff(&ours, &expected);
         assert!(diff <= 1, "{sample}: max difference {diff}");
-        // Not a trivial picture: many grey levels are used (colour bars excepted).
+        // Not a trivial picture: many levels are used (colour bars excepted).
         if sample.starts_with("SC_") {
             continue;
         }
@@ -272,6 +274,7 @@ fn supported_samples_decode_to_their_size() {
         ("image_dfl.dcm", 512, 512, false),
         ("liver_1frame.dcm", 512, 512, false),
         ("examples_ybr_color.dcm", 320, 240, true),
+        ("examples_palette.dcm", 800, 350, true),
     ] {
         let image = decode(&dir, name);
         assert_eq!(image.dimensions(), (width, height), "{name}");
@@ -299,7 +302,6 @@ fn unsupported_samples_are_refused_by_name() {
         ("MR_small_jp2klossless.dcm", "JPEG 2000"),
         ("MR_small_jpeg_ls_lossless.dcm", "JPEG-LS"),
         ("JPGExtended.dcm", "12-bit lossy JPEG"),
-        ("examples_palette.dcm", "PALETTE COLOR"),
         ("rtdose.dcm", "32 bits allocated"),
         ("waveform_ecg.dcm", "no Pixel Data"),
     ] {

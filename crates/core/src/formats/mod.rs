@@ -8,7 +8,7 @@
 //!   TIFF: the first frame or page.
 //! - **DICOM** (`dicom-object`, pure-Rust codecs only; see [`dicom`] for the transfer
 //!   syntaxes): rescale, the header's window (else the automatic one), MONOCHROME1 inverted,
-//!   the middle frame of a multi-frame file, YBR colour converted to RGB.
+//!   the middle frame of a multi-frame file, YBR and palette colour converted to RGB.
 //! - A **pixel budget** ([`MAX_PIXELS`]): anything whose header declares more pixels is refused
 //!   before decoding, in bounded time and memory.
 //!
@@ -25,6 +25,14 @@ use image::{DynamicImage, ImageFormat};
 /// 10 000 × 10 000. Larger headers are refused before decoding (a 50 000 × 50 000 PNG "bomb"
 /// of a few hundred bytes would otherwise ask for gigabytes).
 pub const MAX_PIXELS: u64 = 100_000_000;
+
+/// Identifies the decoding rules of this module (which files decode, and to which 8-bit
+/// pixels). Part of the embedding cache keys ([`crate::embeddings::cache_key`]), so that a
+/// change here (e.g. 16-bit PNGs, windowed since v1, were plainly scaled before) recomputes
+/// the embeddings of the affected images instead of reusing stale ones. Unlike
+/// [`crate::embeddings::PREPROCESSING_ID`] it is not written into model files: 8-bit images,
+/// what models were trained on so far, decode exactly as before.
+pub const DECODER_ID: &str = "formats-v1";
 
 /// The formats [`decode_8bit`] reads, as messages name them.
 pub const SUPPORTED_FORMATS: &str = "PNG, JPEG, TIFF and DICOM";
@@ -175,12 +183,26 @@ fn not_an_image(bytes: &[u8]) -> DecodeError {
         || bytes.get(4..8).is_some_and(|m| m == b"n+2\0")
     {
         "a NIfTI volume (NIfTI is not supported; export slices as DICOM or PNG)"
+    } else if looks_like_bare_dicom(bytes) {
+        "a DICOM data set without the DICOM file header (\"DICM\"); only DICOM files \
+         (Part 10) are supported"
     } else if looks_like_text(bytes) {
         "a text file"
     } else {
         return DecodeError::Unrecognised;
     };
     DecodeError::NotAnImage(kind)
+}
+
+/// A DICOM data set written without preamble and file meta group (old ACR-NEMA style): it
+/// starts with a group 0008 element, in explicit VR (two capital letters) or implicit VR.
+fn looks_like_bare_dicom(bytes: &[u8]) -> bool {
+    match bytes.get(..8) {
+        Some([0x08, 0x00, _, 0x00, a, b, ..]) => {
+            (a.is_ascii_uppercase() && b.is_ascii_uppercase()) || bytes.get(6..8) == Some(&[0, 0])
+        }
+        _ => false,
+    }
 }
 
 /// UTF-8 text without control characters (other than whitespace) in its first kilobyte.

@@ -66,6 +66,9 @@ fn empty_text_pdf_and_random_bytes_are_named() {
     assert!(pdf.contains("a PDF document"), "{pdf}");
     let zip = message(decode_8bit(b"PK\x03\x04\x14\x00\x00\x00"));
     assert!(zip.contains("ZIP"), "{zip}");
+    // A DICOM data set without its file header: (0008,0005) CS "ISO_IR 100".
+    let bare = message(decode_8bit(b"\x08\x00\x05\x00CS\x0a\x00ISO_IR 100"));
+    assert!(bare.contains("without the DICOM file header"), "{bare}");
     let mut nifti = vec![0u8; 352];
     nifti[344..348].copy_from_slice(b"n+1\0");
     assert!(message(decode_8bit(&nifti)).contains("NIfTI"));

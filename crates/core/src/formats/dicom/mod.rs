@@ -15,11 +15,15 @@
 //!   window — see [`super::window`]; MONOCHROME1 inverted so that bright means dense as in
 //!   MONOCHROME2. Modality and VOI LUT *sequences* and the VOI LUT Function are not applied;
 //! - colour: RGB as is; YBR_FULL and YBR_FULL_422 converted to RGB (ITU-R BT.601 full range,
-//!   as `pydicom` does); 16-bit colour scaled linearly from Bits Stored to 8 bits;
-//! - refused with a message: PALETTE COLOR and other colour models, 32-bit or floating-point
-//!   pixel data, files without Pixel Data, transfer syntaxes not listed in
-//!   [`SUPPORTED_TRANSFER_SYNTAXES`] (JPEG 2000, JPEG-LS, JPEG XL, video...: their decoders are
-//!   C libraries or absent in pure Rust).
+//!   as `pydicom` does); 16-bit colour scaled linearly from Bits Stored to 8 bits; PALETTE
+//!   COLOR through its red, green and blue lookup tables (16-bit entries scaled linearly to 8
+//!   bits; stored values outside a table take its first or last entry);
+//! - refused with a message: segmented palettes and other colour models, 32-bit or
+//!   floating-point pixel data, files without Pixel Data, transfer syntaxes not listed in
+//!   [`SUPPORTED_TRANSFER_SYNTAXES`]: JPEG-LS (CharLS is C++), JPEG 2000 and HTJ2K (OpenJPEG is
+//!   C; `openjp2` is a machine translation of it, all `unsafe`), JPEG XL (pure-Rust
+//!   `jxl-oxide` exists but is large for a syntax still rare), 12-bit lossy JPEG (not in
+//!   `jpeg-decoder`), video.
 
 pub mod guard;
 pub mod jpeg;
@@ -137,6 +141,11 @@ pub(crate) fn decode(data: &[u8]) -> Result<DynamicImage, DecodeError> {
         .from_reader(data)
         .map_err(|e| damaged(error_chain(&e)))?;
     let info = ImageInfo::read(&object)?;
+    let palette = if info.photometric == "PALETTE COLOR" {
+        Some(Palette::read(&object)?)
+    } else {
+        None
+    };
     let frame_index = info.frames / 2;
     let pixel_data = object
         .get(tags::PIXEL_DATA)
@@ -182,7 +191,7 @@ pub(crate) fn decode(data: &[u8]) -> Result<DynamicImage, DecodeError> {
         }
     };
     let voi = Voi::read(&object, frame_index);
-    render(&info, &frame, &voi)
+    render(&info, &frame, &voi, palette.as_ref())
 }
 
 /// The message of an error and its causes (`dicom-object`'s top-level messages are terse).
@@ -280,19 +289,13 @@ impl ImageInfo {
     /// Refuses what [`render`] cannot show, with a message naming it.
     fn check(&self) -> Result<(), DecodeError> {
         match (self.photometric.as_str(), self.samples) {
-            ("MONOCHROME1" | "MONOCHROME2", 1) => {}
+            ("MONOCHROME1" | "MONOCHROME2" | "PALETTE COLOR", 1) => {}
             ("RGB" | "YBR_FULL" | "YBR_FULL_422", 3) => {}
-            ("PALETTE COLOR", _) => {
-                return Err(unsupported(
-                    "PALETTE COLOR images are not supported (MONOCHROME1/2, RGB, YBR_FULL \
-                     and YBR_FULL_422 are)"
-                        .into(),
-                ));
-            }
             (pi, n) => {
                 return Err(unsupported(format!(
                     "Photometric Interpretation {pi:?} with {n} sample(s) per pixel is not \
-                     supported (MONOCHROME1/2, RGB, YBR_FULL and YBR_FULL_422 are)"
+                     supported (MONOCHROME1/2, PALETTE COLOR, RGB, YBR_FULL and YBR_FULL_422 \
+                     are)"
                 )));
             }
         }
@@ -609,7 +612,12 @@ fn jpeg_stream<'a>(
 }
 
 /// The 8-bit image of a frame (rules in the module documentation).
-fn render(info: &ImageInfo, frame: &Frame, voi: &Voi) -> Result<DynamicImage, DecodeError> {
+fn render(
+    info: &ImageInfo,
+    frame: &Frame,
+    voi: &Voi,
+    palette: Option<&Palette>,
+) -> Result<DynamicImage, DecodeError> {
     let (width, height) = (info.columns, info.rows);
     let pixels = info.pixels();
     let data = frame.data.as_ref();
@@ -647,6 +655,15 @@ fn render(info: &ImageInfo, frame: &Frame, voi: &Voi) -> Result<DynamicImage, De
         return Err(damaged("a frame holds fewer samples than its size".into()));
     }
 
+    if let Some(palette) = palette {
+        let mut rgb = Vec::with_capacity(pixels * 3);
+        for i in 0..pixels {
+            rgb.extend_from_slice(&palette.apply(stored(i)));
+        }
+        return RgbImage::from_raw(width, height, rgb)
+            .map(DynamicImage::ImageRgb8)
+            .ok_or_else(|| damaged("a frame has the wrong size".into()));
+    }
     if info.samples == 1 {
         let invert = info.photometric == "MONOCHROME1";
         let grey = render_grey(|| (0..pixels).map(stored), voi.rescale, voi.window, invert)
@@ -698,6 +715,102 @@ fn render(info: &ImageInfo, frame: &Frame, voi: &Voi) -> Result<DynamicImage, De
     RgbImage::from_raw(width, height, rgb)
         .map(DynamicImage::ImageRgb8)
         .ok_or_else(|| damaged("a frame has the wrong size".into()))
+}
+
+/// The red, green and blue lookup tables of a PALETTE COLOR image (PS3.3 C.7.6.3.1.5–6),
+/// already scaled to 8 bits.
+struct Palette {
+    tables: [(i32, Vec<u8>); 3],
+}
+
+impl Palette {
+    fn read(object: &InMemDicomObject) -> Result<Palette, DecodeError> {
+        let channel = |descriptor: Tag, data: Tag, segmented: Tag, name: &str| {
+            let Some(data) = object.get(data) else {
+                return Err(if object.get(segmented).is_some() {
+                    unsupported("segmented palettes are not supported".into())
+                } else {
+                    damaged(format!("the {name} palette is missing"))
+                });
+            };
+            let descriptor = object
+                .get(descriptor)
+                .and_then(|e| e.to_multi_int::<i64>().ok())
+                .filter(|d| d.len() == 3)
+                .ok_or_else(|| damaged(format!("the {name} palette descriptor is invalid")))?;
+            let entries = match descriptor[0] {
+                0 => 65536,
+                n @ 1..=65535 => n as usize,
+                _ => return Err(damaged(format!("the {name} palette size is invalid"))),
+            };
+            // The first mapped value is US or SS; either way it fits 16 bits.
+            let first = i32::try_from(descriptor[1])
+                .ok()
+                .filter(|f| (-32768..=65535).contains(f))
+                .ok_or_else(|| damaged(format!("the {name} palette start is invalid")))?;
+            let bits = descriptor[2];
+            let Value::Primitive(value) = data.value() else {
+                return Err(damaged(format!("the {name} palette data is invalid")));
+            };
+            let bytes = value.to_bytes();
+            let table: Vec<u8> = if bytes.len() >= entries * 2 {
+                // 16-bit words (also when the descriptor says 8 bits: the value is in the
+                // low byte then).
+                bytes
+                    .chunks_exact(2)
+                    .take(entries)
+                    .map(|w| {
+                        let v = u16::from_le_bytes([w[0], w[1]]);
+                        if bits == 8 {
+                            v.min(255) as u8
+                        } else {
+                            ((f64::from(v) * 255.0 / 65535.0) + 0.5).floor() as u8
+                        }
+                    })
+                    .collect()
+            } else if bits == 8 && bytes.len() >= entries {
+                bytes[..entries].to_vec()
+            } else {
+                return Err(damaged(format!(
+                    "the {name} palette has fewer entries than its descriptor says"
+                )));
+            };
+            Ok((first, table))
+        };
+        Ok(Palette {
+            tables: [
+                channel(
+                    Tag(0x0028, 0x1101),
+                    Tag(0x0028, 0x1201),
+                    Tag(0x0028, 0x1221),
+                    "red",
+                )?,
+                channel(
+                    Tag(0x0028, 0x1102),
+                    Tag(0x0028, 0x1202),
+                    Tag(0x0028, 0x1222),
+                    "green",
+                )?,
+                channel(
+                    Tag(0x0028, 0x1103),
+                    Tag(0x0028, 0x1203),
+                    Tag(0x0028, 0x1223),
+                    "blue",
+                )?,
+            ],
+        })
+    }
+
+    /// The colour of a stored value.
+    fn apply(&self, stored: i32) -> [u8; 3] {
+        self.tables.each_ref().map(|(first, table)| {
+            let last = table.len().saturating_sub(1);
+            let i = usize::try_from(i64::from(stored) - i64::from(*first))
+                .unwrap_or(0)
+                .min(last);
+            table.get(i).copied().unwrap_or(0)
+        })
+    }
 }
 
 /// Full-range YCbCr (ITU-R BT.601, as JPEG and DICOM YBR_FULL use it) to RGB, rounded.

@@ -332,11 +332,54 @@ fn colour_models() {
     let mut body = rgb_header("YBR_FULL_422", 0, 1, 2);
     body.extend(element(0x7FE0, 0x0010, b"OB", &[0, 255, 128, 128]));
     assert_eq!(decode_rgb(body), vec![0, 0, 0, 255, 255, 255]);
-    // PALETTE COLOR is refused by name.
-    let mut body = rgb_header("PALETTE COLOR", 0, 1, 2);
-    body.extend(element(0x7FE0, 0x0010, b"OB", &[0, 1]));
+    // PALETTE COLOR: 4-entry 16-bit tables starting at stored value 10; values below and
+    // above the table take its first and last entries.
+    let mut body = element(0x0028, 0x0002, b"US", &us(1));
+    body.extend(element(0x0028, 0x0004, b"CS", &text("PALETTE COLOR")));
+    body.extend(element(0x0028, 0x0010, b"US", &us(1)));
+    body.extend(element(0x0028, 0x0011, b"US", &us(4)));
+    body.extend(element(0x0028, 0x0100, b"US", &us(8)));
+    body.extend(element(0x0028, 0x0101, b"US", &us(8)));
+    body.extend(element(0x0028, 0x0102, b"US", &us(7)));
+    body.extend(element(0x0028, 0x0103, b"US", &us(0)));
+    let descriptor: Vec<u8> = [4u16, 10, 16]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let table = |v: [u16; 4]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let mut palette = body.clone();
+    for i in 0..3u16 {
+        palette.extend(element(0x0028, 0x1101 + i, b"US", &descriptor));
+    }
+    for (i, values) in [
+        [0u16, 65535, 32768, 0],
+        [0, 0, 65535, 257],
+        [65535, 0, 0, 65535],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        palette.extend(element(0x0028, 0x1201 + i as u16, b"OW", &table(values)));
+    }
+    palette.extend(element(0x7FE0, 0x0010, b"OB", &[9, 10, 11, 200]));
+    assert_eq!(
+        decode_rgb(palette),
+        vec![0, 0, 255, 0, 0, 255, 255, 0, 0, 0, 1, 255]
+    );
+    // Segmented palettes are refused by name.
+    let mut segmented = body.clone();
+    for i in 0..3u16 {
+        segmented.extend(element(0x0028, 0x1101 + i, b"US", &descriptor));
+    }
+    segmented.extend(element(0x0028, 0x1221, b"OW", &[0, 0, 1, 0]));
+    segmented.extend(element(0x7FE0, 0x0010, b"OB", &[0, 1, 2, 3]));
+    let error = decode_8bit(&file(EXPLICIT_LE, &segmented)).expect_err("refused");
+    assert!(error.to_string().contains("segmented palettes"), "{error}");
+    // Other colour models are refused by name.
+    let mut body = rgb_header("HSV", 0, 1, 2);
+    body.extend(element(0x7FE0, 0x0010, b"OB", &[0; 6]));
     let error = decode_8bit(&file(EXPLICIT_LE, &body)).expect_err("refused");
-    assert!(error.to_string().contains("PALETTE COLOR"), "{error}");
+    assert!(error.to_string().contains("HSV"), "{error}");
 }
 
 #[test]
