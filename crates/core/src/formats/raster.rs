@@ -36,9 +36,18 @@ pub(super) fn format_name(format: ImageFormat) -> &'static str {
 /// limit.
 pub(super) fn decode(bytes: &[u8], format: ImageFormat) -> Result<DynamicImage, DecodeError> {
     let name = format_name(format);
-    let (width, height) = ImageReader::with_format(Cursor::new(bytes), format)
-        .into_dimensions()
-        .map_err(|e| image_error(name, e))?;
+    if format == ImageFormat::Png
+        && let Some((width, height)) = png_dimensions(bytes)
+    {
+        // Checked before the decoder sees the header: on 32-bit targets (wasm) the PNG decoder
+        // itself refuses an image whose buffer would not fit in memory, without saying its size.
+        check_budget(u64::from(width), u64::from(height))?;
+    }
+    // Only the header is read here; without limits, so that an oversized image is refused by
+    // the pixel budget with its size, not by the decoder's allocation limit without one.
+    let mut header = ImageReader::with_format(Cursor::new(bytes), format);
+    header.no_limits();
+    let (width, height) = header.into_dimensions().map_err(|e| image_error(name, e))?;
     check_budget(u64::from(width), u64::from(height))?;
     if format == ImageFormat::Jpeg && !jpeg_has_end(bytes) {
         // The JPEG decoder fills a cut-off image with grey rather than failing.
@@ -51,6 +60,17 @@ pub(super) fn decode(bytes: &[u8], format: ImageFormat) -> Result<DynamicImage, 
         .decode()
         .map_err(|e| image_error(name, e))?;
     to_8bit(image)
+}
+
+/// Width and height from a PNG's leading IHDR chunk, when the file starts with one.
+fn png_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let ihdr = bytes.get(8..24)?;
+    if &ihdr[4..8] != b"IHDR" {
+        return None;
+    }
+    let width = u32::from_be_bytes(ihdr[8..12].try_into().ok()?);
+    let height = u32::from_be_bytes(ihdr[12..16].try_into().ok()?);
+    Some((width, height))
 }
 
 /// 8-bit greyscale and RGB pass through; alpha is dropped (not composited: the colour channels

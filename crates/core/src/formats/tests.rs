@@ -263,6 +263,24 @@ fn pixel_bombs_are_refused_from_the_header() {
         "{error:?}"
     );
     assert!(error.to_string().contains("2500.0 megapixels"), "{error}");
+    // The same as RGBA (10 GB decoded): the same refusal, not the decoder's memory limit.
+    let mut rgba = png_header(50_000, 50_000, 8, 6);
+    rgba.extend(chunk(
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    ));
+    rgba.extend(chunk(b"IEND", &[]));
+    assert!(
+        matches!(
+            decode_8bit(&rgba),
+            Err(DecodeError::TooLarge {
+                width: 50_000,
+                height: 50_000
+            })
+        ),
+        "{:?}",
+        decode_8bit(&rgba)
+    );
 
     // JPEG: a real 8×8 JPEG whose frame header is patched to 65 000 × 65 000.
     let mut jpeg = encode(DynamicImage::ImageRgb8(noise(8, 8)), ImageFormat::Jpeg);
