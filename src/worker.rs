@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use js_sys::{Array, ArrayBuffer, Function, Promise, Reflect, Uint8Array};
 use medtransfer_core::augment::AugmentConfig;
-use medtransfer_core::efficientnet::{EfficientNetLite0, load_from_bytes};
+use medtransfer_core::efficientnet::{EMBEDDING_DIM, EfficientNetLite0, load_from_bytes};
 use medtransfer_core::embeddings::{
     EmbeddingRequest, MemoryEmbeddingStore, View, decode_embedding, embed_cached, encode_embedding,
 };
@@ -189,6 +189,12 @@ fn load_classifier(bytes: &[u8]) {
             .clone()
             .ok_or("the network is not loaded yet".to_string())?;
         let file = ModelFile::from_bytes(bytes).map_err(|e| e.to_string())?;
+        if file.header.head.input_dim != EMBEDDING_DIM {
+            return Err(format!(
+                "the model takes {} features, the network gives {EMBEDDING_DIM}",
+                file.header.head.input_dim
+            ));
+        }
         let classifier = Classifier::new(
             &file.header.head,
             &file.weights,

@@ -321,6 +321,12 @@ impl ProjectArchive {
                 .ok_or_else(|| damaged("its model is missing"))?;
             let parsed = ModelFile::from_bytes(&model)
                 .map_err(|e| damaged(format!("its model cannot be used: {e}")))?;
+            if parsed.header.head.input_dim != EMBEDDING_DIM {
+                return Err(damaged(format!(
+                    "its model takes {} features, the project's embeddings have {EMBEDDING_DIM}",
+                    parsed.header.head.input_dim
+                )));
+            }
             if parsed.header.classes != manifest.classes {
                 return Err(damaged(format!(
                     "its model's classes ({}) are not the project's ({})",
