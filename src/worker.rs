@@ -8,16 +8,13 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use js_sys::{Array, ArrayBuffer, Function, Promise, Reflect, Uint8Array};
-use medtransfer_core::augment::AugmentConfig;
 use medtransfer_core::efficientnet::{EMBEDDING_DIM, EfficientNetLite0, load_from_bytes};
-use medtransfer_core::embeddings::{
-    EmbeddingRequest, MemoryEmbeddingStore, View, decode_embedding, embed_cached, encode_embedding,
-};
+use medtransfer_core::embeddings::{decode_embedding, encode_embedding};
 use medtransfer_core::inference::run_each;
 use medtransfer_core::model_file::ModelFile;
-use medtransfer_core::preprocess::preprocess_image;
+use medtransfer_core::preprocess::{decode_image, preprocess_decoded, preprocess_image};
 use medtransfer_core::split::stratified_split;
-use medtransfer_core::thumbnail::thumbnail_of_file;
+use medtransfer_core::thumbnail::thumbnail_of;
 use medtransfer_core::train::{CancelToken, Classifier, LabelledEmbeddings, StopReason, Trainer};
 use medtransfer_core::{BackendKind, ComputeDevice, select_device};
 use wasm_bindgen::prelude::*;
@@ -241,6 +238,30 @@ async fn yield_now() {
     let _ = JsFuture::from(promise).await;
 }
 
+/// Decodes one file once and gives the network's input (or the per-file message) and, when
+/// `with_thumbnail`, the thumbnail of the same pixels; the decoded image is dropped on return.
+fn network_input_and_thumbnail(
+    bytes: &[u8],
+    with_thumbnail: bool,
+) -> (Result<Vec<f32>, String>, Option<Vec<u8>>) {
+    if bytes.is_empty() {
+        return (
+            Err("the file is empty or could not be read".to_string()),
+            None,
+        );
+    }
+    match decode_image(bytes) {
+        Err(error) => (Err(error.to_string()), None),
+        Ok(image) => {
+            let thumbnail = with_thumbnail.then(|| thumbnail_of(&image).ok()).flatten();
+            (
+                preprocess_decoded(&image).map_err(|e| e.to_string()),
+                thumbnail,
+            )
+        }
+    }
+}
+
 /// Embeds queued images a batch at a time until the queue is empty.
 async fn drain() {
     loop {
@@ -281,42 +302,18 @@ async fn drain() {
                 });
             }
         }
-        // Thumbnails are made before the bytes move into the requests.
-        let thumbnails: Vec<Option<Vec<u8>>> = jobs
+        // Each file is decoded once: the thumbnail (of images being added) and the network's
+        // input come from the same pixels; the decoded image is dropped as soon as both exist.
+        let (inputs, thumbnails): (Vec<_>, Vec<_>) = jobs
             .iter()
-            .map(|job| {
-                (job.kind == JobKind::Embed)
-                    .then(|| thumbnail_of_file(&job.bytes).ok())
-                    .flatten()
-            })
-            .collect();
-        // The bytes move into the requests (an image can be megabytes); the jobs keep id and kind.
-        let (jobs, requests): (Vec<(ImageId, JobKind)>, Vec<EmbeddingRequest>) = jobs
-            .into_iter()
-            .map(|job| {
-                let bytes = if job.bytes.is_empty() {
-                    Err("the file is empty or could not be read".to_string())
-                } else {
-                    Ok(job.bytes)
-                };
-                (
-                    (job.id, job.kind),
-                    EmbeddingRequest {
-                        bytes,
-                        view: View::Original,
-                    },
-                )
-            })
+            .map(|job| network_input_and_thumbnail(&job.bytes, job.kind == JobKind::Embed))
             .unzip();
-        let mut store = MemoryEmbeddingStore::new();
-        let results = embed_cached(
-            &model,
-            &device.device,
-            &mut store,
-            &requests,
-            &AugmentConfig::default(),
-        )
-        .await;
+        let jobs: Vec<(ImageId, JobKind)> =
+            jobs.into_iter().map(|job| (job.id, job.kind)).collect();
+        let results = run_each(&model, inputs, &device.device)
+            .await
+            .into_iter()
+            .map(|output| output.map(|o| o.embedding));
         for (((id, kind), result), thumbnail) in jobs.into_iter().zip(results).zip(thumbnails) {
             match kind {
                 JobKind::Embed => match result {
