@@ -858,6 +858,12 @@ impl Project {
             FromWorker::Prediction { id, result } => self.predictions.update(|list| {
                 if let Some(p) = list.iter_mut().find(|p| p.id == id) {
                     p.result = Some(result);
+                    // The worker's thumbnail replaces the file itself, which the page cannot
+                    // show when it is a DICOM or a 16-bit TIFF.
+                    if let Some(thumb) = bytes.as_deref().and_then(jpeg_url) {
+                        let _ = web_sys::Url::revoke_object_url(&p.url);
+                        p.url = thumb;
+                    }
                 }
             }),
         }

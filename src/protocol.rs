@@ -140,7 +140,8 @@ pub enum FromWorker {
         /// 1,000 logits, or the error.
         result: Result<Vec<f32>, String>,
     },
-    /// A prediction's class probabilities, or why it failed.
+    /// A prediction's class probabilities, or why it failed; the image's JPEG thumbnail follows
+    /// as transferred bytes when it could be decoded.
     Prediction {
         /// The prediction's id.
         id: ImageId,

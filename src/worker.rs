@@ -302,11 +302,12 @@ async fn drain() {
                 });
             }
         }
-        // Each file is decoded once: the thumbnail (of images being added) and the network's
-        // input come from the same pixels; the decoded image is dropped as soon as both exist.
+        // Each file is decoded once: the thumbnail (of images being added or predicted: the page
+        // cannot show a DICOM or a 16-bit TIFF itself) and the network's input come from the
+        // same pixels; the decoded image is dropped as soon as both exist.
         let (inputs, thumbnails): (Vec<_>, Vec<_>) = jobs
             .iter()
-            .map(|job| network_input_and_thumbnail(&job.bytes, job.kind == JobKind::Embed))
+            .map(|job| network_input_and_thumbnail(&job.bytes, job.kind != JobKind::Classify))
             .unzip();
         let jobs: Vec<(ImageId, JobKind)> =
             jobs.into_iter().map(|job| (job.id, job.kind)).collect();
@@ -343,7 +344,7 @@ async fn drain() {
                                     .ok_or_else(|| "no prediction was returned".to_string())
                             }),
                     };
-                    post(&FromWorker::Prediction { id, result });
+                    post_with(&FromWorker::Prediction { id, result }, thumbnail);
                 }
             }
         }

@@ -202,6 +202,9 @@ test('DICOM and 16-bit images dropped into the page: decoded, trained on, predic
     const prediction = page.getByTestId('prediction').first();
     await prediction.waitFor({ timeout: 300_000 });
     assert.ok(['first', 'second'].includes(await prediction.getAttribute('data-label')));
+    // The browser cannot show a DICOM itself: the prediction shows the worker's thumbnail.
+    const shown = prediction.locator('img');
+    await page.waitForFunction((img) => img.complete && img.naturalWidth > 0, await shown.elementHandle(), { timeout: 30_000 });
     await screenshot(page, 'formats-3-predicted');
 
     assert.deepEqual(record.foreign, [], 'requests left the page origin');
