@@ -96,18 +96,29 @@ pub async fn run_each(
     inputs: Vec<Result<Vec<f32>, String>>,
     device: &Device,
 ) -> Vec<Result<ImageOutput, String>> {
-    let ok_inputs: Vec<Vec<f32>> = inputs
-        .iter()
-        .filter_map(|r| r.as_ref().ok().cloned())
+    // The inputs (600 kB each) move into the batch; only the errors stay behind, in order.
+    let mut ok_inputs = Vec::with_capacity(inputs.len());
+    let errors: Vec<Option<String>> = inputs
+        .into_iter()
+        .map(|input| match input {
+            Ok(pixels) => {
+                ok_inputs.push(pixels);
+                None
+            }
+            Err(error) => Some(error),
+        })
         .collect();
     let mut outputs = match run_batch(model, &ok_inputs, device).await {
         Ok(output) => Ok(output.embeddings.into_iter().zip(output.logits)),
         Err(error) => Err(error.to_string()),
     };
-    inputs
+    drop(ok_inputs);
+    errors
         .into_iter()
-        .map(|input| {
-            input?;
+        .map(|error| {
+            if let Some(error) = error {
+                return Err(error);
+            }
             match &mut outputs {
                 Ok(rows) => rows
                     .next()
