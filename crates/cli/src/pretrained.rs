@@ -32,7 +32,7 @@ pub struct PretrainedArgs {
     /// Where to compute.
     #[arg(long, value_enum, default_value_t)]
     backend: Backend,
-    /// Images read and decoded at a time (the network runs them in passes of at most 8).
+    /// Images read and decoded at a time (on a GPU the network runs them in passes of at most 8).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     batch: u16,
 }

@@ -3,8 +3,9 @@
 
 use burn::tensor::Device;
 
-use crate::efficientnet::{EMBEDDING_DIM, EfficientNetLite0, NUM_CLASSES};
-use crate::preprocess::{PreprocessError, batch_to_tensor};
+use crate::efficientnet::cpu::cpu_network;
+use crate::efficientnet::{EMBEDDING_DIM, EfficientNetLite0, IMAGE_SIZE, NUM_CLASSES};
+use crate::preprocess::{INPUT_LEN, PreprocessError, batch_to_tensor};
 use crate::readback::{ComputeError, read_f32};
 
 /// Errors from running the backbone on a batch.
@@ -32,26 +33,85 @@ pub struct BatchOutput {
 /// (154 MB) fails on such adapters, so larger batches run as several passes.
 pub const MAX_FORWARD_BATCH: usize = 8;
 
-/// Runs `model` on `images` (each a flat CHW 3×224×224 from [`crate::preprocess`]), in forward
-/// passes of at most [`MAX_FORWARD_BATCH`] images.
+/// Which implementation of the network a forward pass runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// On the CPU (`flex` device): MedTransfer's own kernels ([`crate::efficientnet::cpu`]),
+    /// several times faster than the Burn graph there; on a GPU: the Burn graph.
+    Auto,
+    /// Always the Burn graph on `device` (for comparisons and benchmarks).
+    BurnGraph,
+}
+
+/// Runs `model` on `images` (each a flat CHW 3×224×224 from [`crate::preprocess`]): on the CPU
+/// through MedTransfer's own kernels in one pass, on a GPU through Burn in forward passes of at
+/// most [`MAX_FORWARD_BATCH`] images (see [`Engine::Auto`]).
 pub async fn run_batch(
     model: &EfficientNetLite0,
     images: &[Vec<f32>],
     device: &Device,
 ) -> Result<BatchOutput, InferenceError> {
+    run_batch_on(model, images, device, Engine::Auto).await
+}
+
+/// [`run_batch`] with the implementation chosen by the caller.
+pub async fn run_batch_on(
+    model: &EfficientNetLite0,
+    images: &[Vec<f32>],
+    device: &Device,
+    engine: Engine,
+) -> Result<BatchOutput, InferenceError> {
     let mut all = BatchOutput {
         embeddings: Vec::with_capacity(images.len()),
         logits: Vec::with_capacity(images.len()),
     };
-    for chunk in images.chunks(MAX_FORWARD_BATCH) {
-        let output = run_forward_pass(model, chunk, device).await?;
+    let kernels = engine == Engine::Auto && *device == Device::flex();
+    // The CPU kernels have no buffer-size limit and reuse one set of activation buffers per
+    // thread, so they take the whole batch at once: every core gets whole images.
+    let pass_len = if kernels {
+        images.len().max(1)
+    } else {
+        MAX_FORWARD_BATCH
+    };
+    for chunk in images.chunks(pass_len) {
+        let output = if kernels {
+            run_cpu_kernels(model, chunk).await?
+        } else {
+            run_forward_pass(model, chunk, device).await?
+        };
         all.embeddings.extend(output.embeddings);
         all.logits.extend(output.logits);
     }
     Ok(all)
 }
 
-/// One forward pass over `images` (non-empty, at most [`MAX_FORWARD_BATCH`]).
+/// One forward pass over `images` on the CPU kernels.
+async fn run_cpu_kernels(
+    model: &EfficientNetLite0,
+    images: &[Vec<f32>],
+) -> Result<BatchOutput, InferenceError> {
+    for (index, image) in images.iter().enumerate() {
+        if image.len() != INPUT_LEN {
+            return Err(PreprocessError::WrongLength {
+                index,
+                len: image.len(),
+            }
+            .into());
+        }
+    }
+    let network = cpu_network(model).await.map_err(ComputeError::from)?;
+    let inputs: Vec<&[f32]> = images.iter().map(Vec::as_slice).collect();
+    let output = network
+        .forward(&inputs, IMAGE_SIZE, IMAGE_SIZE)
+        .map_err(|e| ComputeError::Execution(e.to_string()))?;
+    Ok(split_rows(
+        images.len(),
+        &output.embeddings,
+        &output.logits,
+    )?)
+}
+
+/// One forward pass over `images` (non-empty, at most [`MAX_FORWARD_BATCH`]) through Burn.
 async fn run_forward_pass(
     model: &EfficientNetLite0,
     images: &[Vec<f32>],
@@ -60,15 +120,17 @@ async fn run_forward_pass(
     let output = model.forward(batch_to_tensor(images, device)?);
     let embeddings = read_f32(output.embedding).await?;
     let logits = read_f32(output.logits).await?;
-    let expected = (images.len() * EMBEDDING_DIM, images.len() * NUM_CLASSES);
-    if (embeddings.len(), logits.len()) != expected {
+    Ok(split_rows(images.len(), &embeddings, &logits)?)
+}
+
+/// Splits flat `[n, EMBEDDING_DIM]` and `[n, NUM_CLASSES]` results into one row per image.
+fn split_rows(n: usize, embeddings: &[f32], logits: &[f32]) -> Result<BatchOutput, ComputeError> {
+    if (embeddings.len(), logits.len()) != (n * EMBEDDING_DIM, n * NUM_CLASSES) {
         return Err(ComputeError::Execution(format!(
-            "read back {} embedding and {} logit values for {} images",
+            "read back {} embedding and {} logit values for {n} images",
             embeddings.len(),
             logits.len(),
-            images.len()
-        ))
-        .into());
+        )));
     }
     Ok(BatchOutput {
         embeddings: embeddings

@@ -20,6 +20,7 @@ use medtransfer_core::efficientnet::{
     PYTORCH_WEIGHTS_FILE_NAME, WeightsError, convert_pytorch_weights, load_from_bytes,
     top_k_predictions,
 };
+use medtransfer_core::inference::{Engine, run_batch_on};
 use medtransfer_core::preprocess::{batch_to_tensor, preprocess_image};
 use medtransfer_core::readback::read_f32;
 
@@ -151,33 +152,19 @@ fn golden_fixtures_are_complete() {
     }
 }
 
-/// Logits and embeddings of the three 224×224 fixture inputs, run as one batch, agree with the
-/// float64 numpy oracle.
-#[test]
-fn matches_the_numpy_oracle_on_golden_fixtures() {
-    let Some(model) = model_or_skip("matches_the_numpy_oracle_on_golden_fixtures") else {
-        return;
-    };
-    let goldens = golden_fixtures();
-    let inputs: Vec<Vec<f32>> = goldens
+/// The golden fixtures' inputs, preprocessed as the app does.
+fn golden_inputs(goldens: &[Golden]) -> Vec<Vec<f32>> {
+    goldens
         .iter()
         .map(|g| {
             let bytes = std::fs::read(fixtures_dir().join(&g.file)).expect("input PNG");
             preprocess_image(&bytes).expect("preprocesses")
         })
-        .collect();
-    let batch = batch_to_tensor(&inputs, &Device::flex()).expect("batches");
+        .collect()
+}
 
-    let started = Instant::now();
-    let output = model.forward(batch);
-    let logits = read(output.logits);
-    let embeddings = read(output.embedding);
-    eprintln!(
-        "forward of a batch of {} on flex: {:.2?}",
-        goldens.len(),
-        started.elapsed()
-    );
-
+/// Asserts that flat `[n, 1000]` logits and `[n, 1280]` embeddings agree with the oracle.
+fn assert_matches_goldens(goldens: &[Golden], logits: &[f32], embeddings: &[f32], engine: &str) {
     for (i, golden) in goldens.iter().enumerate() {
         let ours_logits = &logits[i * NUM_CLASSES..(i + 1) * NUM_CLASSES];
         let ours_embedding = &embeddings[i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM];
@@ -199,24 +186,112 @@ fn matches_the_numpy_oracle_on_golden_fixtures() {
             .map(|(i, _)| i)
             .expect("non-empty");
         eprintln!(
-            "{}: max |Δlogit| = {max_abs:.3e}, max |Δembedding| = {max_abs_embedding:.3e}, \
-             cosine = {cos:.9} (1 − cosine = {:.1e}), top-1 {top1} (oracle {})",
+            "{engine}, {}: max |Δlogit| = {max_abs:.3e}, max |Δembedding| = \
+             {max_abs_embedding:.3e}, cosine = {cos:.9} (1 − cosine = {:.1e}), top-1 {top1} \
+             (oracle {})",
             golden.file,
             1.0 - cos,
             golden.top1
         );
         assert!(
             max_abs <= LOGIT_TOLERANCE,
-            "{}: logits differ from the oracle by up to {max_abs}",
+            "{engine}, {}: logits differ from the oracle by up to {max_abs}",
             golden.file
         );
         assert!(
             cos >= MIN_EMBEDDING_COSINE,
-            "{}: embedding cosine {cos} vs the oracle",
+            "{engine}, {}: embedding cosine {cos} vs the oracle",
             golden.file
         );
-        assert_eq!(top1, golden.top1, "{}: top-1 class", golden.file);
+        assert_eq!(top1, golden.top1, "{engine}, {}: top-1 class", golden.file);
     }
+}
+
+/// Logits and embeddings of the three 224×224 fixture inputs, run as one batch through the
+/// Burn graph on `flex`, agree with the float64 numpy oracle.
+#[test]
+fn matches_the_numpy_oracle_on_golden_fixtures() {
+    let Some(model) = model_or_skip("matches_the_numpy_oracle_on_golden_fixtures") else {
+        return;
+    };
+    let goldens = golden_fixtures();
+    let batch = batch_to_tensor(&golden_inputs(&goldens), &Device::flex()).expect("batches");
+
+    let started = Instant::now();
+    let output = model.forward(batch);
+    let logits = read(output.logits);
+    let embeddings = read(output.embedding);
+    eprintln!(
+        "forward of a batch of {} on flex: {:.2?}",
+        goldens.len(),
+        started.elapsed()
+    );
+    assert_matches_goldens(&goldens, &logits, &embeddings, "Burn graph");
+}
+
+/// The CPU path (`run_batch` on `flex`, which runs MedTransfer's own kernels) agrees with the
+/// oracle on the golden fixtures, and with the Burn graph on other images.
+#[test]
+fn cpu_kernels_match_the_numpy_oracle_and_the_burn_graph() {
+    let Some(model) = model_or_skip("cpu_kernels_match_the_numpy_oracle_and_the_burn_graph") else {
+        return;
+    };
+    let device = Device::flex();
+    let goldens = golden_fixtures();
+    let output = pollster::block_on(run_batch_on(
+        &model,
+        &golden_inputs(&goldens),
+        &device,
+        Engine::Auto,
+    ))
+    .expect("the kernels run");
+    assert_matches_goldens(
+        &goldens,
+        &output.logits.concat(),
+        &output.embeddings.concat(),
+        "CPU kernels",
+    );
+
+    // Pseudo-random images over the whole input range, one batch on each engine.
+    let images: Vec<Vec<f32>> = (0..3)
+        .map(|i| {
+            (0..3 * 224 * 224)
+                .map(|j: usize| {
+                    ((j.wrapping_mul(2654435761) >> (7 + i)) % 256) as f32 / 128.0 - 1.0
+                })
+                .collect()
+        })
+        .collect();
+    let kernels = pollster::block_on(run_batch_on(&model, &images, &device, Engine::Auto))
+        .expect("the kernels run");
+    let graph = pollster::block_on(run_batch_on(&model, &images, &device, Engine::BurnGraph))
+        .expect("the graph runs");
+    for (i, (ours, burn)) in kernels.logits.iter().zip(&graph.logits).enumerate() {
+        let max_diff = ours
+            .iter()
+            .zip(burn)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        eprintln!("image {i}: kernels vs Burn graph, max |Δlogit| = {max_diff:.3e}");
+        assert!(max_diff <= 1e-3, "image {i}: logits differ by {max_diff}");
+    }
+    for (ours, burn) in kernels.embeddings.iter().zip(&graph.embeddings) {
+        let max_diff = ours
+            .iter()
+            .zip(burn)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(max_diff <= 1e-3, "embeddings differ by {max_diff}");
+    }
+    // A wrong-sized input is an error, not a panic.
+    let error = pollster::block_on(run_batch_on(
+        &model,
+        &[vec![0.0; 10]],
+        &device,
+        Engine::Auto,
+    ))
+    .expect_err("a 10-value image");
+    assert!(error.to_string().contains("10"), "{error}");
 }
 
 /// The original (non-224×224) photos, through the shared preprocessing (whole-image resize),
@@ -362,7 +437,8 @@ fn run_batch_splits_large_batches_without_changing_results() {
     };
     let device = Device::flex();
     let batch = medtransfer_core::inference::MAX_FORWARD_BATCH + 2;
-    // Distinct images, so that a mix-up of order across passes would show.
+    // Distinct images, so that a mix-up of order across passes (the Burn graph, as on a GPU) or
+    // across threads (the CPU kernels, whole images per core) would show.
     let images: Vec<Vec<f32>> = (0..batch)
         .map(|i| {
             (0..3 * 224 * 224)
@@ -370,27 +446,23 @@ fn run_batch_splits_large_batches_without_changing_results() {
                 .collect()
         })
         .collect();
-    let together = pollster::block_on(medtransfer_core::inference::run_batch(
-        &model, &images, &device,
-    ))
-    .expect("the batch runs");
-    assert_eq!(together.embeddings.len(), batch);
-    assert_eq!(together.logits.len(), batch);
-    for i in [0, batch - 1] {
-        let alone = pollster::block_on(medtransfer_core::inference::run_batch(
-            &model,
-            &images[i..=i],
-            &device,
-        ))
-        .expect("one image runs");
-        let max_diff = alone.logits[0]
-            .iter()
-            .zip(&together.logits[i])
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(
-            max_diff < 1e-4,
-            "image {i}: batched vs alone differ by {max_diff}"
-        );
+    for engine in [Engine::Auto, Engine::BurnGraph] {
+        let together = pollster::block_on(run_batch_on(&model, &images, &device, engine))
+            .expect("the batch runs");
+        assert_eq!(together.embeddings.len(), batch);
+        assert_eq!(together.logits.len(), batch);
+        for i in [0, batch / 2, batch - 1] {
+            let alone = pollster::block_on(run_batch_on(&model, &images[i..=i], &device, engine))
+                .expect("one image runs");
+            let max_diff = alone.logits[0]
+                .iter()
+                .zip(&together.logits[i])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                max_diff < 1e-4,
+                "{engine:?}, image {i}: batched vs alone differ by {max_diff}"
+            );
+        }
     }
 }

@@ -6,10 +6,12 @@
 //!   embedding and 1000 ImageNet logits per image;
 //! - [`weights`]: converting the published PyTorch checkpoint (native only) into one burnpack
 //!   file, and loading that file from bytes (everywhere, including the browser);
-//! - [`labels`]: the ImageNet-1k class names and top-k predictions.
+//! - [`labels`]: the ImageNet-1k class names and top-k predictions;
+//! - [`cpu`]: the same network on MedTransfer's own CPU kernels, which the CPU path runs.
 //!
 //! Inputs are NCHW `[N, 3, 224, 224]` tensors made by [`crate::preprocess`].
 
+pub mod cpu;
 pub mod labels;
 pub mod model;
 pub mod weights;
