@@ -62,18 +62,20 @@ def native_section(native, load_note):
     lines = [
         "## Native CPU: embeddings per second",
         "",
-        "MedTransfer on Burn's `flex` CPU backend (`efficientnet_bench flex --batch N --json`: the "
-        "core's `run_batch`, the path the CLI and app use, forward passes of at most 8 images, "
-        "embeddings and logits read back) against onnxruntime "
+        "MedTransfer's CPU path (`efficientnet_bench flex --batch N --json`: the core's "
+        "`run_batch`, the path the CLI and app use on the CPU, which runs the network on "
+        "MedTransfer's own kernels, `crates/kernels`, the whole batch in one pass, embeddings and "
+        "logits read back) against onnxruntime "
         f"{native['onnxruntime_version']} (CPU execution provider, default session options: all "
         "graph optimisations, one intra-op thread per core) on the ONNX graph built from the same "
         "checkpoint. Constant input, one warm-up, then timed whole batches; every measurement is "
         f"a fresh process, ours and onnxruntime alternating ({native['reps']} repetitions each); "
         "figures are medians over all timed runs. Peak memory: the process's peak resident set "
-        "(`VmHWM`), median over the repetitions: ours includes the weights and Burn; "
+        "(`VmHWM`), median over the repetitions: ours includes the weights (twice: Burn's copy "
+        "and the kernels' copy) and Burn; "
         "onnxruntime's includes the Python interpreter and numpy.",
         "",
-        "| batch | MedTransfer `flex` | onnxruntime CPU | ours / onnxruntime | peak memory, ours | peak memory, onnxruntime |",
+        "| batch | MedTransfer CPU (`flex`) | onnxruntime CPU | ours / onnxruntime | peak memory, ours | peak memory, onnxruntime |",
         "|---|---|---|---|---|---|",
     ]
     for batch, s in native["batches"].items():
@@ -180,14 +182,15 @@ def gpu_machine_section(folder):
         "MedTransfer on Burn's wgpu backend through **Vulkan** (the core's `run_batch`: forward "
         "passes of at most 8 images, embeddings and logits read back) against onnxruntime "
         f"{gpu['onnxruntime_version']} with the {gpu['peer_provider']} on the same machine "
-        "(the installed onnxruntime there has no CUDA execution provider), and our `flex` CPU "
-        "backend against onnxruntime's CPU provider on its "
+        "(the installed onnxruntime there has no CUDA execution provider), and our CPU path "
+        "as it was then (the Burn graph on `flex`, before MedTransfer's own CPU kernels; not "
+        "re-measured since, no such machine was at hand) against onnxruntime's CPU provider on its "
         f"{gpu['cpu_threads']} cores; alternating, {gpu['reps']} repetitions, medians.",
         "",
         "| batch | engine | ours | onnxruntime CPU | ours / onnxruntime | peak memory, ours | peak memory, onnxruntime |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, data in (("wgpu (Vulkan, H100)", gpu), ("flex (CPU)", cpu)):
+    for name, data in (("wgpu (Vulkan, H100)", gpu), ("Burn graph on flex (CPU)", cpu)):
         if not data:
             continue
         for batch, s in data["batches"].items():
@@ -205,9 +208,9 @@ def gpu_machine_section(folder):
         "Read: on this GPU our forward pass is bound by per-dispatch cost and by Burn's generic "
         "1×1 convolution (matrix product) kernels, not by the GPU's arithmetic: 8 images take "
         "about 16 ms where the same network needs well under 1 GFLOP per image; onnxruntime's "
-        "CPU provider on 16 cores is still ahead. The CPU backend `flex` does not scale with "
-        "cores (29 embeddings/s on 16 cores against 18 on 2), which is where the native CPU "
-        "gap above comes from.",
+        "CPU provider on 16 cores is still ahead. The Burn graph on `flex` did not scale with "
+        "cores (29 embeddings/s on 16 cores against 18 on 2); the CPU kernels that replaced it "
+        "give each core whole images, but have not been measured on a 16-core machine yet.",
         "",
     ]
     return lines
@@ -223,7 +226,7 @@ def plot(native, browser, heads, path):
         ours.append(s["medtransfer"]["per_s"])
         peer.append(s["onnxruntime"]["per_s"])
     x = range(len(labels))
-    ax.bar([i - 0.2 for i in x], ours, 0.4, label="MedTransfer (flex)")
+    ax.bar([i - 0.2 for i in x], ours, 0.4, label="MedTransfer (CPU)")
     ax.bar([i + 0.2 for i in x], peer, 0.4, label="onnxruntime CPU")
     ax.set_xticks(list(x), labels)
     ax.set_ylabel("embeddings / s (higher is better)")
@@ -283,8 +286,10 @@ def main():
     check = load(f"{r}/onnx-check.json")
     machine = kv(f"{r}/machine.txt")
     profile = open(f"{r}/profile.txt").read() if os.path.exists(f"{r}/profile.txt") else ""
-    if "per-op profile" in profile:  # the example prints a warm-up profile, then the measured one
-        profile = profile[profile.rindex("per-op profile"):]
+    # The example prints a warm-up profile, then the measured one: keep the last.
+    titles = [i for i, line in enumerate(profile.splitlines()) if line.startswith("per-")]
+    if titles:
+        profile = "\n".join(profile.splitlines()[titles[-1]:])
     busy = any(float(machine.get(k, "0").split()[0] or 0) > 1.0 for k in ("load_before", "load_after"))
     load_note = (f"The machine was shared while this ran (load average {machine.get('load_before', '?').split()[0]} "
                  f"before, {machine.get('load_after', '?').split()[0]} after, on 2 cores: other "
@@ -311,7 +316,8 @@ def main():
         "about GPU performance. Native figures from a machine with a real GPU are in their own "
         "section below.",
         f"- **Versions**: {machine.get('rustc', '?')}, Burn 0.22.1 (dev profile: opt-level 1, "
-        "`burn-flex`/`gemm*` at opt-level 3), onnxruntime "
+        "`burn-flex`/`gemm*`/`medtransfer-kernels` at opt-level 3, the last two without debug "
+        "assertions), onnxruntime "
         f"{native['onnxruntime_version'] if native else '?'}, onnxruntime-web "
         f"{browser['ort_web_version'] if browser else '?'}, scikit-learn "
         f"{heads['sklearn_version'] if heads else '?'}, {machine.get('chromium', '?')}, node "
@@ -337,9 +343,10 @@ def main():
     if native:
         md += native_section(native, "(See **Load** above.)")
     if profile:
-        md += ["Where our time goes (per-op profile, `efficientnet_bench flex profile`, batch 8, "
-               "each op synchronised by a one-value read-back, BatchNorm already folded into every "
-               "convolution; read the shares, not the times, on a shared machine):", "", "```", profile.strip(), "```", ""]
+        md += ["Where our time goes (per-layer profile of the CPU kernels, `efficientnet_bench "
+               "flex profile`: 8 images one at a time, each layer split over the cores, "
+               "BatchNorm already folded into every convolution; read the shares, not the times, "
+               "on a shared machine):", "", "```", profile.strip(), "```", ""]
     md += [OPTIMISATION.strip(), ""]
     if browser:
         md += browser_section(browser)

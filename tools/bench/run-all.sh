@@ -7,7 +7,7 @@
 #      cached embeddings (chest X-rays, official test split);
 #   4. browser: the app's WebGPU and CPU paths against onnxruntime-web's WebGPU and wasm
 #      execution providers in headless Debian Chromium (skipped with BENCH_SKIP_BROWSER=1);
-#   5. the per-op profile of our forward pass; then tools/bench/render.py writes the results.
+#   5. the per-layer profile of our CPU path (the kernels); then tools/bench/render.py writes the results.
 # Not part of the test command (scripts/test.sh). Takes about 10-20 minutes on 2 cores.
 #
 # Needs: cargo, python3 (a venv with onnx, onnxruntime, numpy, pillow, scikit-learn and
@@ -65,7 +65,7 @@ step "Native CPU: MedTransfer (flex) and onnxruntime, alternating"
 "$py" tools/bench/native.py --onnx "$out/efficientnet-lite0.onnx" --ours "$bench" \
     --weights "$weights/efficientnet-lite0.bpk" --reps "$reps" --out "$out/native.json"
 
-step "Per-op profile of our forward pass (flex, batch 8)"
+step "Per-layer profile of our CPU path (the kernels, 8 images)"
 "$bench" flex "$weights/efficientnet-lite0.bpk" profile --batch 1 --runs 1 > "$out/profile.txt"
 
 step "Head training: MedTransfer against scikit-learn"

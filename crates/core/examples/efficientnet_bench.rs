@@ -1,15 +1,18 @@
 //! Embeddings per second of EfficientNet-Lite0 at batch 1 and 32, natively.
 //!
-//! `cargo run -p medtransfer-core --example efficientnet_bench -- [flex|wgpu] [profile] [WEIGHTS.bpk]
-//!  [--batch N] [--runs R] [--json]`
-//! (`flex`, the default, is Burn's pure-Rust CPU backend; `wgpu` the GPU through wgpu, here a
-//! software renderer when no GPU driver exists). Needs the converted weights (scripts/setup.sh).
+//! `cargo run -p medtransfer-core --example efficientnet_bench -- [flex|flex-graph|wgpu] [profile]
+//!  [WEIGHTS.bpk] [--batch N] [--runs R] [--json]`
+//! (`flex`, the default, is the CPU path as the app and CLI run it: MedTransfer's own CPU kernels,
+//! `crates/kernels`; `flex-graph` the Burn graph op by op on Burn's pure-Rust CPU backend, which
+//! the CPU path ran before those kernels; `wgpu` the GPU through wgpu, here a software renderer
+//! when no GPU driver exists). Needs the converted weights (scripts/setup.sh).
 //! Reports the median of several timed runs after one warm-up, at batch 1 and 32 or only at
 //! `--batch N`. With `--json`, one JSON object per batch size on its own line (every run's
 //! seconds, the median, embeddings/s, and the process's peak resident memory so far, which
 //! `tools/bench/native.py` reads; run one batch size per process for a per-batch peak). With
-//! `profile`, also the time spent in each kind of operation at batch 8 (each op is synchronised
-//! by a one-value read-back, which adds a little to every op). Native only.
+//! `profile`, also the time spent in each kind of layer: for `flex`, in the CPU kernels over 8
+//! images run one at a time; otherwise in each op of the Burn graph at batch 8 (each op is
+//! synchronised by a one-value read-back, which adds a little to every op). Native only.
 
 /// The benchmark itself (native only).
 #[cfg(not(target_arch = "wasm32"))]
@@ -21,17 +24,24 @@ mod bench {
 
     use burn::tensor::activation::relu6;
     use burn::tensor::{Device, Tensor};
+    use medtransfer_core::efficientnet::cpu::cpu_network;
     use medtransfer_core::efficientnet::{EfficientNetLite0, load_from_bytes};
-    use medtransfer_core::inference::run_batch;
+    use medtransfer_core::inference::{Engine, run_batch_on};
     use medtransfer_core::readback::read_f32;
     use medtransfer_core::{GpuPreference, select_device};
 
-    /// Embeddings of `n` preprocessed images as the app and CLI compute them ([`run_batch`]:
-    /// upload, forward passes of at most 8, async read-back).
-    fn forward(model: &EfficientNetLite0, n: usize, device: &Device) -> Result<Duration, String> {
+    /// Embeddings of `n` preprocessed images as the app and CLI compute them ([`run_batch_on`],
+    /// results read back), with the given engine.
+    fn forward(
+        model: &EfficientNetLite0,
+        n: usize,
+        device: &Device,
+        engine: Engine,
+    ) -> Result<Duration, String> {
         let images = vec![vec![0.25f32; 3 * 224 * 224]; n];
         let started = Instant::now();
-        pollster::block_on(run_batch(model, &images, device)).map_err(|e| e.to_string())?;
+        pollster::block_on(run_batch_on(model, &images, device, engine))
+            .map_err(|e| e.to_string())?;
         Ok(started.elapsed())
     }
 
@@ -56,8 +66,36 @@ mod bench {
         Ok(out)
     }
 
-    /// Time per kind of operation (stem, 1×1 expand, k×k depthwise by kernel and stride,
-    /// 1×1 project, skip add, head, pooling) over one forward of `n` images.
+    /// Time per kind of layer in MedTransfer's CPU kernels (the `flex` path), over `n` images
+    /// run one at a time (each layer split over the cores).
+    fn profile_kernels(model: &EfficientNetLite0, n: usize) -> Result<(), String> {
+        let network = pollster::block_on(cpu_network(model)).map_err(|e| e.to_string())?;
+        let image = vec![0.25f32; 3 * 224 * 224];
+        let images = vec![image.as_slice(); n];
+        let times = network
+            .profile(&images, 224, 224)
+            .map_err(|e| e.to_string())?;
+        print_profile(
+            &format!("per-layer profile of the CPU kernels, {n} images one at a time"),
+            times.by_kind.into_iter().collect(),
+        );
+        Ok(())
+    }
+
+    /// Prints `totals` largest first, with each one's share of the sum.
+    fn print_profile(title: &str, totals: BTreeMap<String, Duration>) {
+        let total: Duration = totals.values().sum();
+        println!("{title}, total {total:.1?}:");
+        let mut rows: Vec<_> = totals.into_iter().collect();
+        rows.sort_by_key(|row| std::cmp::Reverse(row.1));
+        for (name, time) in rows {
+            let share = 100.0 * time.as_secs_f64() / total.as_secs_f64();
+            println!("  {name:<36} {time:>10.1?}  {share:5.1}%");
+        }
+    }
+
+    /// Time per kind of operation of the Burn graph (stem, 1×1 expand, k×k depthwise by kernel
+    /// and stride, 1×1 project, skip add, head, pooling) over one forward of `n` images.
     fn profile(model: &EfficientNetLite0, n: usize, device: &Device) -> Result<(), String> {
         let mut totals = BTreeMap::new();
         let x = Tensor::<4>::zeros([n, 3, 224, 224], device).add_scalar(0.25);
@@ -90,14 +128,10 @@ mod bench {
         let pooled = x.reshape([b, c, h * w]).mean_dim(2).reshape([b, c]);
         pollster::block_on(read_f32(pooled)).map_err(|e| e.to_string())?;
         totals.insert("global average pool + read-back".into(), started.elapsed());
-        let total: Duration = totals.values().sum();
-        println!("per-op profile, batch {n}, total {total:.1?}:");
-        let mut rows: Vec<_> = totals.into_iter().collect();
-        rows.sort_by_key(|row| std::cmp::Reverse(row.1));
-        for (name, time) in rows {
-            let share = 100.0 * time.as_secs_f64() / total.as_secs_f64();
-            println!("  {name:<36} {time:>10.1?}  {share:5.1}%");
-        }
+        print_profile(
+            &format!("per-op profile of the Burn graph on {device:?}, batch {n}"),
+            totals,
+        );
         Ok(())
     }
 
@@ -142,8 +176,13 @@ mod bench {
         let weights = args.next().map(PathBuf::from).unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../weights/efficientnet-lite0.bpk")
         });
+        let engine = if backend == "flex-graph" {
+            Engine::BurnGraph
+        } else {
+            Engine::Auto
+        };
         let device = match backend.as_str() {
-            "flex" => Device::flex(),
+            "flex" | "flex-graph" => Device::flex(),
             "wgpu" => {
                 let selected = pollster::block_on(select_device(GpuPreference::PreferGpu {
                     adapter_label: None,
@@ -153,14 +192,18 @@ mod bench {
                 }
                 selected.device
             }
-            other => return Err(format!("unknown backend {other}: use flex or wgpu").into()),
+            other => {
+                return Err(
+                    format!("unknown backend {other}: use flex, flex-graph or wgpu").into(),
+                );
+            }
         };
         let model = load_from_bytes(&std::fs::read(&weights)?, &device)?;
         for n in batches {
-            forward(&model, n, &device)?; // warm-up (and kernel compilation on wgpu)
+            forward(&model, n, &device, engine)?; // warm-up (and kernel compilation on wgpu)
             let runs = runs_option.unwrap_or(if n == 1 { 9 } else { 3 }).max(1);
             let times: Vec<Duration> = (0..runs)
-                .map(|_| forward(&model, n, &device))
+                .map(|_| forward(&model, n, &device, engine))
                 .collect::<Result<_, _>>()?;
             let mut sorted = times.clone();
             sorted.sort();
@@ -185,8 +228,13 @@ mod bench {
             }
         }
         if with_profile {
-            profile(&model, 8, &device)?; // warm-up
-            profile(&model, 8, &device)?;
+            if engine == Engine::Auto && device == Device::flex() {
+                profile_kernels(&model, 1)?; // warm-up
+                profile_kernels(&model, 8)?;
+            } else {
+                profile(&model, 8, &device)?; // warm-up
+                profile(&model, 8, &device)?;
+            }
         }
         Ok(())
     }
