@@ -100,6 +100,18 @@ fn same_padding_before(input: usize, kernel: usize, stride: usize) -> usize {
     needed.saturating_sub(input) / 2
 }
 
+/// The `cols × rows` transpose of a row-major `rows × cols` matrix (weights from PyTorch's
+/// output-channel-first layouts into the channel-contiguous ones the kernels read).
+fn transpose(matrix: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut transposed = vec![0.0; matrix.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            transposed[c * rows + r] = matrix[r * cols + c];
+        }
+    }
+    transposed
+}
+
 /// Whether one layer may split its work over threads (only when images are not already
 /// running on every core side by side).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,14 +169,8 @@ impl Pointwise {
     ) -> Result<Self, KernelError> {
         check_len(layer, "weight", weight.len(), out_channels * in_channels)?;
         check_len(layer, "bias", bias.len(), out_channels)?;
-        let mut transposed = vec![0.0; weight.len()];
-        for o in 0..out_channels {
-            for i in 0..in_channels {
-                transposed[i * out_channels + o] = weight[o * in_channels + i];
-            }
-        }
         Ok(Self {
-            weight: transposed,
+            weight: transpose(weight, out_channels, in_channels),
             bias,
             in_channels,
             out_channels,
@@ -289,15 +295,8 @@ impl Depthwise {
     ) -> Result<Self, KernelError> {
         check_len(layer, "weight", weight.len(), channels * kernel * kernel)?;
         check_len(layer, "bias", bias.len(), channels)?;
-        let taps = kernel * kernel;
-        let mut by_tap = vec![0.0; weight.len()];
-        for c in 0..channels {
-            for t in 0..taps {
-                by_tap[t * channels + c] = weight[c * taps + t];
-            }
-        }
         Ok(Self {
-            weight: by_tap,
+            weight: transpose(weight, channels, kernel * kernel),
             bias,
             channels,
             kernel,
