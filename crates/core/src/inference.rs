@@ -5,7 +5,9 @@ use burn::tensor::Device;
 
 use crate::efficientnet::cpu::cpu_network;
 use crate::efficientnet::{EMBEDDING_DIM, EfficientNetLite0, IMAGE_SIZE, NUM_CLASSES};
-use crate::preprocess::{INPUT_LEN, PreprocessError, batch_to_tensor};
+use medtransfer_kernels::KernelError;
+
+use crate::preprocess::{PreprocessError, batch_to_tensor};
 use crate::readback::{ComputeError, read_f32};
 
 /// Errors from running the backbone on a batch.
@@ -61,24 +63,17 @@ pub async fn run_batch_on(
     device: &Device,
     engine: Engine,
 ) -> Result<BatchOutput, InferenceError> {
+    // The CPU kernels have no buffer-size limit and reuse one set of activation buffers per
+    // thread, so they take the whole batch in one pass: every core gets whole images.
+    if engine == Engine::Auto && *device == Device::flex() && !images.is_empty() {
+        return run_cpu_kernels(model, images).await;
+    }
     let mut all = BatchOutput {
         embeddings: Vec::with_capacity(images.len()),
         logits: Vec::with_capacity(images.len()),
     };
-    let kernels = engine == Engine::Auto && *device == Device::flex();
-    // The CPU kernels have no buffer-size limit and reuse one set of activation buffers per
-    // thread, so they take the whole batch at once: every core gets whole images.
-    let pass_len = if kernels {
-        images.len().max(1)
-    } else {
-        MAX_FORWARD_BATCH
-    };
-    for chunk in images.chunks(pass_len) {
-        let output = if kernels {
-            run_cpu_kernels(model, chunk).await?
-        } else {
-            run_forward_pass(model, chunk, device).await?
-        };
+    for chunk in images.chunks(MAX_FORWARD_BATCH) {
+        let output = run_forward_pass(model, chunk, device).await?;
         all.embeddings.extend(output.embeddings);
         all.logits.extend(output.logits);
     }
@@ -90,20 +85,16 @@ async fn run_cpu_kernels(
     model: &EfficientNetLite0,
     images: &[Vec<f32>],
 ) -> Result<BatchOutput, InferenceError> {
-    for (index, image) in images.iter().enumerate() {
-        if image.len() != INPUT_LEN {
-            return Err(PreprocessError::WrongLength {
-                index,
-                len: image.len(),
-            }
-            .into());
-        }
-    }
     let network = cpu_network(model).await.map_err(ComputeError::from)?;
     let inputs: Vec<&[f32]> = images.iter().map(Vec::as_slice).collect();
     let output = network
         .forward(&inputs, IMAGE_SIZE, IMAGE_SIZE)
-        .map_err(|e| ComputeError::Execution(e.to_string()))?;
+        .map_err(|error| match error {
+            KernelError::InputLength { index, got, .. } => {
+                InferenceError::from(PreprocessError::WrongLength { index, len: got })
+            }
+            other => ComputeError::Execution(other.to_string()).into(),
+        })?;
     Ok(split_rows(
         images.len(),
         &output.embeddings,
