@@ -150,7 +150,7 @@ const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.le
 const result = { date: new Date().toISOString(), ort_web_version: ortVersion, images: images.map((f) => basename(f)), batches, reps, comparisons: [] };
 const comparisons = [
   { name: 'WebGPU', webgpu: true, ours: 'app WebGPU', peers: [{ label: 'onnxruntime-web webgpu', ep: 'webgpu', threads: 1 }] },
-  { name: 'CPU', webgpu: false, ours: 'app CPU (flex in wasm, 1 thread)', peers: [
+  { name: 'CPU', webgpu: false, ours: 'app CPU (own kernels in wasm, 1 thread)', peers: [
     { label: 'onnxruntime-web wasm SIMD, 1 thread', ep: 'wasm', threads: 1 },
     { label: 'onnxruntime-web wasm SIMD, 2 threads', ep: 'wasm', threads: 2 },
   ] },
