@@ -168,13 +168,8 @@ impl Pointwise {
         in_channels: usize,
     ) -> Result<Self, KernelError> {
         check_len(layer, "weight", weight.len(), out_channels * in_channels)?;
-        check_len(layer, "bias", bias.len(), out_channels)?;
-        Ok(Self {
-            weight: transpose(weight, out_channels, in_channels),
-            bias,
-            in_channels,
-            out_channels,
-        })
+        let weight = transpose(weight, out_channels, in_channels);
+        Self::from_in_out(layer, weight, bias, in_channels, out_channels)
     }
 
     /// Builds the layer from a `[C_in, C_out]` row-major matrix (Burn's `Linear` layout).
