@@ -5,9 +5,9 @@ X-ray training folder, scored on the official test split (624 images).
 
 scikit-learn reads the embeddings straight from MedTransfer's on-disk cache (the CLI fills it;
 see crates/core/src/embeddings.rs and crates/cli/src/dataset.rs): key
-`{BACKBONE_ID}|{PREPROCESSING_ID}|{DECODER_ID}|{sha256 of the file}|original`, stored as little-endian f32 in
-`<cache>/<h[:2]>/<h>.f32` with `h` = sha256 hex of the key. So both sides see bit-identical
-inputs. Times are training only (embeddings already cached, not counting loading them):
+`{BACKBONE_ID}|{PREPROCESSING_ID}|{DECODER_ID}|{sha256 of the file}|original`, stored as
+little-endian f32 in `<cache>/<h[:2]>/<h>.f32` with `h` = sha256 hex of the key. So both sides
+see bit-identical inputs. Times are training only (embeddings already cached, not counting loading them):
 `train_seconds` from `medtransfer train --json`, `fit()` for scikit-learn.
 
   heads.py --medtransfer PATH/medtransfer --data ../shared/data/chest-xray-pneumonia \

@@ -2,11 +2,10 @@
 //! logits read back to the host asynchronously, shared by the CLI and the browser app.
 
 use burn::tensor::Device;
+use medtransfer_kernels::KernelError;
 
 use crate::efficientnet::cpu::cpu_network;
 use crate::efficientnet::{EMBEDDING_DIM, EfficientNetLite0, IMAGE_SIZE, NUM_CLASSES};
-use medtransfer_kernels::KernelError;
-
 use crate::preprocess::{PreprocessError, batch_to_tensor};
 use crate::readback::{ComputeError, read_f32};
 
