@@ -246,7 +246,7 @@ fn network_input_and_thumbnail(
 ) -> (Result<Vec<f32>, String>, Option<Vec<u8>>) {
     if bytes.is_empty() {
         return (
-            Err("the file is empty or could not be read".to_string()),
+            Err("empty file (0 bytes), or it could not be read".to_string()),
             None,
         );
     }
@@ -288,7 +288,7 @@ async fn drain() {
                 .iter()
                 .map(|job| {
                     if job.bytes.is_empty() {
-                        Err("the file is empty or could not be read".to_string())
+                        Err("empty file (0 bytes), or it could not be read".to_string())
                     } else {
                         preprocess_image(&job.bytes).map_err(|e| e.to_string())
                     }

@@ -169,7 +169,7 @@ test('DICOM and 16-bit images dropped into the page: decoded, trained on, predic
     assert.equal(await cards.nth(1).getByTestId('class-rejected').locator('li').count(), bad.length, rejected);
     assert.match(rejected, /noise\.dcm: cannot decode the file: it is not in a recognised image format/);
     assert.match(rejected, /bomb\.png: the image is too large: 50000×50000/);
-    assert.match(rejected, /empty\.png: the file is empty or could not be read/);
+    assert.match(rejected, /empty\.png: empty file \(0 bytes\)/);
     assert.match(rejected, /notes\.png: cannot decode/);
     if (samplesAvailable) assert.match(rejected, /MR_small_jp2klossless\.dcm: .*JPEG 2000.*not supported/);
 

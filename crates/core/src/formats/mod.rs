@@ -26,13 +26,33 @@ use image::{DynamicImage, ImageFormat};
 /// of a few hundred bytes would otherwise ask for gigabytes).
 pub const MAX_PIXELS: u64 = 100_000_000;
 
+/// Memory a file's decoding may allocate, in bytes, for an image (one frame) of `pixels`
+/// pixels: 16 bytes per pixel (room for 16-bit RGBA and one working copy) plus 32 MiB for
+/// metadata and the decoders' own buffers, and never more than 512 MiB. Metadata that would
+/// inflate beyond it (a PNG colour profile, a deflated DICOM data set, TIFF tag values) is
+/// refused with [`DecodeError::MemoryLimit`], so a small file cannot make the decoder allocate
+/// hundreds of megabytes for a small picture.
+pub fn memory_budget(pixels: u64) -> u64 {
+    pixels
+        .saturating_mul(16)
+        .saturating_add(METADATA_BUDGET)
+        .min(MAX_DECODE_BYTES)
+}
+
+/// The constant part of [`memory_budget`]: 32 MiB.
+pub const METADATA_BUDGET: u64 = 32 << 20;
+
+/// The most [`memory_budget`] gives any file: 512 MiB.
+pub const MAX_DECODE_BYTES: u64 = 512 << 20;
+
 /// Identifies the decoding rules of this module (which files decode, and to which 8-bit
 /// pixels). Part of the embedding cache keys ([`crate::embeddings::cache_key`]), so that a
-/// change here (e.g. 16-bit PNGs, windowed since v1, were plainly scaled before) recomputes
+/// change here (16-bit PNGs, windowed since v1, were plainly scaled before; since v2 the EXIF
+/// or TIFF orientation is applied, and tiled LZW TIFFs decode) recomputes
 /// the embeddings of the affected images instead of reusing stale ones. Unlike
 /// [`crate::embeddings::PREPROCESSING_ID`] it is not written into model files: 8-bit images,
 /// what models were trained on so far, decode exactly as before.
-pub const DECODER_ID: &str = "formats-v1";
+pub const DECODER_ID: &str = "formats-v2";
 
 /// The formats [`decode_8bit`] reads, as messages name them.
 pub const SUPPORTED_FORMATS: &str = "PNG, JPEG, TIFF and DICOM";
@@ -41,7 +61,7 @@ pub const SUPPORTED_FORMATS: &str = "PNG, JPEG, TIFF and DICOM";
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     /// No bytes at all.
-    #[error("the file is empty")]
+    #[error("empty file (0 bytes)")]
     Empty,
     /// Recognisably something other than an image (a PDF, a text file, an archive...).
     #[error("cannot decode the file: it is {0}, not an image ({SUPPORTED_FORMATS} are supported)")]
@@ -94,11 +114,20 @@ pub enum DecodeError {
         /// Declared height.
         height: u64,
     },
-    /// Decoding would need more memory than the decoder's limit.
-    #[error("cannot decode the {format} image: it needs more than 512 MiB of memory")]
+    /// Decoding would need more memory than the file's budget ([`memory_budget`]): the picture
+    /// itself is too large for it, or metadata (a colour profile, text, tags) would inflate far
+    /// beyond what its pixels need.
+    #[error(
+        "cannot decode the {format} image: decoding it would need more than its memory budget \
+         of {} MiB (16 bytes per pixel plus 32 MiB, at most 512 MiB); metadata such as a \
+         colour profile or text that inflates beyond that is refused",
+        budget >> 20
+    )]
     MemoryLimit {
         /// The format.
         format: &'static str,
+        /// The budget that would have been exceeded, in bytes.
+        budget: u64,
     },
     /// The image declares no pixels.
     #[error("the image has no pixels ({width}×{height})")]

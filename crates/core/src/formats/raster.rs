@@ -1,12 +1,14 @@
 //! PNG, JPEG and TIFF through the `image` crate: size checked from the header first, then
-//! decoded under the crate's memory limit and brought to 8 bits.
+//! decoded under a memory budget proportional to the pixels, brought to 8 bits and turned
+//! upright by the orientation the file records.
 
 use std::io::Cursor;
 
-use image::{DynamicImage, GrayImage, ImageError, ImageFormat, ImageReader};
+use image::metadata::Orientation;
+use image::{DynamicImage, GrayImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits};
 
 use super::window::{Rescale, render_grey};
-use super::{DecodeError, check_budget};
+use super::{DecodeError, check_budget, memory_budget};
 
 /// The name used in messages.
 pub(super) fn format_name(format: ImageFormat) -> &'static str {
@@ -31,9 +33,11 @@ pub(super) fn format_name(format: ImageFormat) -> &'static str {
 }
 
 /// Decodes a PNG, JPEG or TIFF file (`format` sniffed by the caller) into an 8-bit greyscale
-/// or RGB image. The header's dimensions are checked against the pixel budget before any pixel
-/// is decoded; decoding itself stays under the `image` crate's default 512 MiB allocation
-/// limit.
+/// or RGB image, upright: the orientation the file records (EXIF Orientation in JPEG's APP1 and
+/// PNG's eXIf chunk, the TIFF Orientation tag 274; all eight values, CIPA DC-008 / TIFF 6.0) is
+/// applied, as viewers and browsers show the picture. The header's dimensions are checked
+/// against the pixel budget before any pixel is decoded; decoding, metadata included, stays
+/// under [`memory_budget`] for those dimensions.
 pub(super) fn decode(bytes: &[u8], format: ImageFormat) -> Result<DynamicImage, DecodeError> {
     let name = format_name(format);
     if format == ImageFormat::Png
@@ -47,7 +51,9 @@ pub(super) fn decode(bytes: &[u8], format: ImageFormat) -> Result<DynamicImage, 
     // the pixel budget with its size, not by the decoder's allocation limit without one.
     let mut header = ImageReader::with_format(Cursor::new(bytes), format);
     header.no_limits();
-    let (width, height) = header.into_dimensions().map_err(|e| image_error(name, e))?;
+    let (width, height) = header
+        .into_dimensions()
+        .map_err(|e| image_error(name, e, 0))?;
     check_budget(u64::from(width), u64::from(height))?;
     if format == ImageFormat::Jpeg && !jpeg_has_end(bytes) {
         // The JPEG decoder fills a cut-off image with grey rather than failing.
@@ -56,10 +62,20 @@ pub(super) fn decode(bytes: &[u8], format: ImageFormat) -> Result<DynamicImage, 
             detail: "the file ends early (truncated): no end-of-image marker after its data".into(),
         });
     }
-    let image = ImageReader::with_format(Cursor::new(bytes), format)
-        .decode()
-        .map_err(|e| image_error(name, e))?;
-    to_8bit(image)
+    let budget = memory_budget(u64::from(width) * u64::from(height));
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(budget);
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    reader.limits(limits);
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| image_error(name, e, budget))?;
+    // A damaged EXIF block does not make the picture unusable: it is then shown as stored.
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let image = DynamicImage::from_decoder(decoder).map_err(|e| image_error(name, e, budget))?;
+    let mut image = to_8bit(image)?;
+    image.apply_orientation(orientation);
+    Ok(image)
 }
 
 /// Width and height from a PNG's leading IHDR chunk, when the file starts with one.
@@ -139,10 +155,11 @@ fn jpeg_has_end(bytes: &[u8]) -> bool {
     }
 }
 
-/// A message that says what went wrong with a file of this format.
-fn image_error(format: &'static str, error: ImageError) -> DecodeError {
+/// A message that says what went wrong with a file of this format (`budget`: the memory budget
+/// the decoder ran under).
+fn image_error(format: &'static str, error: ImageError, budget: u64) -> DecodeError {
     match error {
-        ImageError::Limits(_) => DecodeError::MemoryLimit { format },
+        ImageError::Limits(_) => DecodeError::MemoryLimit { format, budget },
         ImageError::Unsupported(e) => DecodeError::Unsupported {
             format,
             detail: e.to_string(),

@@ -6,8 +6,8 @@
 //! mirrors how `dicom-object` 0.10 reads the file meta group and the data set (`DataSetReader`:
 //! sequences, items, encapsulated pixel data, undefined lengths) without allocating, and refuses
 //! any element or item longer than the bytes left in the file, and nesting deeper than
-//! [`MAX_DEPTH`]. A deflated data set is inflated (up to [`MAX_INFLATED_BYTES`]) and walked the
-//! same way. Whatever passes, the parser's allocations are bounded by the file's size.
+//! [`MAX_DEPTH`]. A deflated data set is inflated under a budget proportional to the image it
+//! declares ([`check_data_set`]) and walked the same way. Whatever passes, the parser's allocations are bounded by the file's size.
 
 use std::io::Read;
 
@@ -16,12 +16,18 @@ use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::header::VR;
 use dicom_dictionary_std::StandardDataDictionary;
 
+use crate::formats::DecodeError;
+
 /// Deepest nesting of sequences and items accepted (each sequence level counts twice: the
 /// sequence and its item). Real files nest a handful of levels.
 pub const MAX_DEPTH: usize = 64;
 
 /// Largest deflated data set accepted once inflated.
 pub const MAX_INFLATED_BYTES: u64 = 256 << 20;
+
+/// Most of a deflated data set that may come before its pixel data once inflated: the
+/// constant part of the decoder's memory budget ([`crate::formats::METADATA_BUDGET`]).
+pub const METADATA_BUDGET: u64 = crate::formats::METADATA_BUDGET;
 
 const UNDEFINED: u32 = u32::MAX;
 const ITEM: Tag = Tag(0xFFFE, 0xE000);
@@ -94,24 +100,133 @@ pub fn read_meta(data: &[u8]) -> Result<Meta, String> {
     })
 }
 
-/// Walks the data set `data[offset..]` (see the module documentation).
-pub fn check_data_set(data: &[u8], offset: usize, encoding: DataSetEncoding) -> Result<(), String> {
+/// Walks the data set `data[offset..]` (see the module documentation). A deflated data set is
+/// inflated under a budget proportional to its image: at most [`METADATA_BUDGET`] (32 MiB) of
+/// it may come before the Pixel Data element, and the whole at most that plus the pixel bytes
+/// that Rows, Columns, Samples per Pixel, Bits Allocated and Number of Frames declare (never
+/// more than [`MAX_INFLATED_BYTES`]), so that a few kilobytes of deflated private tags cannot
+/// make the decoder allocate hundreds of megabytes.
+pub fn check_data_set(
+    data: &[u8],
+    offset: usize,
+    encoding: DataSetEncoding,
+) -> Result<(), DecodeError> {
     let rest = data.get(offset..).unwrap_or_default();
-    if encoding.deflated {
-        let mut inflated = Vec::new();
-        flate2::read::DeflateDecoder::new(rest)
-            .take(MAX_INFLATED_BYTES + 1)
-            .read_to_end(&mut inflated)
-            .map_err(|e| format!("the deflated data set cannot be inflated: {e}"))?;
-        if inflated.len() as u64 > MAX_INFLATED_BYTES {
-            return Err(format!(
-                "the deflated data set inflates to more than {} MiB",
-                MAX_INFLATED_BYTES >> 20
-            ));
-        }
-        return walk(&inflated, encoding.explicit_vr, encoding.big_endian);
+    let walk_all = |bytes: &[u8]| {
+        walk(bytes, encoding.explicit_vr, encoding.big_endian, false)
+            .map(|_| ())
+            .map_err(super::damaged)
+    };
+    if !encoding.deflated {
+        return walk_all(rest);
     }
-    walk(rest, encoding.explicit_vr, encoding.big_endian)
+    let mut inflated = inflate(rest, METADATA_BUDGET)?;
+    if inflated.len() as u64 > METADATA_BUDGET {
+        let over_budget = |detail: String| DecodeError::Unsupported {
+            format: "DICOM",
+            detail,
+        };
+        let too_much = || {
+            over_budget(format!(
+                "the deflated data set holds more than {} MiB before its pixel data \
+                 (metadata that large is refused)",
+                METADATA_BUDGET >> 20
+            ))
+        };
+        // Only the start: what the image declares, and where its pixel data begins.
+        let top = walk(&inflated, encoding.explicit_vr, encoding.big_endian, true)
+            .map_err(|_| too_much())?;
+        if top.pixel_data_at.is_none() {
+            return Err(too_much());
+        }
+        let pixel_bytes = top.pixel_bytes().ok_or_else(|| {
+            super::damaged(
+                "the data set does not declare Rows, Columns and Bits Allocated before its \
+                 pixel data"
+                    .into(),
+            )
+        })?;
+        let cap = METADATA_BUDGET
+            .saturating_add(pixel_bytes)
+            .min(MAX_INFLATED_BYTES);
+        drop(inflated);
+        inflated = inflate(rest, cap)?;
+        if inflated.len() as u64 > cap {
+            return Err(over_budget(format!(
+                "the deflated data set inflates to more than {} MiB, more than its {}×{} \
+                 image of {} frame(s) needs",
+                cap >> 20,
+                top.columns.unwrap_or_default(),
+                top.rows.unwrap_or_default(),
+                top.frames.unwrap_or(1)
+            )));
+        }
+    }
+    walk_all(&inflated)
+}
+
+/// Inflates a raw deflate stream, stopping after `cap + 1` bytes (so a caller can tell that
+/// there were more than `cap`).
+fn inflate(deflated: &[u8], cap: u64) -> Result<Vec<u8>, DecodeError> {
+    let mut inflated = Vec::new();
+    flate2::read::DeflateDecoder::new(deflated)
+        .take(cap.saturating_add(1))
+        .read_to_end(&mut inflated)
+        .map_err(|e| super::damaged(format!("the deflated data set cannot be inflated: {e}")))?;
+    Ok(inflated)
+}
+
+/// What the walk saw at the top level of the data set: the image's declared size and where the
+/// Pixel Data element starts.
+#[derive(Debug, Default)]
+struct TopLevel {
+    rows: Option<u16>,
+    columns: Option<u16>,
+    samples: Option<u16>,
+    bits_allocated: Option<u16>,
+    frames: Option<u32>,
+    pixel_data_at: Option<usize>,
+}
+
+impl TopLevel {
+    /// Bytes of pixel data the declared image needs (`None` without Rows, Columns and Bits
+    /// Allocated).
+    fn pixel_bytes(&self) -> Option<u64> {
+        let bytes_per_sample = u64::from(self.bits_allocated?).div_ceil(8);
+        Some(
+            u64::from(self.rows?)
+                * u64::from(self.columns?)
+                * u64::from(self.samples.unwrap_or(1).max(1))
+                * bytes_per_sample
+                * u64::from(self.frames.unwrap_or(1).max(1)),
+        )
+    }
+
+    /// Keeps `value` if `tag` is one of the image's size attributes (PS3.3 C.7.6.3, C.7.6.6).
+    fn note(&mut self, tag: Tag, value: &[u8], big_endian: bool) {
+        let us = || {
+            let b: [u8; 2] = value.get(..2)?.try_into().ok()?;
+            Some(if big_endian {
+                u16::from_be_bytes(b)
+            } else {
+                u16::from_le_bytes(b)
+            })
+        };
+        match tag {
+            Tag(0x0028, 0x0002) => self.samples = us(),
+            Tag(0x0028, 0x0010) => self.rows = us(),
+            Tag(0x0028, 0x0011) => self.columns = us(),
+            Tag(0x0028, 0x0100) => self.bits_allocated = us(),
+            Tag(0x0028, 0x0008) => {
+                self.frames = std::str::from_utf8(value).ok().and_then(|s| {
+                    s.trim_matches(|c: char| c.is_whitespace() || c == '\0')
+                        .parse()
+                        .ok()
+                });
+            }
+            _ => {}
+        }
+    }
 }
 
 /// An open sequence or item, as `DataSetReader` tracks them.
@@ -130,7 +245,16 @@ struct Open {
 /// while the bytes it actually consumes from binary values are rounded down to whole numbers
 /// (an `AT` value of 5 bytes consumes 4): sequence and item ends are checked against the
 /// logical position, headers are read at the physical one. Both are tracked here.
-fn walk(data: &[u8], explicit_vr: bool, big_endian: bool) -> Result<(), String> {
+///
+/// With `stop_at_pixel_data`, the walk ends at the top-level Pixel Data element (for a prefix
+/// of an inflated data set); it returns what it saw at the top level either way.
+fn walk(
+    data: &[u8],
+    explicit_vr: bool,
+    big_endian: bool,
+    stop_at_pixel_data: bool,
+) -> Result<TopLevel, String> {
+    let mut top = TopLevel::default();
     let mut r = Cursor {
         data,
         pos: 0,
@@ -161,7 +285,7 @@ fn walk(data: &[u8], explicit_vr: bool, big_endian: bool) -> Result<(), String> 
         if in_sequence {
             // Expecting an item, or the end of the sequence.
             let Some((tag, len)) = r.item_header() else {
-                return Ok(());
+                return Ok(top);
             };
             match tag {
                 ITEM => {
@@ -212,7 +336,7 @@ fn walk(data: &[u8], explicit_vr: bool, big_endian: bool) -> Result<(), String> 
                 end: None,
             });
             let Some((tag, len)) = r.item_header() else {
-                return Ok(());
+                return Ok(top);
             };
             match tag {
                 ITEM => {
@@ -240,14 +364,26 @@ fn walk(data: &[u8], explicit_vr: bool, big_endian: bool) -> Result<(), String> 
                 }
             }
         } else {
+            let header_at = r.pos;
             let header = if explicit_vr {
                 r.explicit_header_with_vr()
             } else {
                 r.implicit_header()
             };
             let Some((tag, vr, len)) = header else {
-                return Ok(());
+                return Ok(top);
             };
+            if open.is_empty() {
+                if tag == PIXEL_DATA {
+                    top.pixel_data_at = Some(header_at);
+                    if stop_at_pixel_data {
+                        return Ok(top);
+                    }
+                } else if tag.0 == 0x0028 && len <= 16 {
+                    let value = data.get(r.pos..r.pos + len as usize).unwrap_or_default();
+                    top.note(tag, value, big_endian);
+                }
+            }
             if vr == VR::SQ {
                 let end = r.defined_end(len, skew, tag)?;
                 open.push(Open {

@@ -135,7 +135,7 @@ pub(crate) fn decode(data: &[u8]) -> Result<DynamicImage, DecodeError> {
             name: name.to_string(),
         });
     };
-    guard::check_data_set(data, meta.data_set_offset, encoding).map_err(damaged)?;
+    guard::check_data_set(data, meta.data_set_offset, encoding)?;
     let object = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Never)
         .from_reader(data)
@@ -325,7 +325,10 @@ impl ImageInfo {
         }
         let frame_bytes = self.pixels() as u64 * u64::from(self.samples) * 2;
         if frame_bytes > MAX_FRAME_BYTES {
-            return Err(DecodeError::MemoryLimit { format: "DICOM" });
+            return Err(DecodeError::MemoryLimit {
+                format: "DICOM",
+                budget: MAX_FRAME_BYTES,
+            });
         }
         Ok(())
     }
