@@ -11,6 +11,7 @@ use leptos_chartistry::{
     AspectRatio, AxisMarker, Chart, Interpolation, IntoInner, Legend, Line, Padding, Series,
     TickLabels, XGridLine, YGridLine,
 };
+use medtransfer_core::dataset_folder::{class_name, is_os_junk, layout_of_drop};
 use medtransfer_core::embeddings::{decode_embedding, encode_embedding};
 use medtransfer_core::head::HeadKind;
 use medtransfer_core::metrics::{Evaluation, predicted_class};
@@ -884,9 +885,11 @@ impl Project {
             self.embed_started.set(Some(js_sys::Date::now()));
         }
         // One list update for the whole pick (a thousand single updates would re-render a
-        // thousand times).
+        // thousand times). OS junk (`.DS_Store`, `._*`, `Thumbs.db`…) picked or dropped with
+        // the images is ignored silently, as in a picked folder.
         let entries: Vec<(ImageEntry, web_sys::File)> = files
             .into_iter()
+            .filter(|file| !is_os_junk(&file.name()))
             .map(|file| {
                 let entry = ImageEntry {
                     id: self.next_id(),
@@ -1969,41 +1972,24 @@ pub fn is_page() -> bool {
     web_sys::window().is_some_and(|w| w.document().is_some())
 }
 
-/// The class a file of a dropped or picked folder belongs to, from its path relative to the
-/// folder's parent: `root/CLASS/.../file` → `CLASS` (each sub-folder is a class, the usual
-/// layout of medical data sets); `root/file` → `root`; a loose file has none.
-pub fn class_of_path(path: &str) -> Option<String> {
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    match parts.len() {
-        0 | 1 => None,
-        2 => Some(parts[0].to_string()),
-        _ => Some(parts[1].to_string()),
-    }
-}
-
 impl Project {
-    /// Adds files grouped by class name: into the class of that name if there is one, else into
-    /// a new class; the two untouched starting classes are replaced by the first folders.
+    /// Adds the files of a picked or dropped folder, by their paths from the folder's own name
+    /// (`dataset/normal/a.png`), laid out by core's one rule
+    /// ([`medtransfer_core::dataset_folder::layout_of_drop`]: OS junk ignored, each sub-folder a
+    /// class, nested folders in their class, names compared in NFC): into the class of that name
+    /// if there is one, else into a new class; the untouched starting classes are replaced by
+    /// the first folders.
     pub fn add_folder_files(self, files: Vec<(String, web_sys::File)>) {
-        let mut groups: Vec<(String, Vec<web_sys::File>)> = Vec::new();
-        for (path, file) in files {
-            if file.name().starts_with('.') {
-                continue;
-            }
-            let Some(class) = class_of_path(&path) else {
-                continue;
-            };
-            match groups.iter_mut().find(|(name, _)| *name == class) {
-                Some((_, list)) => list.push(file),
-                None => groups.push((class, vec![file])),
-            }
+        let layout = layout_of_drop(files);
+        let mut groups: Vec<Vec<web_sys::File>> = vec![Vec::new(); layout.classes.len()];
+        for file in layout.files {
+            groups[file.class].push(file.item);
         }
-        groups.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, files) in groups {
+        for (name, files) in layout.classes.into_iter().zip(groups) {
             let classes = self.classes.get_untracked();
             let existing = classes
                 .iter()
-                .find(|c| c.name.get_untracked() == name)
+                .find(|c| class_name(&c.name.get_untracked()) == name)
                 .copied();
             let untouched = classes.iter().find(|c| {
                 c.images.with_untracked(Vec::is_empty)
@@ -2097,24 +2083,4 @@ fn on_folder_drop(project: Project, event: web_sys::DragEvent) {
         }
         project.add_folder_files(files);
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::class_of_path;
-
-    #[test]
-    fn sub_folders_are_classes() {
-        assert_eq!(
-            class_of_path("/train/NORMAL/a.jpeg").as_deref(),
-            Some("NORMAL")
-        );
-        assert_eq!(
-            class_of_path("train/NORMAL/deeper/a.jpeg").as_deref(),
-            Some("NORMAL")
-        );
-        assert_eq!(class_of_path("NORMAL/a.jpeg").as_deref(), Some("NORMAL"));
-        assert_eq!(class_of_path("a.jpeg"), None);
-        assert_eq!(class_of_path(""), None);
-    }
 }

@@ -1,8 +1,11 @@
 //! Reading a folder-per-class image set from disk, and the on-disk embedding cache.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use medtransfer_core::dataset_folder::{is_os_junk, layout_of_folder};
 use medtransfer_core::embeddings::{
     EmbeddingStore, decode_embedding, encode_embedding, key_file_name,
 };
@@ -14,54 +17,84 @@ pub struct LabelledFile {
     pub path: PathBuf,
     /// Index into the class list.
     pub label: usize,
+    /// Where it is inside its class folder (`subset_b/img_009.png`), as on disk.
+    pub in_class: PathBuf,
 }
 
-/// A folder whose sub-folders are the classes (sorted by name), each holding images (nested
-/// folders are walked; hidden files are skipped). Files are listed whatever their name or
-/// extension — `.png`, `.jpg`, `.tif`, `.dcm`, `.dicom`, or DICOM files without one — because
-/// the format is recognised from the content when the file is decoded
-/// ([`medtransfer_core::formats`]); a file that is not a supported image is reported and
-/// skipped then.
+/// A file of the folder that is not used, and why (shown to the user; OS junk is not listed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Why it is not used.
+    pub reason: String,
+}
+
+/// A folder whose sub-folders are the classes, read by the one rule of
+/// [`medtransfer_core::dataset_folder`]: operating-system junk (`__MACOSX/`, `._*`,
+/// `.DS_Store`, `Thumbs.db`, `desktop.ini`, hidden files) is ignored silently, nested folders
+/// belong to their class, loose files next to the class folders are ignored, and class names
+/// are compared in Unicode NFC. Files are listed whatever their name or extension, because the
+/// format is recognised from the content when the file is decoded
+/// ([`medtransfer_core::formats`]); a file that is not a supported image is reported then.
+/// Symbolic links are followed; a dangling link, or a link to a file that is already listed,
+/// is skipped with a reason.
 #[derive(Clone, Debug)]
 pub struct FolderDataset {
-    /// Class names: the sub-folder names, sorted.
+    /// Class names: the sub-folder names in NFC, sorted.
     pub classes: Vec<String>,
     /// Every file, class by class, each class's files sorted by path.
     pub files: Vec<LabelledFile>,
+    /// Files left out with a reason (dangling or duplicate links), sorted by path.
+    pub skipped: Vec<SkippedFile>,
 }
 
 impl FolderDataset {
     /// Lists `root`. Errors (with a message saying what is expected) when it is not a folder or
-    /// has no sub-folder.
+    /// has no class sub-folder with a file in it.
     pub fn open(root: &Path) -> Result<Self, String> {
-        let entries = fs::read_dir(root)
-            .map_err(|e| format!("cannot read the folder {}: {e}", root.display()))?;
-        let mut class_dirs: Vec<(String, PathBuf)> = entries
-            .filter_map(Result::ok)
-            .filter(|e| e.path().is_dir())
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().to_string();
-                (!name.starts_with('.')).then(|| (name, e.path()))
-            })
-            .collect();
-        class_dirs.sort();
-        if class_dirs.is_empty() {
+        if !root.is_dir() {
             return Err(format!(
-                "{} has no sub-folders: put each class's images in its own sub-folder \
+                "cannot read the folder {}: {}",
+                root.display(),
+                match fs::metadata(root) {
+                    Ok(_) => "it is not a folder".to_string(),
+                    Err(e) => e.to_string(),
+                }
+            ));
+        }
+        let walk = walk_tree(root);
+        let entries = walk.files.into_iter().map(|(parts, path)| {
+            let in_class: PathBuf = parts.iter().skip(1).collect();
+            let label = parts
+                .iter()
+                .map(|p| p.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
+            (label, (path, in_class))
+        });
+        let layout = layout_of_folder(entries);
+        if layout.classes.is_empty() {
+            return Err(format!(
+                "{} has no sub-folders with files: put each class's images in its own sub-folder \
                  (e.g. {0}/NORMAL/*.jpeg, {0}/PNEUMONIA/*.jpeg)",
                 root.display()
             ));
         }
-        let mut files = Vec::new();
-        let mut classes = Vec::new();
-        for (label, (name, dir)) in class_dirs.into_iter().enumerate() {
-            let mut paths = Vec::new();
-            walk_files(&dir, &mut paths);
-            paths.sort();
-            files.extend(paths.into_iter().map(|path| LabelledFile { path, label }));
-            classes.push(name);
-        }
-        Ok(Self { classes, files })
+        let files = layout
+            .files
+            .into_iter()
+            .map(|f| LabelledFile {
+                path: f.item.0,
+                label: f.class,
+                in_class: f.item.1,
+            })
+            .collect();
+        Ok(Self {
+            classes: layout.classes,
+            files,
+            skipped: walk.skipped,
+        })
     }
 
     /// Number of files per class.
@@ -74,21 +107,91 @@ impl FolderDataset {
     }
 }
 
-/// Every non-hidden regular file under `dir`, recursively.
-pub fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) {
+/// What [`walk_tree`] found.
+#[derive(Default)]
+pub struct Walk {
+    /// Each file's path components below the root (as on disk) and its full path.
+    pub files: Vec<(Vec<OsString>, PathBuf)>,
+    /// Dangling links and links to files already listed.
+    pub skipped: Vec<SkippedFile>,
+}
+
+/// Every file under `root`, recursively, except OS junk
+/// ([`medtransfer_core::dataset_folder::is_os_junk`]). Symbolic links are followed (a link to a
+/// folder already walked, e.g. a loop, is not walked again); a dangling link, and a link to a
+/// file that is listed through another path, is skipped with a reason. Sorted by path.
+pub fn walk_tree(root: &Path) -> Walk {
+    let mut walk = Walk::default();
+    let mut links = Vec::new();
+    let mut seen_dirs = HashSet::new();
+    if let Ok(dir) = fs::canonicalize(root) {
+        seen_dirs.insert(dir);
+    }
+    walk_dir(root, &mut Vec::new(), &mut walk, &mut links, &mut seen_dirs);
+    // Links last, so a link is the one left out when it points at a listed file.
+    let mut seen_files: HashSet<PathBuf> = walk
+        .files
+        .iter()
+        .filter_map(|(_, path)| fs::canonicalize(path).ok())
+        .collect();
+    links.sort();
+    for (parts, path) in links {
+        match fs::canonicalize(&path) {
+            Ok(target) if !seen_files.insert(target.clone()) => walk.skipped.push(SkippedFile {
+                reason: format!("a link to {}, which is already included", target.display()),
+                path,
+            }),
+            _ => walk.files.push((parts, path)),
+        }
+    }
+    walk.files.sort();
+    walk.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    walk
+}
+
+fn walk_dir(
+    dir: &Path,
+    parts: &mut Vec<OsString>,
+    walk: &mut Walk,
+    links: &mut Vec<(Vec<OsString>, PathBuf)>,
+    seen_dirs: &mut HashSet<PathBuf>,
+) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.filter_map(Result::ok) {
-        if entry.file_name().to_string_lossy().starts_with('.') {
+        let name = entry.file_name();
+        if is_os_junk(&name.to_string_lossy()) {
             continue;
         }
         let path = entry.path();
-        if path.is_dir() {
-            walk_files(&path, out);
-        } else if path.is_file() {
-            out.push(path);
+        let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
+        let Ok(meta) = fs::metadata(&path) else {
+            if is_link {
+                let target = fs::read_link(&path)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_default();
+                walk.skipped.push(SkippedFile {
+                    path,
+                    reason: format!("a dangling link: its target {target} does not exist"),
+                });
+            }
+            continue;
+        };
+        parts.push(name);
+        if meta.is_dir() {
+            if fs::canonicalize(&path).is_ok_and(|real| seen_dirs.insert(real)) {
+                walk_dir(&path, parts, walk, links, seen_dirs);
+            }
+        } else if meta.is_file() {
+            let found = (parts.clone(), path);
+            if is_link {
+                links.push(found);
+            } else {
+                walk.files.push(found);
+            }
         }
+        parts.pop();
     }
 }
 

@@ -14,6 +14,7 @@ use medtransfer_core::efficientnet::{
 use medtransfer_core::embeddings::{
     EmbeddingRequest, EmbeddingStore, MemoryEmbeddingStore, View, embed_cached,
 };
+use medtransfer_core::formats;
 use medtransfer_core::head::HeadKind;
 use medtransfer_core::metrics::{Evaluation, EvaluationOptions, evaluate, predicted_class};
 use medtransfer_core::model_file::ModelFile;
@@ -27,7 +28,7 @@ use serde_json::{Value, json};
 
 use crate::Backend;
 use crate::dataset::{
-    DiskEmbeddingStore, FolderDataset, LabelledFile, default_cache_dir, walk_files,
+    DiskEmbeddingStore, FolderDataset, LabelledFile, default_cache_dir, walk_tree,
 };
 
 /// Exit status when some input files could not be processed (the others were).
@@ -235,7 +236,7 @@ pub struct SplitArgs {
 
 /// Each file's group key (from its file name) under `pattern`, or `None` without a pattern.
 fn group_keys(
-    dataset: &FolderDataset,
+    files: &[&LabelledFile],
     pattern: Option<&str>,
 ) -> Result<Option<Vec<String>>, String> {
     let Some(pattern) = pattern else {
@@ -243,8 +244,7 @@ fn group_keys(
     };
     let pattern = GroupPattern::new(pattern).map_err(|e| e.to_string())?;
     Ok(Some(
-        dataset
-            .files
+        files
             .iter()
             .map(|f| pattern.key(&f.path.file_name().unwrap_or_default().to_string_lossy()))
             .collect(),
@@ -259,6 +259,26 @@ fn open_backbone_and_model(
     let backbone = Backbone::open(backbone)?;
     let (model, classifier) = open_model(model, &backbone.device)?;
     Ok((backbone, model, classifier))
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder, renamed over `path`
+/// once complete: a crash, a full disk or Ctrl-C never leaves a half-written file under the
+/// real name, and an existing file is replaced only by a whole new one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+    let written = std::fs::File::create(&tmp).and_then(|mut file| {
+        use std::io::Write;
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    match written.and_then(|()| std::fs::rename(&tmp, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
@@ -353,6 +373,15 @@ fn skipped_entry(path: &Path, error: &str) -> Value {
     json!({ "path": path.display().to_string(), "error": error })
 }
 
+/// The files a data-set folder left out (dangling or duplicate links), for reports.
+fn folder_skipped(dataset: &FolderDataset) -> Vec<Value> {
+    dataset
+        .skipped
+        .iter()
+        .map(|s| skipped_entry(&s.path, &s.reason))
+        .collect()
+}
+
 /// Embeds the original view of `files`, returning the usable ones as labelled embeddings
 /// (with their indices into `files`) and the failures.
 fn embed_files(
@@ -432,86 +461,122 @@ pub fn train(args: &TrainArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     let config = train_config(args);
-    // Validation: a folder of its own, or a (grouped) stratified split of the training folder.
-    let (train_files, val_files): (Vec<&LabelledFile>, Vec<LabelledFile>) = match &args.val {
-        Some(dir) => {
-            let val = match FolderDataset::open(dir) {
-                Ok(v) => v,
-                Err(e) => return fail(e),
-            };
-            if val.classes != dataset.classes {
+    // A validation folder of its own, with the training folder's classes.
+    let val_folder = match &args.val {
+        Some(dir) => match FolderDataset::open(dir) {
+            Ok(v) if v.classes == dataset.classes => Some(v),
+            Ok(v) => {
                 return fail(format!(
                     "the validation folder's classes {:?} differ from the training folder's {:?}",
-                    val.classes, dataset.classes
+                    v.classes, dataset.classes
                 ));
             }
-            (dataset.files.iter().collect(), val.files)
-        }
-        None if args.val_split == 0.0 => (dataset.files.iter().collect(), Vec::new()),
-        None => {
-            let labels: Vec<usize> = dataset.files.iter().map(|f| f.label).collect();
-            let groups = match group_keys(&dataset, args.group_pattern.as_deref()) {
-                Ok(g) => g,
-                Err(e) => return fail(e),
-            };
-            let split =
-                match stratified_split(&labels, groups.as_deref(), args.val_split, args.seed) {
-                    Ok(s) => s,
-                    Err(e) => return fail(e),
-                };
-            (
-                split.train.iter().map(|&i| &dataset.files[i]).collect(),
-                split
-                    .validation
-                    .iter()
-                    .map(|&i| dataset.files[i].clone())
-                    .collect(),
-            )
-        }
+            Err(e) => return fail(e),
+        },
+        None => None,
     };
-
     let mut backbone = match Backbone::open(&args.backbone) {
         Ok(b) => b,
         Err(e) => return fail(e),
     };
     if !args.json {
         eprintln!("backend: {}", backbone.device.describe());
-        eprintln!(
+    }
+    let embed_started = Instant::now();
+    let val_folder_files: Vec<&LabelledFile> =
+        val_folder.iter().flat_map(|v| v.files.iter()).collect();
+    let bar = progress_bar(
+        dataset.files.len() + val_folder_files.len(),
+        "embedding",
+        args.json,
+    );
+    // Every image is decoded and embedded before the split, so that a file that cannot be
+    // read never leaves a class without training or validation images.
+    let all_files: Vec<&LabelledFile> = dataset.files.iter().collect();
+    let (all_set, all_kept, all_skipped) = embed_files(&mut backbone, &all_files, &bar);
+    let mut skipped = folder_skipped(&dataset);
+    skipped.extend(all_skipped);
+    let usable: Vec<&LabelledFile> = all_kept.iter().map(|&i| all_files[i]).collect();
+    // Validation: the folder's images, or a (grouped) stratified split of the usable ones.
+    let (train_rows, val_rows): (Vec<usize>, Vec<usize>) =
+        if val_folder.is_some() || args.val_split == 0.0 {
+            ((0..usable.len()).collect(), Vec::new())
+        } else {
+            let groups = match group_keys(&usable, args.group_pattern.as_deref()) {
+                Ok(g) => g,
+                Err(e) => return fail(e),
+            };
+            match stratified_split(
+                &all_set.labels,
+                groups.as_deref(),
+                args.val_split,
+                args.seed,
+            ) {
+                Ok(split) => (split.train, split.validation),
+                Err(e) => return fail(e),
+            }
+        };
+    let rows = |indices: &[usize]| LabelledEmbeddings {
+        embeddings: indices
+            .iter()
+            .map(|&i| all_set.embeddings[i].clone())
+            .collect(),
+        labels: indices.iter().map(|&i| all_set.labels[i]).collect(),
+    };
+    let mut train_set = rows(&train_rows);
+    let train_files: Vec<&LabelledFile> = train_rows.iter().map(|&i| usable[i]).collect();
+    let (val_set, val_files): (LabelledEmbeddings, Vec<&LabelledFile>) = match &val_folder {
+        Some(_) => {
+            let (set, kept, val_skipped) = embed_files(&mut backbone, &val_folder_files, &bar);
+            skipped.extend(val_skipped);
+            (set, kept.iter().map(|&i| val_folder_files[i]).collect())
+        }
+        None => (
+            rows(&val_rows),
+            val_rows.iter().map(|&i| usable[i]).collect(),
+        ),
+    };
+    if !args.json {
+        // Usable images per class, the validation folder's included.
+        let mut counts = vec![0; dataset.classes.len()];
+        let val_folder_labels = val_folder.as_ref().map(|_| &val_set.labels);
+        for &label in all_set
+            .labels
+            .iter()
+            .chain(val_folder_labels.into_iter().flatten())
+        {
+            counts[label] += 1;
+        }
+        bar.println(format!(
             "classes: {} ({} training, {} validation images)",
             dataset
                 .classes
                 .iter()
-                .zip(dataset.counts())
+                .zip(counts)
                 .map(|(c, n)| format!("{c} {n}"))
                 .collect::<Vec<_>>()
                 .join(", "),
             train_files.len(),
             val_files.len()
-        );
+        ));
     }
-    let embed_started = Instant::now();
-    let total = train_files.len() * (1 + args.augment as usize) + val_files.len();
-    let bar = progress_bar(total, "embedding", args.json);
-    let (mut train_set, kept, mut skipped) = embed_files(&mut backbone, &train_files, &bar);
-    let val_refs: Vec<&LabelledFile> = val_files.iter().collect();
-    let (val_set, _, val_skipped) = embed_files(&mut backbone, &val_refs, &bar);
-    skipped.extend(val_skipped);
     if args.augment > 0 {
         let augment = AugmentConfig::default();
         let mut items = Vec::new();
         let mut labels = Vec::new();
-        for &i in &kept {
+        for file in &train_files {
             for index in 1..=args.augment {
                 items.push((
-                    train_files[i].path.clone(),
+                    file.path.clone(),
                     View::Augmented {
                         index,
                         seed: args.seed,
                     },
                 ));
-                labels.push(train_files[i].label);
+                labels.push(file.label);
             }
         }
+        bar.inc_length(items.len() as u64);
         for (result, label) in backbone
             .embed(&items, &augment, &bar)
             .into_iter()
@@ -571,7 +636,7 @@ pub fn train(args: &TrainArgs) -> ExitCode {
     let train_seconds = train_started.elapsed().as_secs_f64();
     let created_by = format!("medtransfer {}", env!("CARGO_PKG_VERSION"));
     let model = ModelFile::from_trained(&trained, &created_by);
-    if let Err(e) = std::fs::write(&args.out, model.to_bytes()) {
+    if let Err(e) = write_atomically(&args.out, &model.to_bytes()) {
         return fail(format!("cannot write {}: {e}", args.out.display()));
     }
     let val_paths: Vec<PathBuf> = val_files.iter().map(|f| f.path.clone()).collect();
@@ -579,7 +644,7 @@ pub fn train(args: &TrainArgs) -> ExitCode {
         let report = json!({
             "model": args.out.display().to_string(),
             "classes": trained.classes,
-            "train_images": kept.len(),
+            "train_images": train_files.len(),
             "train_rows": train_set.labels.len(),
             "validation_images": val_set.labels.len(),
             "skipped": skipped,
@@ -774,13 +839,15 @@ pub fn eval(args: &EvalArgs) -> ExitCode {
         .files
         .iter()
         .map(|f| LabelledFile {
-            path: f.path.clone(),
             label: mapping[f.label],
+            ..f.clone()
         })
         .collect();
     let refs: Vec<&LabelledFile> = files.iter().collect();
     let bar = progress_bar(files.len(), "embedding", args.json);
-    let (data, kept, skipped) = embed_files(&mut backbone, &refs, &bar);
+    let (data, kept, embed_skipped) = embed_files(&mut backbone, &refs, &bar);
+    let mut skipped = folder_skipped(&dataset);
+    skipped.extend(embed_skipped);
     bar.finish_and_clear();
     if data.embeddings.is_empty() {
         return fail("no image in the folder could be read");
@@ -837,10 +904,7 @@ pub fn predict(args: &PredictArgs) -> ExitCode {
     let mut paths = Vec::new();
     for input in &args.inputs {
         if input.is_dir() {
-            let mut found = Vec::new();
-            walk_files(input, &mut found);
-            found.sort();
-            paths.extend(found);
+            paths.extend(walk_tree(input).files.into_iter().map(|(_, path)| path));
         } else {
             paths.push(input.clone());
         }
@@ -913,14 +977,35 @@ pub fn predict(args: &PredictArgs) -> ExitCode {
 }
 
 /// `medtransfer split`: a seeded, stratified (optionally grouped) train/test split of a
-/// folder-per-class set, copied into `OUT/train/CLASS` and `OUT/test/CLASS`.
+/// folder-per-class set, copied into `OUT/train/CLASS` and `OUT/test/CLASS`. Only image files
+/// are split (recognised from their first bytes, as the decoder does); the others are reported.
 pub fn split(args: &SplitArgs) -> ExitCode {
-    let dataset = match FolderDataset::open(&args.data) {
+    let mut dataset = match FolderDataset::open(&args.data) {
         Ok(d) => d,
         Err(e) => return fail(e),
     };
+    if let (Ok(data), Ok(out)) = (
+        std::fs::canonicalize(&args.data),
+        std::path::absolute(&args.out),
+    ) && out.starts_with(&data)
+    {
+        return fail(format!(
+            "the output folder {} is inside the data folder {}: choose one outside it",
+            args.out.display(),
+            args.data.display()
+        ));
+    }
+    let mut skipped = folder_skipped(&dataset);
+    dataset.files.retain(|file| match not_an_image(&file.path) {
+        Some(reason) => {
+            skipped.push(skipped_entry(&file.path, &reason));
+            false
+        }
+        None => true,
+    });
     let labels: Vec<usize> = dataset.files.iter().map(|f| f.label).collect();
-    let groups = match group_keys(&dataset, args.group_pattern.as_deref()) {
+    let files: Vec<&LabelledFile> = dataset.files.iter().collect();
+    let groups = match group_keys(&files, args.group_pattern.as_deref()) {
         Ok(g) => g,
         Err(e) => return fail(e),
     };
@@ -931,15 +1016,11 @@ pub fn split(args: &SplitArgs) -> ExitCode {
     for (part, indices) in [("train", &split.train), ("test", &split.validation)] {
         for &i in indices {
             let file = &dataset.files[i];
-            let relative = file
-                .path
-                .strip_prefix(args.data.join(&dataset.classes[file.label]))
-                .unwrap_or(&file.path);
             let target = args
                 .out
                 .join(part)
                 .join(&dataset.classes[file.label])
-                .join(relative);
+                .join(&file.in_class);
             let copied = target
                 .parent()
                 .map_or(Ok(()), std::fs::create_dir_all)
@@ -953,6 +1034,13 @@ pub fn split(args: &SplitArgs) -> ExitCode {
             }
         }
     }
+    for s in &skipped {
+        eprintln!(
+            "skipped {}: {}",
+            s["path"].as_str().unwrap_or("?"),
+            s["error"].as_str().unwrap_or("?")
+        );
+    }
     println!(
         "{}: {} train, {} test images (seed {}) in {}",
         args.data.display(),
@@ -961,5 +1049,26 @@ pub fn split(args: &SplitArgs) -> ExitCode {
         args.seed,
         args.out.display()
     );
-    ExitCode::SUCCESS
+    if skipped.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_SOME_FILES_FAILED)
+    }
+}
+
+/// Why `path` is not an image file (empty, unreadable, or not PNG, JPEG, TIFF or DICOM by its
+/// first bytes), or `None` when it is one. Reads at most 4 KiB.
+fn not_an_image(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    if let Err(e) = std::fs::File::open(path).and_then(|f| f.take(4096).read_to_end(&mut head)) {
+        return Some(format!("cannot read the file: {e}"));
+    }
+    if formats::sniff(&head).is_some() {
+        return None;
+    }
+    Some(match formats::decode_8bit(&head) {
+        Err(e) => e.to_string(),
+        Ok(_) => return None,
+    })
 }

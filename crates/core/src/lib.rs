@@ -5,6 +5,7 @@
 //! and the `medtransfer` CLI are thin shells around this crate.
 //!
 //! - [`formats`]: image files (PNG, JPEG, TIFF, DICOM) to 8-bit images, safely;
+//!   [`dataset_folder`]: which files of a data-set folder are images of which class;
 //! - [`efficientnet`], [`preprocess`], [`inference`]: the frozen pretrained backbone;
 //! - [`embeddings`], [`augment`]: embeddings computed once and cached, augmented views;
 //! - [`split`], [`head`], [`train`]: splits, the classifier head and its training loop;
@@ -13,6 +14,7 @@
 //!   (classes, thumbnails, embeddings, model) as one file.
 
 pub mod augment;
+pub mod dataset_folder;
 pub mod device;
 pub mod efficientnet;
 pub mod embeddings;
