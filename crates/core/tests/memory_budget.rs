@@ -318,8 +318,10 @@ fn metadata_bombs_stay_within_the_memory_budget() {
         if let Ok(dims) = result {
             assert_eq!(dims, (WIDTH, HEIGHT), "{name}");
         }
-        // The budget, plus the file itself once more (a decoder may copy what it reads).
-        if peak > budget + file.len() {
+        // The budget, plus the file itself once more (a decoder may copy what it reads) and
+        // 2 MiB for the decoders' fixed working buffers (inflate windows, row buffers). Before
+        // the budget, the iCCP bomb peaked at 132 MiB and the DICOM ones at 256 MiB.
+        if peak > budget + file.len() + (2 << 20) {
             over.push(name.to_string());
         }
     }

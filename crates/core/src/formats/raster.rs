@@ -4,6 +4,7 @@
 
 use std::io::Cursor;
 
+use image::codecs::png::PngDecoder;
 use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits};
 
@@ -40,20 +41,21 @@ pub(super) fn format_name(format: ImageFormat) -> &'static str {
 /// under [`memory_budget`] for those dimensions.
 pub(super) fn decode(bytes: &[u8], format: ImageFormat) -> Result<DynamicImage, DecodeError> {
     let name = format_name(format);
-    if format == ImageFormat::Png
-        && let Some((width, height)) = png_dimensions(bytes)
-    {
-        // Checked before the decoder sees the header: on 32-bit targets (wasm) the PNG decoder
-        // itself refuses an image whose buffer would not fit in memory, without saying its size.
-        check_budget(u64::from(width), u64::from(height))?;
-    }
-    // Only the header is read here; without limits, so that an oversized image is refused by
-    // the pixel budget with its size, not by the decoder's allocation limit without one.
-    let mut header = ImageReader::with_format(Cursor::new(bytes), format);
-    header.no_limits();
-    let (width, height) = header
-        .into_dimensions()
-        .map_err(|e| image_error(name, e, 0))?;
+    let (width, height) = match png_dimensions(bytes) {
+        // A PNG's size is read from its IHDR chunk here: the `image` crate reads every chunk
+        // up to the pixel data for its dimensions, inflating a colour profile without limits,
+        // and on 32-bit targets (wasm) it refuses an oversized image without saying its size.
+        Some(size) if format == ImageFormat::Png => size,
+        _ => {
+            // Only the header is read here; without limits, so that an oversized image is
+            // refused by the pixel budget with its size, not by the decoder's allocation limit.
+            let mut header = ImageReader::with_format(Cursor::new(bytes), format);
+            header.no_limits();
+            header
+                .into_dimensions()
+                .map_err(|e| image_error(name, e, 0))?
+        }
+    };
     check_budget(u64::from(width), u64::from(height))?;
     if format == ImageFormat::Jpeg && !jpeg_has_end(bytes) {
         // The JPEG decoder fills a cut-off image with grey rather than failing.
@@ -65,11 +67,30 @@ pub(super) fn decode(bytes: &[u8], format: ImageFormat) -> Result<DynamicImage, 
     let budget = memory_budget(u64::from(width) * u64::from(height));
     let mut limits = Limits::default();
     limits.max_alloc = Some(budget);
-    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
-    reader.limits(limits);
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| image_error(name, e, budget))?;
+    let mut decoder: Box<dyn ImageDecoder + '_> = if format == ImageFormat::Png {
+        // Built directly: `ImageReader` creates the PNG decoder without limits and applies them
+        // afterwards, too late for the colour profile, which the png crate inflates while it
+        // reads the header (a 100 kB file inflating to 96 MiB was decoded that way). With the
+        // limits given here the profile is inflated under the budget or refused.
+        Box::new(
+            PngDecoder::with_limits(Cursor::new(bytes), limits)
+                .map_err(|e| image_error(name, e, budget))?,
+        )
+    } else {
+        let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+        reader.limits(limits);
+        Box::new(
+            reader
+                .into_decoder()
+                .map_err(|e| image_error(name, e, budget))?,
+        )
+    };
+    if decoder.total_bytes() > budget {
+        return Err(DecodeError::MemoryLimit {
+            format: name,
+            budget,
+        });
+    }
     // A damaged EXIF block does not make the picture unusable: it is then shown as stored.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let image = DynamicImage::from_decoder(decoder).map_err(|e| image_error(name, e, budget))?;

@@ -166,13 +166,27 @@ pub fn check_data_set(
 }
 
 /// Inflates a raw deflate stream, stopping after `cap + 1` bytes (so a caller can tell that
-/// there were more than `cap`).
+/// there were more than `cap`). The buffer grows by doubling but never past `cap + 1` bytes, so
+/// the budget is what is allocated (`read_to_end` would double past it).
 fn inflate(deflated: &[u8], cap: u64) -> Result<Vec<u8>, DecodeError> {
-    let mut inflated = Vec::new();
-    flate2::read::DeflateDecoder::new(deflated)
-        .take(cap.saturating_add(1))
-        .read_to_end(&mut inflated)
-        .map_err(|e| super::damaged(format!("the deflated data set cannot be inflated: {e}")))?;
+    let limit = usize::try_from(cap.saturating_add(1)).unwrap_or(usize::MAX);
+    let mut decoder = flate2::read::DeflateDecoder::new(deflated);
+    let mut inflated: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    while inflated.len() < limit {
+        let want = chunk.len().min(limit - inflated.len());
+        let n = decoder.read(&mut chunk[..want]).map_err(|e| {
+            super::damaged(format!("the deflated data set cannot be inflated: {e}"))
+        })?;
+        if n == 0 {
+            break;
+        }
+        if inflated.len() + n > inflated.capacity() {
+            let grown = (inflated.capacity() * 2).max(inflated.len() + n).min(limit);
+            inflated.reserve_exact(grown - inflated.len());
+        }
+        inflated.extend_from_slice(&chunk[..n]);
+    }
     Ok(inflated)
 }
 
