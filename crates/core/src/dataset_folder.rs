@@ -102,7 +102,7 @@ pub fn layout_of_folder<T>(entries: impl IntoIterator<Item = (String, T)>) -> Fo
 /// merge).
 pub fn layout_of_drop<T>(entries: impl IntoIterator<Item = (String, T)>) -> FolderLayout<T> {
     // (root, path inside root, item), junk removed; roots in first-seen order.
-    let mut by_root: Vec<(String, Vec<(Vec<String>, T)>)> = Vec::new();
+    let mut by_root: Vec<(String, RootFiles<T>)> = Vec::new();
     for (path, item) in entries {
         let parts = components(&path);
         if parts.len() < 2 || parts.iter().any(|p| is_os_junk(p)) {
@@ -129,6 +129,9 @@ pub fn layout_of_drop<T>(entries: impl IntoIterator<Item = (String, T)>) -> Fold
     }
     arrange(placed)
 }
+
+/// The files of one dropped folder: each one's path inside it, and its item.
+type RootFiles<T> = Vec<(Vec<String>, T)>;
 
 /// A path's non-empty components, split at `/` and `\`.
 fn components(path: &str) -> Vec<&str> {
