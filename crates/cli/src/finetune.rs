@@ -984,10 +984,8 @@ pub fn split(args: &SplitArgs) -> ExitCode {
         Ok(d) => d,
         Err(e) => return fail(e),
     };
-    if let (Ok(data), Ok(out)) = (
-        std::fs::canonicalize(&args.data),
-        std::path::absolute(&args.out),
-    ) && out.starts_with(&data)
+    if let (Ok(data), Some(out)) = (std::fs::canonicalize(&args.data), resolved(&args.out))
+        && out.starts_with(&data)
     {
         return fail(format!(
             "the output folder {} is inside the data folder {}: choose one outside it",
@@ -1053,6 +1051,21 @@ pub fn split(args: &SplitArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_SOME_FILES_FAILED)
+    }
+}
+
+/// `path` with links and `..` resolved, even when it does not exist yet: its nearest existing
+/// ancestor canonicalised, and the rest appended.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    let absolute = std::path::absolute(path).ok()?;
+    let mut rest = Vec::new();
+    let mut existing = absolute.as_path();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(existing) {
+            return Some(rest.iter().rev().fold(real, |p, c| p.join(c)));
+        }
+        rest.push(existing.file_name()?.to_owned());
+        existing = existing.parent()?;
     }
 }
 

@@ -248,7 +248,9 @@ fn train_predict_eval_on_a_tiny_set_and_refuse_bad_model_files() {
     }
 
     // eval refuses a class the model does not know.
+    // (A class folder needs a file to be a class: empty folders are not classes.)
     std::fs::create_dir_all(root.join("other/unknown")).expect("mkdir");
+    std::fs::write(root.join("other/unknown/x.png"), b"x").expect("write");
     let other = root.join("other").to_string_lossy().to_string();
     let output = medtransfer(
         &["eval", "--model", &m, "--data", &other, "--cache", &cache],
