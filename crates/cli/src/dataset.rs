@@ -119,12 +119,16 @@ pub fn walk_tree(root: &Path) -> Walk {
         seen_dirs.insert(dir);
     }
     walk_dir(root, &mut Vec::new(), &mut walk, &mut links, &mut seen_dirs);
-    // Links last, so a link is the one left out when it points at a listed file.
-    let mut seen_files: HashSet<PathBuf> = walk
-        .files
-        .iter()
-        .filter_map(|(_, path)| fs::canonicalize(path).ok())
-        .collect();
+    // Links last, so a link is the one left out when it points at a listed file (the files'
+    // real paths are only looked up when there are links).
+    let mut seen_files: HashSet<PathBuf> = if links.is_empty() {
+        HashSet::new()
+    } else {
+        walk.files
+            .iter()
+            .filter_map(|(_, path)| fs::canonicalize(path).ok())
+            .collect()
+    };
     links.sort();
     for (parts, path) in links {
         match fs::canonicalize(&path) {

@@ -84,11 +84,9 @@ impl<T> FolderLayout<T> {
 pub fn layout_of_folder<T>(entries: impl IntoIterator<Item = (String, T)>) -> FolderLayout<T> {
     let mut placed: Vec<(String, String, T)> = Vec::new();
     for (path, item) in entries {
-        let parts = components(&path);
-        if parts.len() < 2 || parts.iter().any(|p| is_os_junk(p)) {
-            continue;
+        if let Some(parts) = inside_a_folder(&path) {
+            placed.push((class_name(parts[0]), parts[1..].join("/"), item));
         }
-        placed.push((class_name(parts[0]), parts[1..].join("/"), item));
     }
     arrange(placed)
 }
@@ -104,10 +102,9 @@ pub fn layout_of_drop<T>(entries: impl IntoIterator<Item = (String, T)>) -> Fold
     // (root, path inside root, item), junk removed; roots in first-seen order.
     let mut by_root: Vec<(String, RootFiles<T>)> = Vec::new();
     for (path, item) in entries {
-        let parts = components(&path);
-        if parts.len() < 2 || parts.iter().any(|p| is_os_junk(p)) {
+        let Some(parts) = inside_a_folder(&path) else {
             continue;
-        }
+        };
         let rest: Vec<String> = parts[1..].iter().map(|p| p.to_string()).collect();
         match by_root.iter_mut().find(|(root, _)| root == parts[0]) {
             Some((_, files)) => files.push((rest, item)),
@@ -133,9 +130,11 @@ pub fn layout_of_drop<T>(entries: impl IntoIterator<Item = (String, T)>) -> Fold
 /// The files of one dropped folder: each one's path inside it, and its item.
 type RootFiles<T> = Vec<(Vec<String>, T)>;
 
-/// A path's non-empty components, split at `/` and `\`.
-fn components(path: &str) -> Vec<&str> {
-    path.split(['/', '\\']).filter(|p| !p.is_empty()).collect()
+/// A path's non-empty components (split at `/` and `\`) when it lies inside a folder (two
+/// components at least) and no component is OS junk.
+fn inside_a_folder(path: &str) -> Option<Vec<&str>> {
+    let parts: Vec<&str> = path.split(['/', '\\']).filter(|p| !p.is_empty()).collect();
+    (parts.len() >= 2 && !parts.iter().any(|p| is_os_junk(p))).then_some(parts)
 }
 
 /// Sorts (class, path in class, item) into a layout: classes by name, files by path.

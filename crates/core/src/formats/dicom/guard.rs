@@ -7,7 +7,8 @@
 //! sequences, items, encapsulated pixel data, undefined lengths) without allocating, and refuses
 //! any element or item longer than the bytes left in the file, and nesting deeper than
 //! [`MAX_DEPTH`]. A deflated data set is inflated under a budget proportional to the image it
-//! declares ([`check_data_set`]) and walked the same way. Whatever passes, the parser's allocations are bounded by the file's size.
+//! declares ([`check_data_set`]) and walked the same way. Whatever passes, the parser's
+//! allocations are bounded by the file's size.
 
 use std::io::Read;
 
@@ -120,7 +121,9 @@ pub fn check_data_set(
     if !encoding.deflated {
         return walk_all(rest);
     }
-    let mut inflated = inflate(rest, METADATA_BUDGET)?;
+    let mut decoder = flate2::read::DeflateDecoder::new(rest);
+    let mut inflated = Vec::new();
+    inflate(&mut decoder, &mut inflated, METADATA_BUDGET)?;
     if inflated.len() as u64 > METADATA_BUDGET {
         let over_budget = |detail: String| DecodeError::Unsupported {
             format: "DICOM",
@@ -136,7 +139,7 @@ pub fn check_data_set(
         // Only the start: what the image declares, and where its pixel data begins.
         let top = walk(&inflated, encoding.explicit_vr, encoding.big_endian, true)
             .map_err(|_| too_much())?;
-        if top.pixel_data_at.is_none() {
+        if !top.pixel_data_seen {
             return Err(too_much());
         }
         let pixel_bytes = top.pixel_bytes().ok_or_else(|| {
@@ -149,8 +152,8 @@ pub fn check_data_set(
         let cap = METADATA_BUDGET
             .saturating_add(pixel_bytes)
             .min(MAX_INFLATED_BYTES);
-        drop(inflated);
-        inflated = inflate(rest, cap)?;
+        // Inflation goes on from where it stopped, now under the image's budget.
+        inflate(&mut decoder, &mut inflated, cap)?;
         if inflated.len() as u64 > cap {
             return Err(over_budget(format!(
                 "the deflated data set inflates to more than {} MiB, more than its {}×{} \
@@ -165,13 +168,12 @@ pub fn check_data_set(
     walk_all(&inflated)
 }
 
-/// Inflates a raw deflate stream, stopping after `cap + 1` bytes (so a caller can tell that
-/// there were more than `cap`). The buffer grows by doubling but never past `cap + 1` bytes, so
-/// the budget is what is allocated (`read_to_end` would double past it).
-fn inflate(deflated: &[u8], cap: u64) -> Result<Vec<u8>, DecodeError> {
+/// Inflates more of `decoder`'s stream into `inflated`, stopping once it holds `cap + 1` bytes
+/// (so a caller can tell that there were more than `cap`). The buffer grows by doubling but
+/// never past `cap + 1` bytes, so the budget is what is allocated (`read_to_end` would double
+/// past it).
+fn inflate(decoder: &mut impl Read, inflated: &mut Vec<u8>, cap: u64) -> Result<(), DecodeError> {
     let limit = usize::try_from(cap.saturating_add(1)).unwrap_or(usize::MAX);
-    let mut decoder = flate2::read::DeflateDecoder::new(deflated);
-    let mut inflated: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 << 10];
     while inflated.len() < limit {
         let want = chunk.len().min(limit - inflated.len());
@@ -187,11 +189,11 @@ fn inflate(deflated: &[u8], cap: u64) -> Result<Vec<u8>, DecodeError> {
         }
         inflated.extend_from_slice(&chunk[..n]);
     }
-    Ok(inflated)
+    Ok(())
 }
 
-/// What the walk saw at the top level of the data set: the image's declared size and where the
-/// Pixel Data element starts.
+/// What the walk saw at the top level of the data set: the image's declared size and whether
+/// the Pixel Data element was reached.
 #[derive(Debug, Default)]
 struct TopLevel {
     rows: Option<u16>,
@@ -199,7 +201,7 @@ struct TopLevel {
     samples: Option<u16>,
     bits_allocated: Option<u16>,
     frames: Option<u32>,
-    pixel_data_at: Option<usize>,
+    pixel_data_seen: bool,
 }
 
 impl TopLevel {
@@ -378,7 +380,6 @@ fn walk(
                 }
             }
         } else {
-            let header_at = r.pos;
             let header = if explicit_vr {
                 r.explicit_header_with_vr()
             } else {
@@ -389,7 +390,7 @@ fn walk(
             };
             if open.is_empty() {
                 if tag == PIXEL_DATA {
-                    top.pixel_data_at = Some(header_at);
+                    top.pixel_data_seen = true;
                     if stop_at_pixel_data {
                         return Ok(top);
                     }
