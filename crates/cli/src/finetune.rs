@@ -513,7 +513,7 @@ pub fn train(args: &TrainArgs) -> ExitCode {
                 args.seed,
             ) {
                 Ok(split) => (split.train, split.validation),
-                Err(e) => return fail(e),
+                Err(e) => return fail(e.with_class_names(&dataset.classes)),
             }
         };
     let rows = |indices: &[usize]| LabelledEmbeddings {
@@ -1009,7 +1009,7 @@ pub fn split(args: &SplitArgs) -> ExitCode {
     };
     let split = match stratified_split(&labels, groups.as_deref(), args.test_fraction, args.seed) {
         Ok(s) => s,
-        Err(e) => return fail(e),
+        Err(e) => return fail(e.with_class_names(&dataset.classes)),
     };
     for (part, indices) in [("train", &split.train), ("test", &split.validation)] {
         for &i in indices {

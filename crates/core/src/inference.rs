@@ -174,12 +174,23 @@ pub async fn run_each(
             match &mut outputs {
                 Ok(rows) => rows
                     .next()
-                    .map(|(embedding, logits)| ImageOutput { embedding, logits })
-                    .ok_or_else(|| "the backbone returned fewer rows than images".to_string()),
+                    .ok_or_else(|| "the backbone returned fewer rows than images".to_string())
+                    .and_then(|(embedding, logits)| finite_output(embedding, logits)),
                 Err(error) => Err(error.clone()),
             }
         })
         .collect()
+}
+
+/// The output as it is, or an error when it holds a NaN or an infinity (a broken kernel or a
+/// pathological input): such an embedding must be refused where it is made, not dropped
+/// silently later when it is saved, exported or trained on.
+fn finite_output(embedding: Vec<f32>, logits: Vec<f32>) -> Result<ImageOutput, String> {
+    if embedding.iter().chain(&logits).all(|v| v.is_finite()) {
+        Ok(ImageOutput { embedding, logits })
+    } else {
+        Err("the network's output for this image is not a finite number (NaN or infinity)".into())
+    }
 }
 
 /// Softmax of one row of logits, computed stably on the host.
@@ -193,6 +204,16 @@ pub fn softmax_row(logits: &[f32]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_non_finite_output_is_an_error_where_it_is_made() {
+        assert!(finite_output(vec![0.5, -1.0], vec![2.0]).is_ok());
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let error = finite_output(vec![0.5, bad], vec![2.0]).err();
+            assert!(error.is_some_and(|e| e.contains("not a finite number")));
+            assert!(finite_output(vec![0.5], vec![bad]).is_err());
+        }
+    }
 
     #[test]
     fn softmax_row_sums_to_one_and_keeps_order() {

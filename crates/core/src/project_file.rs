@@ -9,8 +9,9 @@
 //! - `model.mtmodel`: the trained model ([`crate::model_file`]), when there is one.
 //!
 //! Reading checks everything before anything is used: version, ids, counts, shapes, sizes,
-//! finite values, and that the model's classes are the project's. A bad file is refused with a
-//! message and never panics.
+//! finite values. The model keeps the class names it was trained with (its own header), which may
+//! differ from the project's when a class was renamed or added after training. A bad file is
+//! refused with a message and never panics.
 
 use std::io::{Cursor, Read, Write};
 
@@ -136,7 +137,8 @@ pub struct ProjectArchive {
     pub images: Vec<ProjectImage>,
     /// The app's settings (opaque to the core).
     pub settings: serde_json::Value,
-    /// The trained model file's bytes, when there is one (checked on read).
+    /// The trained model file's bytes, when there is one (checked on read). Its header names
+    /// the classes it was trained with, which may differ from [`ProjectArchive::classes`].
     pub model: Option<Vec<u8>>,
 }
 
@@ -327,13 +329,6 @@ impl ProjectArchive {
                     parsed.header.head.input_dim
                 )));
             }
-            if parsed.header.classes != manifest.classes {
-                return Err(damaged(format!(
-                    "its model's classes ({}) are not the project's ({})",
-                    parsed.header.classes.join(", "),
-                    manifest.classes.join(", ")
-                )));
-            }
             Some(model)
         } else {
             None
@@ -422,6 +417,50 @@ mod tests {
         let project = sample();
         let bytes = project.to_bytes("test").expect("write");
         assert_eq!(ProjectArchive::from_bytes(&bytes), Ok(project));
+    }
+
+    /// A linear two-class model on the real embedding size, trained "with" `classes`.
+    fn model_bytes(classes: &[&str]) -> Vec<u8> {
+        use crate::head::{HeadConfig, HeadKind, HeadWeights, OutputKind};
+        use crate::train::{FeatureNormalization, LossKind, StopReason, TrainConfig, TrainedHead};
+        let config = HeadConfig {
+            kind: HeadKind::Linear,
+            output: OutputKind::Sigmoid,
+            input_dim: EMBEDDING_DIM,
+            num_classes: 2,
+        };
+        let trained = TrainedHead {
+            classes: classes.iter().map(|c| c.to_string()).collect(),
+            config,
+            weights: HeadWeights::initial(&config, 1).expect("valid"),
+            normalization: FeatureNormalization {
+                mean: vec![0.0; EMBEDDING_DIM],
+                std: vec![1.0; EMBEDDING_DIM],
+            },
+            train_config: TrainConfig::default(),
+            loss: LossKind::BinaryCrossEntropy,
+            class_weights: vec![1.0, 1.0],
+            history: Vec::new(),
+            kept_epoch: 1,
+            stop_reason: StopReason::Completed,
+            validation: None,
+        };
+        ModelFile::from_trained(&trained, "test").to_bytes()
+    }
+
+    #[test]
+    fn a_model_keeps_its_class_names_after_classes_were_renamed_or_added() {
+        let project = ProjectArchive {
+            classes: vec!["normal".into(), "pneumonia".into(), "covid".into()],
+            model: Some(model_bytes(&["NORMAL", "PNEUMONIA"])),
+            ..sample()
+        };
+        let back = ProjectArchive::from_bytes(&project.to_bytes("test").expect("write"))
+            .expect("a model trained before a rename is kept");
+        let model =
+            ModelFile::from_bytes(back.model.as_deref().expect("model kept")).expect("model reads");
+        assert_eq!(model.header.classes, ["NORMAL", "PNEUMONIA"]);
+        assert_eq!(back.classes, ["normal", "pneumonia", "covid"]);
     }
 
     #[test]

@@ -59,6 +59,32 @@ pub enum SplitError {
     },
 }
 
+impl SplitError {
+    /// The message with each class named by `classes` (its name, in label order) rather than
+    /// by its 0-based label: what a user reads ("the class “COVID” has only 1 item(s)…").
+    pub fn with_class_names(&self, classes: &[String]) -> String {
+        let name = |class: usize| {
+            classes.get(class).map_or_else(
+                || format!("class {class}"),
+                |n| format!("the class \u{201c}{n}\u{201d}"),
+            )
+        };
+        match self {
+            Self::TooFewItems { class, count } => format!(
+                "{} has only {count} item(s); each class needs at least 2 items for a \
+                 validation split",
+                name(*class)
+            ),
+            Self::TooFewGroups { class, count } => format!(
+                "{} has only {count} group(s) (groups whose majority label it is); each class \
+                 needs at least 2 groups for a grouped validation split",
+                name(*class)
+            ),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// How items are grouped so that no group (e.g. one patient) straddles train and validation:
 /// a regular expression applied to each file name.
 #[derive(Debug, Clone)]
@@ -247,6 +273,25 @@ fn majority_label(labels: &[usize], items: &[usize]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_name_classes_by_their_names() {
+        let classes = vec!["NORMAL".to_string(), "PNEUMONIA".into(), "COVID".into()];
+        let error = stratified_split(&[0, 0, 1, 1, 2], None, 0.2, 1).expect_err("one COVID image");
+        assert_eq!(error, SplitError::TooFewItems { class: 2, count: 1 });
+        let message = error.with_class_names(&classes);
+        assert!(
+            message.starts_with("the class \u{201c}COVID\u{201d} has only 1 item(s)"),
+            "{message}"
+        );
+        assert!(!message.contains("class 2"), "{message}");
+        // A label without a name still says which.
+        assert!(
+            error
+                .with_class_names(&[])
+                .starts_with("class 2 has only 1")
+        );
+    }
 
     fn labels_with(counts: &[usize]) -> Vec<usize> {
         // Interleaved so that classes are not in contiguous blocks.

@@ -78,6 +78,26 @@ pub enum ClassWeighting {
 /// Ratio of largest to smallest class above which [`ClassWeighting::Auto`] weights classes.
 pub const IMBALANCE_RATIO: f64 = 1.5;
 
+/// The valid ranges of the settings a user edits: [`TrainConfig`]'s checks use them, and the
+/// page's inputs (and the settings of an imported project) are clamped to them.
+pub mod limits {
+    use std::ops::RangeInclusive;
+
+    /// Epochs (most passes over the training items).
+    pub const EPOCHS: RangeInclusive<usize> = 1..=100_000;
+    /// Items per optimiser step.
+    pub const BATCH_SIZE: RangeInclusive<usize> = 1..=65_536;
+    /// The learning rate lies strictly between these bounds.
+    pub const LEARNING_RATE: (f64, f64) = (0.0, 10.0);
+    /// The share of each class held out for validation (0: none, train on everything).
+    pub const VALIDATION_SHARE: RangeInclusive<f64> = 0.0..=0.5;
+
+    /// Whether `rate` is a valid learning rate (finite, strictly inside [`LEARNING_RATE`]).
+    pub fn learning_rate_ok(rate: f64) -> bool {
+        rate.is_finite() && rate > LEARNING_RATE.0 && rate < LEARNING_RATE.1
+    }
+}
+
 /// Everything that configures a training run. The defaults were chosen on validation data
 /// (see `docs/RESULTS.md`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -146,10 +166,7 @@ impl TrainConfig {
 
     fn validate(&self, num_classes: usize) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::Config(m));
-        if !(self.learning_rate.is_finite()
-            && self.learning_rate > 0.0
-            && self.learning_rate < 10.0)
-        {
+        if !limits::learning_rate_ok(self.learning_rate) {
             return bad(format!(
                 "the learning rate must be in (0, 10), got {}",
                 self.learning_rate
@@ -161,13 +178,13 @@ impl TrainConfig {
                 self.weight_decay
             ));
         }
-        if self.batch_size == 0 || self.batch_size > 65_536 {
+        if !limits::BATCH_SIZE.contains(&self.batch_size) {
             return bad(format!(
                 "the batch size must be in 1..=65536, got {}",
                 self.batch_size
             ));
         }
-        if self.epochs == 0 || self.epochs > 100_000 {
+        if !limits::EPOCHS.contains(&self.epochs) {
             return bad(format!("epochs must be in 1..=100000, got {}", self.epochs));
         }
         if !(0.0..0.5).contains(&self.label_smoothing) {
