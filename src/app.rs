@@ -10,12 +10,13 @@ use medtransfer_core::{BackendKind, select_device};
 use wasm_bindgen::JsCast;
 
 use crate::cached_fetch::{FetchSource, Progress, evict, fetch_cached};
-use crate::gpu_probe::probe_webgpu;
-use crate::project::{
-    ClassesSection, IMAGE_ACCEPT, PredictSection, Project, ProjectSection, ResultsSection,
-    TrainSection, read_file,
+use crate::components::{
+    ClassesSection, PredictSection, ProjectSection, ResultsSection, TrainSection,
 };
+use crate::dom::{IMAGE_ACCEPT, read_file};
+use crate::gpu_probe::probe_webgpu;
 use crate::protocol::ImageId;
+use crate::state::{Project, provide_project, use_project};
 
 /// Cache API bucket for the pretrained files; bump the suffix when their format changes.
 const WEIGHTS_CACHE: &str = "medtransfer-weights-v1";
@@ -64,11 +65,12 @@ pub fn App() -> impl IntoView {
     let model_state = RwSignal::new(ModelState::Waiting);
     let labels = StoredValue::new(None::<ImageNetLabels>);
     let project = Project::new();
+    provide_project(project);
     if let Err(error) = project.attach() {
         project.worker_backend.set(Some(Err(error)));
     }
     project.save_on_change();
-    spawn_local(project.restore());
+    spawn_local(project.open_here());
 
     spawn_local(async move {
         let device = select_device(probe_webgpu().await).await;
@@ -108,12 +110,12 @@ pub fn App() -> impl IntoView {
                     Some(Err(error)) => format!("The background worker failed: {error}"),
                 }}
             </p>
-            <ProjectSection project=project />
-            <ClassesSection project=project />
-            <TrainSection project=project />
-            <ResultsSection project=project />
-            <PredictSection project=project />
-            <PretrainedSection model_state=model_state labels=labels project=project />
+            <ProjectSection />
+            <ClassesSection />
+            <TrainSection />
+            <ResultsSection />
+            <PredictSection />
+            <PretrainedSection model_state=model_state labels=labels />
         </main>
     }
 }
@@ -200,8 +202,8 @@ fn megabytes(bytes: u64) -> String {
 fn PretrainedSection(
     model_state: RwSignal<ModelState>,
     labels: StoredValue<Option<ImageNetLabels>>,
-    project: Project,
 ) -> impl IntoView {
+    let project = use_project();
     // The last pick: (request id, file name) in order, and when it started.
     let pick = RwSignal::new(Vec::<(ImageId, String)>::new());
     let started = StoredValue::new(0.0f64);

@@ -4,8 +4,13 @@
 
 pub mod app;
 pub mod cached_fetch;
+pub mod components;
+pub mod dom;
 pub mod gpu_probe;
-pub mod project;
 pub mod protocol;
+pub mod state;
 pub mod storage;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
 pub mod worker;
+pub mod worker_client;

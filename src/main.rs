@@ -17,7 +17,7 @@ fn main() {
         // code; the constructors only register static items.
         unsafe { __wasm_call_ctors() };
         console_error_panic_hook::set_once();
-        if medtransfer_app::project::is_page() {
+        if medtransfer_app::dom::is_page() {
             leptos::mount::mount_to_body(medtransfer_app::app::App);
         }
     }

@@ -1,14 +1,18 @@
 //! The typed messages between the page and its compute Web Worker (`worker.rs`).
 //!
-//! Each message is a JS array `[json, bytes?]`: the JSON of a [`ToWorker`] or [`FromWorker`],
-//! and for images and weights their bytes as a transferred `ArrayBuffer` (never copied as JSON).
+//! Both sides frame every message the same way, as an [`Envelope`]: on the wire a JS array
+//! `[json, bytes?]`, the JSON of a [`ToWorker`] or [`FromWorker`] and, for images, weights and
+//! model files, their bytes as a transferred `ArrayBuffer` (moved, never copied or put in JSON).
 //! Embeddings are computed in the worker; it sends each one back with the image's thumbnail,
 //! so that the page can keep the project in IndexedDB and hand it to a new worker after a
 //! reload or a crash ([`ToWorker::Restore`]).
 
+use js_sys::{Array, ArrayBuffer, Uint8Array};
 use medtransfer_core::metrics::Evaluation;
-use medtransfer_core::train::{EpochSummary, TrainConfig};
+use medtransfer_core::train::{EpochSummary, StopReason, TrainConfig};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use wasm_bindgen::{JsCast, JsValue};
 
 /// Identifies one image of the project (unique within the project, kept across reloads).
 pub type ImageId = u32;
@@ -39,9 +43,13 @@ pub enum ToWorker {
         /// The request's id.
         id: ImageId,
     },
-    /// Test hook: fail the way a lost GPU makes the worker fail (a panic, which kills its wasm),
-    /// so that tests can check that the page recovers on the CPU.
-    SimulateCrash,
+    /// Test hook, obeyed only by builds with the `test-hooks` feature: panic (which kills the
+    /// worker's wasm), as a lost GPU does (`device_lost`) or as a bug does, so that tests can
+    /// check how the page recovers.
+    SimulateCrash {
+        /// Whether the panic says the GPU device was lost.
+        device_lost: bool,
+    },
     /// An image's bytes follow: compute (or take from the cache) its embedding.
     Embed {
         /// The image.
@@ -78,6 +86,12 @@ pub enum ToWorker {
 pub enum FromWorker {
     /// The worker's wasm is running and takes messages.
     Started,
+    /// The worker's wasm panicked and is about to die: its last words (which say, for
+    /// instance, whether the GPU device was lost). Sent from the panic hook.
+    Crashed {
+        /// The panic's message and location.
+        message: String,
+    },
     /// The network is loaded; `backend` says where it runs.
     ModelReady {
         /// e.g. "WebGPU · SwiftShader ..." or "CPU · flex ... — reason".
@@ -114,8 +128,8 @@ pub enum FromWorker {
     Trained {
         /// The epoch whose weights are kept.
         kept_epoch: usize,
-        /// Why it ended (`completed`, `early_stopped`, `cancelled`).
-        stop_reason: String,
+        /// Why it ended.
+        stop_reason: StopReason,
         /// Metrics on the validation images.
         validation: Option<Evaluation>,
         /// Image ids of the validation items, in the order of the evaluation's indices.
@@ -148,4 +162,77 @@ pub enum FromWorker {
         /// One probability per class, or the error.
         result: Result<Vec<f32>, String>,
     },
+}
+
+/// One message with the bytes that travel with it: the single framing of page ↔ worker
+/// messages, used by [`crate::worker_client`] and [`crate::worker`] alike.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Envelope<M> {
+    /// The typed message.
+    pub message: M,
+    /// Its bytes (an image, the weights, a model file, embeddings), transferred with it.
+    pub bytes: Option<Vec<u8>>,
+}
+
+impl<M> Envelope<M> {
+    /// A message without bytes.
+    pub fn new(message: M) -> Self {
+        Self {
+            message,
+            bytes: None,
+        }
+    }
+
+    /// A message with bytes.
+    pub fn with_bytes(message: M, bytes: Vec<u8>) -> Self {
+        Self {
+            message,
+            bytes: Some(bytes),
+        }
+    }
+}
+
+impl<M: Serialize> Envelope<M> {
+    /// The wire form `[json, ArrayBuffer?]` and the transfer list (the buffer, when there are
+    /// bytes) to hand to `postMessage`.
+    ///
+    /// # Errors
+    /// The message could not be serialised (it holds a non-finite float, for instance).
+    pub fn to_js(&self) -> Result<(Array, Array), String> {
+        let json = serde_json::to_string(&self.message)
+            .map_err(|e| format!("the message could not be encoded: {e}"))?;
+        let array = Array::of1(&json.into());
+        let transfer = Array::new();
+        if let Some(bytes) = &self.bytes {
+            let buffer = Uint8Array::from(bytes.as_slice()).buffer();
+            array.push(&buffer);
+            transfer.push(&buffer);
+        }
+        Ok((array, transfer))
+    }
+}
+
+impl<M: DeserializeOwned> Envelope<M> {
+    /// Reads the wire form written by [`Envelope::to_js`].
+    ///
+    /// # Errors
+    /// `data` is not `[json, ArrayBuffer?]`, or the JSON is not a message of this type.
+    pub fn from_js(data: &JsValue) -> Result<Self, String> {
+        if !Array::is_array(data) {
+            return Err("a message that is not [json, bytes?]".into());
+        }
+        let array = Array::from(data);
+        let json = array
+            .get(0)
+            .as_string()
+            .ok_or("a message without its JSON")?;
+        let message =
+            serde_json::from_str(&json).map_err(|e| format!("an unknown message: {e}"))?;
+        let bytes = array
+            .get(1)
+            .dyn_into::<ArrayBuffer>()
+            .ok()
+            .map(|buffer| Uint8Array::new(&buffer).to_vec());
+        Ok(Self { message, bytes })
+    }
 }

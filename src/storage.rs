@@ -51,6 +51,19 @@ fn message(error: impl std::fmt::Display) -> String {
     format!("the browser's storage failed: {error}")
 }
 
+/// Waits for a transaction to end and says whether it was committed: an aborted transaction
+/// (the storage quota exceeded, the disk full, the tab closing) kept nothing, and is an error.
+async fn finish(tx: Transaction) -> Result<(), String> {
+    match tx.done().await.map_err(message)? {
+        result if result.is_committed() => Ok(()),
+        _ => Err(
+            "the browser did not keep it: the write was aborted, most often because this \
+             site's storage is full"
+                .into(),
+        ),
+    }
+}
+
 fn set(object: &Object, key: &str, value: &JsValue) {
     let _ = Reflect::set(object, &key.into(), value);
 }
@@ -125,8 +138,7 @@ impl Storage {
         for result in futures::future::join_all(puts).await {
             result.map_err(message)?;
         }
-        tx.done().await.map_err(message)?;
-        Ok(())
+        finish(tx).await
     }
 
     /// Deletes images.
@@ -138,8 +150,7 @@ impl Storage {
         for id in ids {
             store.delete(JsValue::from(*id)).await.map_err(message)?;
         }
-        tx.done().await.map_err(message)?;
-        Ok(())
+        finish(tx).await
     }
 
     /// Every stored image, in id order.
@@ -156,8 +167,7 @@ impl Storage {
             .put(value, Some(&JsValue::from_str(key)))
             .await
             .map_err(message)?;
-        tx.done().await.map_err(message)?;
-        Ok(())
+        finish(tx).await
     }
 
     /// Deletes a `meta` value.
@@ -167,8 +177,7 @@ impl Storage {
             .delete(JsValue::from_str(key))
             .await
             .map_err(message)?;
-        tx.done().await.map_err(message)?;
-        Ok(())
+        finish(tx).await
     }
 
     /// Reads a `meta` value.
@@ -186,20 +195,95 @@ impl Storage {
             .map(|a| a.to_vec()))
     }
 
-    /// Empties both stores (before an import replaces the project).
-    pub async fn clear(&self) -> Result<(), String> {
+    /// Replaces the whole project (an import) in one transaction over both stores: either the
+    /// new project is stored completely, or (quota exceeded, tab closed, any failure) the
+    /// transaction aborts and the old project is left exactly as it was.
+    ///
+    /// # Errors
+    /// A request failed or the transaction was aborted (nothing was changed then).
+    pub async fn replace_project(
+        &self,
+        records: &[ImageRecord],
+        project_json: &str,
+        model: Option<&[u8]>,
+    ) -> Result<(), String> {
         let tx = self
             .db
             .transaction(&[IMAGES, META], TransactionMode::ReadWrite)
             .map_err(message)?;
-        for name in [IMAGES, META] {
-            tx.store(name)
-                .map_err(message)?
-                .clear()
+        let written = async {
+            let images = tx.store(IMAGES).map_err(message)?;
+            let meta = tx.store(META).map_err(message)?;
+            images.clear().await.map_err(message)?;
+            meta.clear().await.map_err(message)?;
+            let values: Vec<JsValue> = records.iter().map(ImageRecord::to_js).collect();
+            let puts = values.iter().map(|value| images.put(value, None));
+            for result in futures::future::join_all(puts).await {
+                result.map_err(message)?;
+            }
+            meta.put(
+                &JsValue::from_str(project_json),
+                Some(&JsValue::from_str(PROJECT_KEY)),
+            )
+            .await
+            .map_err(message)?;
+            if let Some(model) = model {
+                meta.put(
+                    &Uint8Array::from(model).into(),
+                    Some(&JsValue::from_str(MODEL_KEY)),
+                )
                 .await
                 .map_err(message)?;
+            }
+            Ok::<(), String>(())
         }
-        tx.done().await.map_err(message)?;
-        Ok(())
+        .await;
+        match written {
+            // A transaction commits by itself once its requests are done: after a failed
+            // request it must be aborted explicitly, so that nothing of it is kept.
+            Err(error) => {
+                let _ = tx.abort().await;
+                Err(error)
+            }
+            Ok(()) => finish(tx).await,
+        }
     }
+}
+
+/// `navigator.storage`, when the browser has it (the Storage API).
+fn storage_manager() -> Option<JsValue> {
+    let navigator = Reflect::get(&js_sys::global(), &"navigator".into()).ok()?;
+    Reflect::get(&navigator, &"storage".into())
+        .ok()
+        .filter(|m| !m.is_undefined() && !m.is_null())
+}
+
+/// Calls `navigator.storage[method]()` and awaits its promise.
+async fn call_storage_manager(method: &str) -> Option<JsValue> {
+    let manager = storage_manager()?;
+    let function = Reflect::get(&manager, &method.into())
+        .ok()?
+        .dyn_into::<js_sys::Function>()
+        .ok()?;
+    let promise = function
+        .call0(&manager)
+        .ok()?
+        .dyn_into::<js_sys::Promise>()
+        .ok()?;
+    wasm_bindgen_futures::JsFuture::from(promise).await.ok()
+}
+
+/// Asks the browser to keep this site's storage under storage pressure
+/// (`navigator.storage.persist()`, Storage Standard §5); `Some(granted)`, or `None` when the
+/// browser has no Storage API.
+pub async fn request_persistence() -> Option<bool> {
+    call_storage_manager("persist").await?.as_bool()
+}
+
+/// `(bytes used, quota in bytes)` of this site's storage (`navigator.storage.estimate()`), or
+/// `None` when the browser does not say.
+pub async fn usage_and_quota() -> Option<(f64, f64)> {
+    let estimate = call_storage_manager("estimate").await?;
+    let number = |key: &str| Reflect::get(&estimate, &key.into()).ok()?.as_f64();
+    Some((number("usage")?, number("quota")?))
 }

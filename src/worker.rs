@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
-use js_sys::{Array, ArrayBuffer, Function, Promise, Reflect, Uint8Array};
+use js_sys::{Function, Promise, Reflect};
 use medtransfer_core::efficientnet::{EMBEDDING_DIM, EfficientNetLite0, load_from_bytes};
 use medtransfer_core::embeddings::{decode_embedding, encode_embedding};
 use medtransfer_core::inference::run_each;
@@ -15,7 +15,7 @@ use medtransfer_core::model_file::ModelFile;
 use medtransfer_core::preprocess::{decode_image, preprocess_decoded, preprocess_image};
 use medtransfer_core::split::stratified_split;
 use medtransfer_core::thumbnail::thumbnail_of;
-use medtransfer_core::train::{CancelToken, Classifier, LabelledEmbeddings, StopReason, Trainer};
+use medtransfer_core::train::{CancelToken, Classifier, LabelledEmbeddings, Trainer};
 use medtransfer_core::{BackendKind, ComputeDevice, select_device};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::{JsCast, JsValue};
@@ -23,7 +23,7 @@ use wasm_bindgen_futures::{JsFuture, spawn_local};
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 use crate::gpu_probe::probe_webgpu;
-use crate::protocol::{EMBEDDING_BYTES, FromWorker, ImageId, ToWorker};
+use crate::protocol::{EMBEDDING_BYTES, Envelope, FromWorker, ImageId, ToWorker};
 
 /// Images embedded per forward pass (the core splits larger batches anyway).
 const BATCH: usize = 8;
@@ -58,8 +58,16 @@ thread_local! {
     static STATE: RefCell<State> = RefCell::new(State::default());
 }
 
-/// Starts answering messages; called once by `public/worker.js` after the wasm is loaded.
+/// Starts answering messages; called once by `public/worker.js` after the wasm is loaded. A
+/// panic's message is posted to the page ([`FromWorker::Crashed`]) before the wasm dies, so
+/// that the page can tell a lost GPU from a bug.
 pub fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        console_error_panic_hook::hook(info);
+        post(&FromWorker::Crashed {
+            message: info.to_string(),
+        });
+    }));
     let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
     let handler = Closure::<dyn FnMut(MessageEvent)>::new(on_message);
     scope.set_onmessage(Some(handler.as_ref().unchecked_ref()));
@@ -68,41 +76,32 @@ pub fn start() {
 }
 
 fn post(message: &FromWorker) {
-    post_with(message, None);
+    send(Envelope::new(message.clone()));
 }
 
 /// Posts a message with `bytes` transferred (not copied) after its JSON.
 fn post_with(message: &FromWorker, bytes: Option<Vec<u8>>) {
-    let Ok(json) = serde_json::to_string(message) else {
-        return;
-    };
+    send(Envelope {
+        message: message.clone(),
+        bytes,
+    });
+}
+
+fn send(envelope: Envelope<FromWorker>) {
     let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
-    let array = Array::of1(&json.into());
-    let result = match bytes {
-        Some(bytes) => {
-            let buffer = Uint8Array::from(bytes.as_slice()).buffer();
-            array.push(&buffer);
-            scope.post_message_with_transfer(&array, &Array::of1(&buffer))
-        }
-        None => scope.post_message(&array),
-    };
-    if result.is_err() {
-        web_sys::console::error_1(&"the worker could not post a message".into());
+    let result = envelope.to_js().and_then(|(array, transfer)| {
+        scope
+            .post_message_with_transfer(&array, &transfer)
+            .map_err(|e| format!("{e:?}"))
+    });
+    if let Err(error) = result {
+        web_sys::console::error_1(&format!("the worker could not post a message: {error}").into());
     }
 }
 
 fn on_message(event: MessageEvent) {
-    let data = Array::from(&event.data());
-    let Some(json) = data.get(0).as_string() else {
-        return;
-    };
-    let bytes = data
-        .get(1)
-        .dyn_into::<ArrayBuffer>()
-        .ok()
-        .map(|buffer| Uint8Array::new(&buffer).to_vec());
-    let message: ToWorker = match serde_json::from_str(&json) {
-        Ok(m) => m,
+    let Envelope { message, bytes } = match Envelope::<ToWorker>::from_js(&event.data()) {
+        Ok(envelope) => envelope,
         Err(error) => {
             web_sys::console::error_1(&format!("bad message to the worker: {error}").into());
             return;
@@ -128,7 +127,7 @@ fn on_message(event: MessageEvent) {
             bytes: bytes.unwrap_or_default(),
             kind: JobKind::Classify,
         }),
-        ToWorker::SimulateCrash => panic!("simulated loss of the GPU (test hook)"),
+        ToWorker::SimulateCrash { device_lost } => simulate_crash(device_lost),
         ToWorker::Embed { id } => enqueue(Job {
             id,
             bytes: bytes.unwrap_or_default(),
@@ -153,6 +152,18 @@ fn on_message(event: MessageEvent) {
         ToWorker::Stop => STATE.with_borrow(|s| s.cancel.cancel()),
     }
 }
+
+/// The test hook [`ToWorker::SimulateCrash`]: panics in test builds, is ignored otherwise.
+#[cfg(feature = "test-hooks")]
+fn simulate_crash(device_lost: bool) {
+    if device_lost {
+        panic!("simulated loss of the GPU: the device was lost (test hook)");
+    }
+    panic!("simulated bug in the compute worker (test hook)");
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn simulate_crash(_device_lost: bool) {}
 
 async fn load_model(bytes: Vec<u8>, force_cpu: bool) {
     let device = if force_cpu {
@@ -249,6 +260,10 @@ fn network_input_and_thumbnail(
             Err("empty file (0 bytes), or it could not be read".to_string()),
             None,
         );
+    }
+    #[cfg(feature = "test-hooks")]
+    if bytes.starts_with(crate::test_hooks::CRASH_MAGIC) {
+        panic!("a test file that breaks the decoder (test hook)");
     }
     match decode_image(bytes) {
         Err(error) => (Err(error.to_string()), None),
@@ -405,7 +420,10 @@ async fn run_training(
     let (train_idx, val_idx) = if validation_share > 0.0 {
         let split =
             stratified_split(&labels, None, validation_share, config.seed).map_err(|e| {
-                format!("{e}. Add images, or set the validation share to 0 to train on all of them")
+                format!(
+                    "{}. Add images, or set the validation share to 0 to train on all of them",
+                    e.with_class_names(&classes)
+                )
             })?;
         (split.train, split.validation)
     } else {
@@ -452,12 +470,7 @@ async fn run_training(
     post_with(
         &FromWorker::Trained {
             kept_epoch: trained.kept_epoch,
-            stop_reason: match trained.stop_reason {
-                StopReason::Completed => "completed",
-                StopReason::EarlyStopped => "early_stopped",
-                StopReason::Cancelled => "cancelled",
-            }
-            .to_string(),
+            stop_reason: trained.stop_reason,
             validation: trained.validation,
             validation_ids: val_idx.iter().map(|&i| rows[i].0).collect(),
             millis: js_sys::Date::now() - started,
