@@ -31,8 +31,8 @@ cargo clippy --workspace --exclude medtransfer-cli --all-targets --locked \
 step "cargo test (native)"
 cargo test --workspace --locked
 
-step "trunk build (the wasm app, dev profile)"
-trunk build --locked
+step "trunk build (the wasm app, dev profile, with the browser tests' hooks)"
+trunk build --locked --features test-hooks
 
 step "Browser tests (headless Chromium, WebGPU and CPU fallback)"
 (cd tests/browser && node --test --test-concurrency=1)

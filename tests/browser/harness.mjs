@@ -29,11 +29,28 @@ const MIME = {
   '.safetensors': 'application/octet-stream',
 };
 
-/** Serves `root` on 127.0.0.1 at a free port; resolves to { origin, close() }. */
+/**
+ * The headers a static host reads from `_headers` (Netlify / Cloudflare Pages format) for every
+ * path (`/*`): the tests serve the page exactly as such a host would.
+ */
+export function parseHeadersFile(text) {
+  const headers = {};
+  let all = false;
+  for (const line of text.split('\n')) {
+    if (!line.trim() || line.trimStart().startsWith('#')) continue;
+    if (!/^\s/.test(line)) { all = line.trim() === '/*'; continue; }
+    const at = line.indexOf(':');
+    if (all && at > 0) headers[line.slice(0, at).trim().toLowerCase()] = line.slice(at + 1).trim();
+  }
+  return headers;
+}
+
+/** Serves `root` on 127.0.0.1 at a free port, with `root/_headers`; resolves to { origin, close() }. */
 export async function serveStatic(root = distDir) {
   if (!existsSync(join(root, 'index.html'))) {
     throw new Error(`${root}/index.html is missing: build the app with Trunk first (scripts/test.sh does)`);
   }
+  const extra = existsSync(join(root, '_headers')) ? parseHeadersFile(await readFile(join(root, '_headers'), 'utf8')) : {};
   const server = createServer(async (req, res) => {
     let path;
     try { path = decodeURIComponent(new URL(req.url, 'http://x').pathname); } catch { res.writeHead(400).end(); return; }
@@ -41,7 +58,7 @@ export async function serveStatic(root = distDir) {
     if (!file.startsWith(root + sep)) { res.writeHead(403).end(); return; }
     try {
       const body = await readFile(file);
-      res.writeHead(200, { 'content-type': MIME[extname(file)] ?? 'application/octet-stream' });
+      res.writeHead(200, { ...extra, 'content-type': MIME[extname(file)] ?? 'application/octet-stream' });
       res.end(body);
     } catch {
       res.writeHead(404).end('not found');
