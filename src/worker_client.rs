@@ -144,7 +144,13 @@ impl EmbedQueue {
             return;
         }
         if self.suspects.contains(&id) {
-            self.waiting.push_front((id, bytes));
+            // After the suspects already waiting, in the order they come.
+            let at = self
+                .waiting
+                .iter()
+                .position(|(w, _)| !self.suspects.contains(w))
+                .unwrap_or(self.waiting.len());
+            self.waiting.insert(at, (id, bytes));
         } else {
             self.waiting.push_back((id, bytes));
         }
