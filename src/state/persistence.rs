@@ -182,10 +182,13 @@ impl Project {
 
     /// Saves the project's classes, settings and results whenever they change (once the saved
     /// project has been read back). Call it where a reactive owner exists (in a component).
+    /// Reading back or importing a project is not a change: `restored` is read untracked, so
+    /// that a refused import does not write the old project again (and a storage error then
+    /// does not hide the import's own message).
     pub fn save_on_change(self) {
         Effect::new(move || {
             let saved = self.saved_project();
-            if !self.restored.get() {
+            if !self.restored.get_untracked() {
                 return;
             }
             self.save_project_json(&saved);

@@ -69,6 +69,32 @@ async function twoClasses(page, n, skip = 0) {
 /** This origin's storage in use, in bytes, as the browser counts it. */
 const usage = (page) => page.evaluate(async () => (await navigator.storage.estimate()).usage);
 
+/**
+ * Waits until IndexedDB refuses a write. Chromium's IndexedDB trusts the free space it last
+ * looked up for some tens of seconds, so a quota override takes hold only after that: until then
+ * a small random record (in a database of its own) is written every 2 s. Returns the seconds it took.
+ */
+async function untilRefused(page) {
+  const started = Date.now();
+  while (Date.now() - started < 120_000) {
+    const outcome = await page.evaluate(() => new Promise((done) => {
+      const open = indexedDB.open('quota-probe', 1);
+      open.onupgradeneeded = () => open.result.createObjectStore('probe');
+      open.onerror = () => done(`open: ${open.error?.name}`);
+      open.onsuccess = () => {
+        const db = open.result;
+        const tx = db.transaction('probe', 'readwrite');
+        tx.objectStore('probe').put(crypto.getRandomValues(new Uint8Array(65_536)), Date.now());
+        tx.oncomplete = () => { db.close(); done('stored'); };
+        tx.onabort = () => { db.close(); done(tx.error?.name ?? 'aborted'); };
+      };
+    }));
+    if (outcome === 'QuotaExceededError') return (Date.now() - started) / 1000;
+    await page.waitForTimeout(2_000);
+  }
+  throw new Error('the quota override never refused a write within 120 s');
+}
+
 test('a failed training keeps the model; an export after a new class keeps it too', { skip: !available, timeout: 900_000 }, async () => {
   const browser = await launch({ webgpu: false });
   try {
@@ -135,10 +161,7 @@ test('a failed training keeps the model; an export after a new class keeps it to
   }
 });
 
-// Not passing yet: under Chromium's quota override the import was not refused within 60 s here
-// (2026-12-02); kept as `todo` (it runs, its failure is reported, the suite stays green) until the
-// quota setup is fixed. Issue 17's note says so.
-test('a full storage quota: writes are reported, kept and saved again; an import leaves the old project whole', { skip: !available, todo: 'quota override setup', timeout: 900_000 }, async () => {
+test('a full storage quota: writes are reported, kept and saved again; an import leaves the old project whole', { skip: !available, timeout: 900_000 }, async () => {
   const browser = await launch({ webgpu: false });
   try {
     const { page, context } = await openPage(browser, server.origin);
@@ -150,7 +173,7 @@ test('a full storage quota: writes are reported, kept and saved again; an import
     ]);
     const bigger = join(scratch, 'bigger.mtproject');
     await download.saveAs(bigger);
-    // Down to one image per class: the exported project is now larger than the saved one.
+    // Down to one image per class: the exported project is larger than the saved one.
     for (const i of [0, 1]) {
       const card = page.getByTestId('class-card').nth(i);
       for (let k = 0; k < 2; k++) await card.getByRole('button', { name: /^Remove .*\.jpeg/ }).first().click();
@@ -162,6 +185,7 @@ test('a full storage quota: writes are reported, kept and saved again; an import
     const cdp = await context.newCDPSession(page);
     await page.waitForTimeout(500);
     await cdp.send('Storage.overrideQuotaForOrigin', { origin: server.origin, quotaSize: await usage(page) });
+    console.log(`the quota override took hold after ${await untilRefused(page)} s`);
 
     // 3. An import that storage refuses changes nothing, on the page or after a reload.
     await page.getByTestId('import-project').setInputFiles(bigger);
