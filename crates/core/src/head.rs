@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::readback::{ComputeError, read_f32};
 use crate::rng::SeededRng;
+use crate::train::limits;
 
 /// The shape of the head.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -83,14 +84,16 @@ impl HeadConfig {
             return Err(HeadError::Config("the input has no features".into()));
         }
         if let HeadKind::Mlp { hidden, dropout } = self.kind {
-            if hidden == 0 || hidden > 65_536 {
+            if !limits::HIDDEN_UNITS.contains(&hidden) {
                 return Err(HeadError::Config(format!(
-                    "hidden units must be in 1..=65536, got {hidden}"
+                    "hidden units must be in {:?}, got {hidden}",
+                    limits::HIDDEN_UNITS
                 )));
             }
-            if !(0.0..1.0).contains(&dropout) {
+            if !limits::DROPOUT.contains(&dropout) {
                 return Err(HeadError::Config(format!(
-                    "dropout must be in [0, 1), got {dropout}"
+                    "dropout must be in {:?}, got {dropout}",
+                    limits::DROPOUT
                 )));
             }
         }

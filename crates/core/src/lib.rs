@@ -27,6 +27,7 @@ pub mod preprocess;
 pub mod project_file;
 pub mod readback;
 pub mod rng;
+pub mod run;
 pub mod smoke;
 pub mod split;
 pub mod thumbnail;

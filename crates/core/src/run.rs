@@ -1,0 +1,234 @@
+//! One training run, start to end: split the items into training and validation, train epochs,
+//! keep the best epoch, evaluate it. The browser worker and the CLI are thin adapters over
+//! [`run`]: they hand it the embeddings and a [`Progress`] and show what it reports.
+
+use std::future::Future;
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::head::HeadKind;
+use crate::split::stratified_split;
+use crate::train::{
+    CancelToken, LabelledEmbeddings, TrainConfig, TrainError, TrainEvent, TrainedHead, Trainer,
+    limits,
+};
+
+/// The validation share of [`RunConfig::default`].
+pub const DEFAULT_VALIDATION_SHARE: f64 = 0.2;
+
+/// Everything a user sets for a run: core's training configuration plus the share of each
+/// class held out for validation. The page edits, saves, exports and sends this; the CLI fills
+/// it from its flags.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// The head, loss, optimiser and schedule.
+    pub train: TrainConfig,
+    /// Share of each class held out for validation, in [`limits::VALIDATION_SHARE`]; 0 trains
+    /// on every item (no validation, no early stopping).
+    #[serde(default = "default_validation_share")]
+    pub validation_share: f64,
+}
+
+fn default_validation_share() -> f64 {
+    DEFAULT_VALIDATION_SHARE
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            train: TrainConfig::default(),
+            validation_share: DEFAULT_VALIDATION_SHARE,
+        }
+    }
+}
+
+impl RunConfig {
+    /// The same settings with every value inside [`limits`] (for settings read back from
+    /// storage or an imported file): counts are clamped to their range, a rate, share, decay
+    /// or smoothing that is not a valid number falls back to the default, as does a patience
+    /// of 0 and an MLP head of 0 hidden units or with a dropout outside `[0, 1)`.
+    pub fn clamped(self) -> Self {
+        let defaults = Self::default();
+        let (d, t) = (defaults.train, self.train);
+        let share = &limits::VALIDATION_SHARE;
+        let head = match (t.head, d.head) {
+            (HeadKind::Mlp { hidden, dropout }, HeadKind::Mlp { dropout: dd, .. }) => {
+                HeadKind::Mlp {
+                    hidden: hidden
+                        .clamp(*limits::HIDDEN_UNITS.start(), *limits::HIDDEN_UNITS.end()),
+                    dropout: if limits::DROPOUT.contains(&dropout) {
+                        dropout
+                    } else {
+                        dd
+                    },
+                }
+            }
+            (head, _) => head,
+        };
+        Self {
+            train: TrainConfig {
+                head,
+                epochs: t
+                    .epochs
+                    .clamp(*limits::EPOCHS.start(), *limits::EPOCHS.end()),
+                batch_size: t
+                    .batch_size
+                    .clamp(*limits::BATCH_SIZE.start(), *limits::BATCH_SIZE.end()),
+                learning_rate: if limits::learning_rate_ok(t.learning_rate) {
+                    t.learning_rate
+                } else {
+                    d.learning_rate
+                },
+                weight_decay: if limits::WEIGHT_DECAY.contains(&t.weight_decay) {
+                    t.weight_decay
+                } else {
+                    d.weight_decay
+                },
+                label_smoothing: if limits::LABEL_SMOOTHING.contains(&t.label_smoothing) {
+                    t.label_smoothing
+                } else {
+                    d.label_smoothing
+                },
+                patience: if t.patience == Some(0) {
+                    d.patience
+                } else {
+                    t.patience
+                },
+                ..t
+            },
+            validation_share: if self.validation_share.is_finite() {
+                self.validation_share.clamp(*share.start(), *share.end())
+            } else {
+                defaults.validation_share
+            },
+        }
+    }
+}
+
+/// Where the validation items come from.
+#[derive(Clone, Copy, Debug)]
+pub enum Validation<'a> {
+    /// A stratified [`RunConfig::validation_share`] of each class's items (none at 0), drawn
+    /// from the seed; with `groups` (one key per item, e.g. a patient id) groups are held out
+    /// whole (see [`stratified_split`]).
+    Split {
+        /// One group key per item, or `None` to split items one by one.
+        groups: Option<&'a [String]>,
+    },
+    /// A separate validation set: every item trains.
+    Given(&'a LabelledEmbeddings),
+}
+
+/// What a caller hears during a [`run`] (every method has a do-nothing default).
+pub trait Progress {
+    /// Each training event, as it happens.
+    fn event(&mut self, _event: &TrainEvent) {}
+
+    /// Awaited before each epoch. A browser worker yields to its event loop here, so that a
+    /// stop message can arrive and cancel the [`CancelToken`].
+    fn between_epochs(&mut self) -> impl Future<Output = ()> {
+        std::future::ready(())
+    }
+
+    /// Called once the items are split (indices into the run's items): extra training rows
+    /// made from the training items only (e.g. embeddings of augmented views), appended to the
+    /// training set. Validation items must not contribute, or validation would see them.
+    fn extra_training(&mut self, _train: &[usize], _validation: &[usize]) -> LabelledEmbeddings {
+        LabelledEmbeddings::default()
+    }
+}
+
+/// A finished run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Run {
+    /// The kept head, its history and its validation metrics.
+    pub trained: TrainedHead,
+    /// Indices of the items that trained (ascending).
+    pub train_items: Vec<usize>,
+    /// Indices of the items held out for validation (empty with [`Validation::Given`]).
+    pub validation_items: Vec<usize>,
+}
+
+/// Splits `items` (one embedding and label per item, labels indexing `classes`), trains a head
+/// on the training side with `config` on `device` until done, early-stopped or `cancel`led,
+/// keeps the epoch with the lowest validation loss and evaluates it on the validation side
+/// with bootstrap intervals.
+///
+/// Errors: [`TrainError::Config`] for a validation share outside
+/// [`limits::VALIDATION_SHARE`] or a setting outside [`limits`]; [`TrainError::Split`] when a
+/// class has too few items (or groups) for the split; [`TrainError::Data`] when the extra
+/// training rows are inconsistent, and those of [`Trainer::new`] and
+/// [`Trainer::run_to_end`] (among them [`TrainError::Cancelled`]).
+pub async fn run(
+    classes: &[String],
+    items: &LabelledEmbeddings,
+    validation: Validation<'_>,
+    config: &RunConfig,
+    device: &Device,
+    cancel: &CancelToken,
+    progress: &mut impl Progress,
+) -> Result<Run, TrainError> {
+    let share = config.validation_share;
+    if !limits::VALIDATION_SHARE.contains(&share) {
+        return Err(TrainError::Config(format!(
+            "the validation share must be in {:?}, got {share}",
+            limits::VALIDATION_SHARE
+        )));
+    }
+    if items.embeddings.len() != items.labels.len() {
+        return Err(TrainError::Data(format!(
+            "{} embeddings but {} labels",
+            items.embeddings.len(),
+            items.labels.len()
+        )));
+    }
+    let everything = || (0..items.labels.len()).collect::<Vec<_>>();
+    let (train_items, validation_items) = match validation {
+        Validation::Split { groups } if share > 0.0 => {
+            let split = stratified_split(&items.labels, groups, share, config.train.seed).map_err(
+                |error| TrainError::Split {
+                    error,
+                    classes: classes.to_vec(),
+                },
+            )?;
+            (split.train, split.validation)
+        }
+        _ => (everything(), Vec::new()),
+    };
+    let pick = |indices: &[usize]| LabelledEmbeddings {
+        embeddings: indices
+            .iter()
+            .map(|&i| items.embeddings[i].clone())
+            .collect(),
+        labels: indices.iter().map(|&i| items.labels[i]).collect(),
+    };
+    let mut train_set = pick(&train_items);
+    let extra = progress.extra_training(&train_items, &validation_items);
+    if extra.embeddings.len() != extra.labels.len() {
+        return Err(TrainError::Data(format!(
+            "{} extra training embeddings but {} labels",
+            extra.embeddings.len(),
+            extra.labels.len()
+        )));
+    }
+    train_set.embeddings.extend(extra.embeddings);
+    train_set.labels.extend(extra.labels);
+    let held_out = pick(&validation_items);
+    let validation_set = match validation {
+        Validation::Given(set) => Some(set),
+        Validation::Split { .. } => Some(&held_out),
+    }
+    .filter(|set| !set.labels.is_empty());
+    let trained = Trainer::new(classes, &train_set, validation_set, &config.train, device)?
+        .run_to_end(cancel, progress)
+        .await?;
+    Ok(Run {
+        trained,
+        train_items,
+        validation_items,
+    })
+}
+
+#[cfg(test)]
+mod tests;
