@@ -9,7 +9,8 @@
 
 use js_sys::{Array, ArrayBuffer, Uint8Array};
 use medtransfer_core::metrics::Evaluation;
-use medtransfer_core::train::{EpochSummary, StopReason, TrainConfig};
+use medtransfer_core::run::RunConfig;
+use medtransfer_core::train::{EpochSummary, StopReason};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::{JsCast, JsValue};
@@ -66,10 +67,8 @@ pub enum ToWorker {
         classes: Vec<String>,
         /// `(image, label)` pairs.
         items: Vec<(ImageId, usize)>,
-        /// Share of each class held out for validation.
-        validation_share: f64,
-        /// The settings.
-        config: TrainConfig,
+        /// The settings, validation share included.
+        config: RunConfig,
     },
     /// Stop training after the current epoch (the best epoch so far is kept).
     Stop,

@@ -13,9 +13,11 @@ use medtransfer_core::embeddings::{decode_embedding, encode_embedding};
 use medtransfer_core::inference::run_each;
 use medtransfer_core::model_file::ModelFile;
 use medtransfer_core::preprocess::{decode_image, preprocess_decoded, preprocess_image};
-use medtransfer_core::split::stratified_split;
+use medtransfer_core::run::{Progress, RunConfig, Validation, run};
 use medtransfer_core::thumbnail::thumbnail_of;
-use medtransfer_core::train::{CancelToken, Classifier, LabelledEmbeddings, Trainer};
+use medtransfer_core::train::{
+    CancelToken, Classifier, LabelledEmbeddings, TrainError, TrainEvent,
+};
 use medtransfer_core::{BackendKind, ComputeDevice, select_device};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::{JsCast, JsValue};
@@ -146,9 +148,8 @@ fn on_message(event: MessageEvent) {
         ToWorker::Train {
             classes,
             items,
-            validation_share,
             config,
-        } => spawn_local(train(classes, items, validation_share, config)),
+        } => spawn_local(train(classes, items, config)),
         ToWorker::Stop => STATE.with_borrow(|s| s.cancel.cancel()),
     }
 }
@@ -367,12 +368,7 @@ async fn drain() {
     }
 }
 
-async fn train(
-    classes: Vec<String>,
-    items: Vec<(ImageId, usize)>,
-    validation_share: f64,
-    config: medtransfer_core::train::TrainConfig,
-) {
+async fn train(classes: Vec<String>, items: Vec<(ImageId, usize)>, config: RunConfig) {
     let started = STATE.with_borrow_mut(|s| {
         if s.training {
             return Err("training is already running".to_string());
@@ -381,21 +377,23 @@ async fn train(
             .device
             .clone()
             .ok_or("the network is not loaded yet".to_string())?;
-        let mut rows = Vec::with_capacity(items.len());
+        let mut rows = LabelledEmbeddings::default();
         for (id, label) in &items {
             let embedding = s
                 .embeddings
                 .get(id)
                 .ok_or(format!("image {id} has no embedding yet"))?;
-            rows.push((*id, embedding.clone(), *label));
+            rows.embeddings.push(embedding.clone());
+            rows.labels.push(*label);
         }
         s.training = true;
         s.cancel = CancelToken::new();
         Ok((device, rows, s.cancel.clone()))
     });
+    let ids: Vec<ImageId> = items.iter().map(|(id, _)| *id).collect();
     let result = match started {
         Ok((device, rows, cancel)) => {
-            run_training(classes, rows, validation_share, config, device, cancel).await
+            run_training(classes, &ids, rows, config, device, cancel).await
         }
         Err(error) => {
             post(&FromWorker::TrainFailed { error });
@@ -408,56 +406,61 @@ async fn train(
     }
 }
 
+/// The worker's side of a run: posts the start and each epoch, and yields to the event loop
+/// between epochs so that [`ToWorker::Stop`] can arrive.
+struct WorkerProgress;
+
+impl Progress for WorkerProgress {
+    fn event(&mut self, event: &TrainEvent) {
+        match event {
+            TrainEvent::Started {
+                epochs,
+                train_items,
+                validation_items,
+                ..
+            } => post(&FromWorker::TrainStarted {
+                epochs: *epochs,
+                train_items: *train_items,
+                validation_items: *validation_items,
+            }),
+            TrainEvent::Epoch(summary) => post(&FromWorker::Epoch(summary.clone())),
+            TrainEvent::Batch { .. } | TrainEvent::Finished { .. } => {}
+        }
+    }
+
+    async fn between_epochs(&mut self) {
+        yield_now().await;
+    }
+}
+
+/// Runs core's [`run`] on `items` (image `ids[i]` is item `i`), keeps the classifier and posts
+/// [`FromWorker::Trained`] with the model file; the error is the message the page shows.
 async fn run_training(
     classes: Vec<String>,
-    rows: Vec<(ImageId, Vec<f32>, usize)>,
-    validation_share: f64,
-    config: medtransfer_core::train::TrainConfig,
+    ids: &[ImageId],
+    items: LabelledEmbeddings,
+    config: RunConfig,
     device: ComputeDevice,
     cancel: CancelToken,
 ) -> Result<(), String> {
-    let labels: Vec<usize> = rows.iter().map(|r| r.2).collect();
-    let (train_idx, val_idx) = if validation_share > 0.0 {
-        let split =
-            stratified_split(&labels, None, validation_share, config.seed).map_err(|e| {
-                format!(
-                    "{}. Add images, or set the validation share to 0 to train on all of them",
-                    e.with_class_names(&classes)
-                )
-            })?;
-        (split.train, split.validation)
-    } else {
-        ((0..rows.len()).collect(), Vec::new())
-    };
-    let pick = |indices: &[usize]| LabelledEmbeddings {
-        embeddings: indices.iter().map(|&i| rows[i].1.clone()).collect(),
-        labels: indices.iter().map(|&i| rows[i].2).collect(),
-    };
-    let train_set = pick(&train_idx);
-    let val_set = pick(&val_idx);
-    let validation = (!val_set.labels.is_empty()).then_some(&val_set);
-    let mut trainer = Trainer::new(&classes, &train_set, validation, &config, &device.device)
-        .map_err(|e| e.to_string())?;
-    post(&FromWorker::TrainStarted {
-        epochs: config.epochs,
-        train_items: train_set.labels.len(),
-        validation_items: val_set.labels.len(),
-    });
     let started = js_sys::Date::now();
-    let mut cancelled = false;
-    while !trainer.is_done() {
-        yield_now().await;
-        if cancel.is_cancelled() {
-            cancelled = true;
-            break;
+    let finished = run(
+        &classes,
+        &items,
+        Validation::Split { groups: None },
+        &config,
+        &device.device,
+        &cancel,
+        &mut WorkerProgress,
+    )
+    .await
+    .map_err(|e| match e {
+        TrainError::Split { .. } => {
+            format!("{e}. Add images, or set the validation share to 0 to train on all of them")
         }
-        let summary = trainer
-            .run_epoch(&mut |_, _| {})
-            .await
-            .map_err(|e| e.to_string())?;
-        post(&FromWorker::Epoch(summary));
-    }
-    let trained = trainer.finish(cancelled).await.map_err(|e| e.to_string())?;
+        e => e.to_string(),
+    })?;
+    let trained = finished.trained;
     let model_file = ModelFile::from_trained(&trained, "MedTransfer web app").to_bytes();
     let classifier = Classifier::new(
         &trained.config,
@@ -472,7 +475,11 @@ async fn run_training(
             kept_epoch: trained.kept_epoch,
             stop_reason: trained.stop_reason,
             validation: trained.validation,
-            validation_ids: val_idx.iter().map(|&i| rows[i].0).collect(),
+            validation_ids: finished
+                .validation_items
+                .iter()
+                .filter_map(|&i| ids.get(i).copied())
+                .collect(),
             millis: js_sys::Date::now() - started,
         },
         Some(model_file),

@@ -5,9 +5,10 @@ use leptos_chartistry::{
     AspectRatio, AxisMarker, Chart, Interpolation, IntoInner, Legend, Line, Padding, Series,
     TickLabels, XGridLine, YGridLine,
 };
+use medtransfer_core::head::HeadKind;
 use medtransfer_core::train::{ClassWeighting, limits};
 
-use crate::state::{ModelOrigin, use_project};
+use crate::state::{ModelOrigin, mlp_head, use_project};
 
 /// Settings, Train / Stop, and the epochs as they finish.
 #[component]
@@ -22,6 +23,7 @@ pub fn TrainSection() -> impl IntoView {
             && project.pending() == 0
             && !project.training.get().running
     };
+    let is_mlp = move || matches!(settings.get().train.head, HeadKind::Mlp { .. });
     let number = |e: &leptos::ev::Event| event_target_value(e).parse::<f64>().ok();
     view! {
         <section aria-labelledby="train-heading">
@@ -29,37 +31,37 @@ pub fn TrainSection() -> impl IntoView {
             <div class="settings">
                 <label>
                     "Head "
-                    <select on:change=move |e| settings.update(|s| s.mlp = event_target_value(&e) == "mlp")>
-                        <option value="mlp" selected=move || settings.get().mlp>"MLP (1024 hidden units)"</option>
-                        <option value="linear" selected=move || !settings.get().mlp>"Linear"</option>
+                    <select on:change=move |e| settings.update(|s| s.train.head = if event_target_value(&e) == "mlp" { mlp_head() } else { HeadKind::Linear })>
+                        <option value="mlp" selected=is_mlp>"MLP (1024 hidden units)"</option>
+                        <option value="linear" selected=move || !is_mlp()>"Linear"</option>
                     </select>
                     <small>"The MLP is the source recipe's head and did best on validation data; linear trains fastest."</small>
                 </label>
                 <label>
                     "Epochs "
-                    <input type="number" min=*limits::EPOCHS.start() max=*limits::EPOCHS.end() prop:value=move || settings.get().epochs
-                        on:change=move |e| if let Some(v) = number(&e) { settings.update(|s| { s.epochs = v.max(0.0) as usize; *s = s.clone().clamped() }) } />
+                    <input type="number" min=*limits::EPOCHS.start() max=*limits::EPOCHS.end() prop:value=move || settings.get().train.epochs
+                        on:change=move |e| if let Some(v) = number(&e) { settings.update(|s| { s.train.epochs = v.max(0.0) as usize; *s = s.clone().clamped() }) } />
                     <small>"Passes over the images; training stops early when validation stops improving."</small>
                 </label>
                 <label>
                     "Batch size "
-                    <input type="number" min=*limits::BATCH_SIZE.start() max=*limits::BATCH_SIZE.end() prop:value=move || settings.get().batch
-                        on:change=move |e| if let Some(v) = number(&e) { settings.update(|s| { s.batch = v.max(0.0) as usize; *s = s.clone().clamped() }) } />
+                    <input type="number" min=*limits::BATCH_SIZE.start() max=*limits::BATCH_SIZE.end() prop:value=move || settings.get().train.batch_size
+                        on:change=move |e| if let Some(v) = number(&e) { settings.update(|s| { s.train.batch_size = v.max(0.0) as usize; *s = s.clone().clamped() }) } />
                     <small>"Images per step."</small>
                 </label>
                 <label>
                     "Learning rate "
-                    <input type="number" step="any" min="0.000001" max="1" prop:value=move || settings.get().learning_rate
-                        on:change=move |e| if let Some(v) = number(&e).filter(|v| limits::learning_rate_ok(*v)) { settings.update(|s| s.learning_rate = v) } />
+                    <input type="number" step="any" min="0.000001" max=limits::LEARNING_RATE.1 prop:value=move || settings.get().train.learning_rate
+                        on:change=move |e| if let Some(v) = number(&e).filter(|v| limits::learning_rate_ok(*v)) { settings.update(|s| s.train.learning_rate = v) } />
                     <small>"Step size; 0.0001 suits the MLP, 0.001 the linear head."</small>
                 </label>
                 <label>
                     "Class weights "
-                    <select on:change=move |e| settings.update(|s| s.class_weights = match event_target_value(&e).as_str() {
+                    <select on:change=move |e| settings.update(|s| s.train.class_weights = match event_target_value(&e).as_str() {
                         "on" => ClassWeighting::On, "off" => ClassWeighting::Off, _ => ClassWeighting::Auto })>
-                        <option value="auto" selected=move || settings.get().class_weights == ClassWeighting::Auto>"Automatic"</option>
-                        <option value="on" selected=move || settings.get().class_weights == ClassWeighting::On>"Always"</option>
-                        <option value="off" selected=move || settings.get().class_weights == ClassWeighting::Off>"Never"</option>
+                        <option value="auto" selected=move || settings.get().train.class_weights == ClassWeighting::Auto>"Automatic"</option>
+                        <option value="on" selected=move || settings.get().train.class_weights == ClassWeighting::On>"Always"</option>
+                        <option value="off" selected=move || settings.get().train.class_weights == ClassWeighting::Off>"Never"</option>
                     </select>
                     <small>"Rare classes count more, so an imbalanced set does not favour its largest class."</small>
                 </label>
@@ -71,8 +73,8 @@ pub fn TrainSection() -> impl IntoView {
                 </label>
                 <label>
                     "Seed "
-                    <input type="number" min="0" prop:value=move || settings.get().seed
-                        on:change=move |e| if let Some(v) = number(&e) { settings.update(|s| s.seed = v.max(0.0) as u64) } />
+                    <input type="number" min="0" prop:value=move || settings.get().train.seed
+                        on:change=move |e| if let Some(v) = number(&e) { settings.update(|s| s.train.seed = v.max(0.0) as u64) } />
                     <small>"The same seed and images give the same model."</small>
                 </label>
             </div>
@@ -118,6 +120,53 @@ pub fn TrainSection() -> impl IntoView {
     }
 }
 
+/// One epoch on the curves: (epoch, training loss, validation loss, training accuracy,
+/// validation accuracy); a missing validation value is NaN (no point drawn).
+type CurveRow = (f64, f64, f64, f64, f64);
+
+/// The training and validation lines of one measure.
+fn curve_pair(
+    measure: &str,
+    train: fn(&CurveRow) -> f64,
+    validation: fn(&CurveRow) -> f64,
+) -> Series<CurveRow, f64, f64> {
+    Series::new(|r: &CurveRow| r.0)
+        .line(
+            Line::new(train)
+                .with_name(format!("training {measure}"))
+                .with_interpolation(Interpolation::Linear),
+        )
+        .line(
+            Line::new(validation)
+                .with_name(format!("validation {measure}"))
+                .with_interpolation(Interpolation::Linear),
+        )
+}
+
+/// One chart of the curves, with its caption.
+fn curve_chart(
+    series: Series<CurveRow, f64, f64>,
+    rows: Signal<Vec<CurveRow>>,
+    caption: &'static str,
+) -> impl IntoView {
+    view! {
+        <figure>
+            <Chart
+                aspect_ratio=AspectRatio::from_outer_ratio(520.0, 260.0)
+                padding=Padding::sides(8.0, 24.0, 8.0, 8.0)
+                series=series
+                data=rows
+                left=TickLabels::aligned_floats()
+                bottom=TickLabels::aligned_floats()
+                top=Legend::middle()
+                inner=[AxisMarker::left_edge().into_inner(), AxisMarker::bottom_edge().into_inner(),
+                    XGridLine::default().into_inner(), YGridLine::default().into_inner()]
+            />
+            <figcaption>{caption}</figcaption>
+        </figure>
+    }
+}
+
 /// Training and validation loss and accuracy per epoch, as the epochs finish.
 #[component]
 fn TrainingCurves() -> impl IntoView {
@@ -139,59 +188,12 @@ fn TrainingCurves() -> impl IntoView {
             })
             .collect::<Vec<_>>()
     });
-    let losses = Series::new(|r: &(f64, f64, f64, f64, f64)| r.0)
-        .line(
-            Line::new(|r: &(f64, f64, f64, f64, f64)| r.1)
-                .with_name("training loss")
-                .with_interpolation(Interpolation::Linear),
-        )
-        .line(
-            Line::new(|r: &(f64, f64, f64, f64, f64)| r.2)
-                .with_name("validation loss")
-                .with_interpolation(Interpolation::Linear),
-        );
-    let accuracies = Series::new(|r: &(f64, f64, f64, f64, f64)| r.0)
-        .line(
-            Line::new(|r: &(f64, f64, f64, f64, f64)| r.3)
-                .with_name("training accuracy")
-                .with_interpolation(Interpolation::Linear),
-        )
-        .line(
-            Line::new(|r: &(f64, f64, f64, f64, f64)| r.4)
-                .with_name("validation accuracy")
-                .with_interpolation(Interpolation::Linear),
-        )
-        .with_y_range(0.0, 1.0);
+    let losses = curve_pair("loss", |r| r.1, |r| r.2);
+    let accuracies = curve_pair("accuracy", |r| r.3, |r| r.4).with_y_range(0.0, 1.0);
     view! {
         <div class="charts" data-testid="training-curves" tabindex="0" role="group" aria-label="Training curves">
-            <figure>
-                <Chart
-                    aspect_ratio=AspectRatio::from_outer_ratio(520.0, 260.0)
-                    padding=Padding::sides(8.0, 24.0, 8.0, 8.0)
-                    series=losses
-                    data=rows
-                    left=TickLabels::aligned_floats()
-                    bottom=TickLabels::aligned_floats()
-                    top=Legend::middle()
-                    inner=[AxisMarker::left_edge().into_inner(), AxisMarker::bottom_edge().into_inner(),
-                        XGridLine::default().into_inner(), YGridLine::default().into_inner()]
-                />
-                <figcaption>"Loss per epoch"</figcaption>
-            </figure>
-            <figure>
-                <Chart
-                    aspect_ratio=AspectRatio::from_outer_ratio(520.0, 260.0)
-                    padding=Padding::sides(8.0, 24.0, 8.0, 8.0)
-                    series=accuracies
-                    data=rows
-                    left=TickLabels::aligned_floats()
-                    bottom=TickLabels::aligned_floats()
-                    top=Legend::middle()
-                    inner=[AxisMarker::left_edge().into_inner(), AxisMarker::bottom_edge().into_inner(),
-                        XGridLine::default().into_inner(), YGridLine::default().into_inner()]
-                />
-                <figcaption>"Accuracy per epoch"</figcaption>
-            </figure>
+            {curve_chart(losses, rows, "Loss per epoch")}
+            {curve_chart(accuracies, rows, "Accuracy per epoch")}
         </div>
     }
 }

@@ -7,6 +7,7 @@ use medtransfer_core::model_file::ModelFile;
 use medtransfer_core::project_file::{ProjectArchive, ProjectImage};
 
 use super::persistence::SavedProject;
+use super::training::settings_from_json;
 use super::{ModelOrigin, Project, Settings, TrainedResult};
 use crate::dom::{log_step, revoke_url};
 use crate::storage::ImageRecord;
@@ -24,11 +25,7 @@ impl Project {
             .storage
             .get_value()
             .ok_or("this browser's storage is not available")?;
-        let mut records = storage.images().await?;
-        // Images whose write failed are on the page only.
-        let unsaved = self.unsaved_images.get_value();
-        records.retain(|r| unsaved.iter().all(|u| u.id != r.id));
-        records.extend(unsaved);
+        let records = self.with_unsaved(storage.images().await?);
         let classes = self.classes.get_untracked();
         let mut images = Vec::new();
         let mut left_out = 0;
@@ -75,9 +72,8 @@ impl Project {
             .storage
             .get_value()
             .ok_or("this browser's storage is not available")?;
-        let settings: Settings = serde_json::from_value::<Settings>(archive.settings.clone())
-            .unwrap_or_else(|_| self.settings.get_untracked())
-            .clamped();
+        let settings: Settings = settings_from_json(archive.settings.clone())
+            .unwrap_or_else(|_| self.settings.get_untracked().clamped());
         // Class keys 0.., image ids after them.
         let classes: Vec<(u32, String)> = archive
             .classes

@@ -23,7 +23,7 @@ use crate::storage::{ImageRecord, Storage};
 use crate::worker_client::{EmbedQueue, WorkerClient};
 
 pub use tab_lock::Ownership;
-pub use training::Settings;
+pub use training::{Settings, mlp_head};
 
 /// Where an image is.
 #[derive(Clone, Debug, PartialEq)]

@@ -24,7 +24,8 @@ pub struct SavedProject {
     pub classes: Vec<(u32, String)>,
     /// The next free id.
     pub next_id: u32,
-    /// The training settings.
+    /// The training settings (an older page's are read too).
+    #[serde(deserialize_with = "super::training::deserialize_settings")]
     pub settings: Settings,
     /// The two-class decision threshold.
     pub threshold: f64,
@@ -299,6 +300,15 @@ impl Project {
         self.refresh_storage_use(None).await;
     }
 
+    /// `records` read from storage with the images whose write failed (on the page only) in
+    /// place of their saved copies.
+    pub(crate) fn with_unsaved(self, mut records: Vec<ImageRecord>) -> Vec<ImageRecord> {
+        let unsaved = self.unsaved_images.get_value();
+        records.retain(|r| unsaved.iter().all(|u| u.id != r.id));
+        records.extend(unsaved);
+        records
+    }
+
     fn saved_project_untracked(self) -> SavedProject {
         untrack(|| self.saved_project())
     }
@@ -318,7 +328,7 @@ impl Project {
             Some(records) => Ok(records),
             None => storage.images().await,
         };
-        let mut records = match records {
+        let records = match records {
             Ok(records) => records,
             Err(error) => {
                 self.tell(
@@ -328,10 +338,7 @@ impl Project {
                 return;
             }
         };
-        // Images whose write failed are on the page only.
-        let unsaved = self.unsaved_images.get_value();
-        records.retain(|r| unsaved.iter().all(|u| u.id != r.id));
-        records.extend(unsaved);
+        let records = self.with_unsaved(records);
         log_step("read the saved images for the worker", started);
         let mut ids = Vec::new();
         let mut rows = Vec::new();

@@ -3,92 +3,102 @@
 
 use leptos::prelude::*;
 use medtransfer_core::head::HeadKind;
-use medtransfer_core::train::{ClassWeighting, TrainConfig, limits};
-use serde::{Deserialize, Serialize};
+use medtransfer_core::run::RunConfig;
+use medtransfer_core::train::{ClassWeighting, TrainConfig};
+use serde::Deserialize;
 
 use super::{ImageStatus, Project, TrainingState};
 use crate::protocol::{Envelope, ImageId, ToWorker};
 
-/// The training settings as the page edits, saves and exports them; every value is kept inside
-/// core's [`limits`] (see [`Settings::clamped`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The training settings as the page edits, saves, exports and sends them: core's
+/// [`RunConfig`] (its [`TrainConfig`] and the validation share), kept inside core's [`medtransfer_core::train::limits`]
+/// by [`RunConfig::clamped`].
+pub type Settings = RunConfig;
+
+/// The hidden units and dropout of the MLP head the page offers (the source recipe's).
+pub fn mlp_head() -> HeadKind {
+    match TrainConfig::default().head {
+        head @ HeadKind::Mlp { .. } => head,
+        HeadKind::Linear => HeadKind::Mlp {
+            hidden: 1024,
+            dropout: 0.5,
+        },
+    }
+}
+
+/// Settings as pages before version 0.2 saved and exported them (a flat mirror of a few
+/// fields); read so that their projects keep their settings.
+#[derive(Deserialize)]
 #[serde(default)]
-pub struct Settings {
-    /// The MLP head (the source recipe's) rather than a linear one.
-    pub mlp: bool,
-    /// Most epochs.
-    pub epochs: usize,
-    /// Items per optimiser step.
-    pub batch: usize,
-    /// Peak learning rate.
-    pub learning_rate: f64,
-    /// Class weights in the loss.
-    pub class_weights: ClassWeighting,
-    /// Share of each class held out for validation, in [`limits::VALIDATION_SHARE`].
-    pub validation_share: f64,
-    /// Fixes the initial weights, the shuffling and the split.
-    pub seed: u64,
+struct LegacySettings {
+    mlp: bool,
+    epochs: usize,
+    batch: usize,
+    learning_rate: f64,
+    class_weights: ClassWeighting,
+    validation_share: f64,
+    seed: u64,
 }
 
-impl Default for Settings {
+impl Default for LegacySettings {
     fn default() -> Self {
-        let d = TrainConfig::default();
+        let d = RunConfig::default();
         Self {
-            mlp: matches!(d.head, HeadKind::Mlp { .. }),
-            epochs: d.epochs,
-            batch: d.batch_size,
-            learning_rate: d.learning_rate,
-            class_weights: d.class_weights,
-            validation_share: 0.2,
-            seed: d.seed,
+            mlp: matches!(d.train.head, HeadKind::Mlp { .. }),
+            epochs: d.train.epochs,
+            batch: d.train.batch_size,
+            learning_rate: d.train.learning_rate,
+            class_weights: d.train.class_weights,
+            validation_share: d.validation_share,
+            seed: d.train.seed,
         }
     }
 }
 
-impl Settings {
-    /// The same settings with every value inside core's [`limits`]: counts are clamped, a
-    /// learning rate or share that is not a valid number falls back to the default.
-    pub fn clamped(self) -> Self {
-        let defaults = Self::default();
-        let share = &limits::VALIDATION_SHARE;
-        Self {
-            epochs: self
-                .epochs
-                .clamp(*limits::EPOCHS.start(), *limits::EPOCHS.end()),
-            batch: self
-                .batch
-                .clamp(*limits::BATCH_SIZE.start(), *limits::BATCH_SIZE.end()),
-            learning_rate: if limits::learning_rate_ok(self.learning_rate) {
-                self.learning_rate
-            } else {
-                defaults.learning_rate
+impl From<LegacySettings> for RunConfig {
+    fn from(l: LegacySettings) -> Self {
+        let d = RunConfig::default();
+        RunConfig {
+            train: TrainConfig {
+                head: if l.mlp { mlp_head() } else { HeadKind::Linear },
+                epochs: l.epochs,
+                batch_size: l.batch,
+                learning_rate: l.learning_rate,
+                class_weights: l.class_weights,
+                seed: l.seed,
+                ..d.train
             },
-            validation_share: if self.validation_share.is_finite() {
-                self.validation_share.clamp(*share.start(), *share.end())
-            } else {
-                defaults.validation_share
-            },
-            ..self
+            validation_share: l.validation_share,
         }
     }
+}
 
-    /// Core's training configuration for these settings.
-    pub fn train_config(&self) -> TrainConfig {
-        let defaults = TrainConfig::default();
-        TrainConfig {
-            head: if self.mlp {
-                defaults.head
-            } else {
-                HeadKind::Linear
-            },
-            epochs: self.epochs,
-            batch_size: self.batch,
-            learning_rate: self.learning_rate,
-            class_weights: self.class_weights,
-            seed: self.seed,
-            ..defaults
-        }
+/// This version's settings (they have `train`), else an older page's.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredSettings {
+    Current(RunConfig),
+    Legacy(LegacySettings),
+}
+
+/// Reads settings saved or exported by this page or an older one, clamped to core's limits.
+///
+/// Errors: `value` is not a JSON object of settings (the serde message).
+pub fn settings_from_json(value: serde_json::Value) -> Result<Settings, serde_json::Error> {
+    let stored: StoredSettings = serde_json::from_value(value)?;
+    Ok(match stored {
+        StoredSettings::Current(config) => config,
+        StoredSettings::Legacy(legacy) => legacy.into(),
     }
+    .clamped())
+}
+
+/// `deserialize_with` for a saved project's settings (see [`settings_from_json`]).
+pub(crate) fn deserialize_settings<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Settings, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    settings_from_json(value).map_err(serde::de::Error::custom)
 }
 
 impl Project {
@@ -96,6 +106,7 @@ impl Project {
     /// metrics stay until the new one exists.
     pub fn start_training(self) {
         let settings = self.settings.get_untracked().clamped();
+        let planned_epochs = settings.train.epochs;
         let classes = self.classes.get_untracked();
         let names: Vec<String> = classes.iter().map(|c| c.name.get_untracked()).collect();
         self.training_classes.set_value(names.clone());
@@ -116,7 +127,7 @@ impl Project {
         self.before_training.set_value((epochs, result.clone()));
         self.training.set(TrainingState {
             running: true,
-            planned_epochs: settings.epochs,
+            planned_epochs,
             epochs: Vec::new(),
             result,
             error: None,
@@ -124,8 +135,7 @@ impl Project {
         self.send(Envelope::new(ToWorker::Train {
             classes: names,
             items,
-            validation_share: settings.validation_share,
-            config: settings.train_config(),
+            config: settings,
         }));
     }
 
@@ -156,30 +166,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn imported_settings_are_clamped_to_core_limits() {
-        let wild = Settings {
-            mlp: false,
-            epochs: 0,
-            batch: 10_000_000,
-            learning_rate: f64::NAN,
-            class_weights: ClassWeighting::On,
-            validation_share: 7.0,
-            seed: 3,
-        }
-        .clamped();
-        assert_eq!(wild.epochs, 1);
-        assert_eq!(wild.batch, *limits::BATCH_SIZE.end());
-        assert_eq!(wild.learning_rate, Settings::default().learning_rate);
-        assert_eq!(wild.validation_share, 0.5);
-        assert_eq!((wild.mlp, wild.seed), (false, 3));
-        let negative = Settings {
-            learning_rate: -1.0,
-            validation_share: -0.2,
-            ..Settings::default()
-        }
-        .clamped();
-        assert_eq!(negative.learning_rate, Settings::default().learning_rate);
-        assert_eq!(negative.validation_share, 0.0);
-        assert_eq!(Settings::default().clamped(), Settings::default());
+    fn an_older_pages_settings_keep_their_values() {
+        let old = serde_json::json!({
+            "mlp": false, "epochs": 12, "batch": 16, "learning_rate": 0.001,
+            "class_weights": "off", "validation_share": 0.3, "seed": 7
+        });
+        let read = settings_from_json(old).expect("reads");
+        assert_eq!(read.train.head, HeadKind::Linear);
+        assert_eq!(
+            (read.train.epochs, read.train.batch_size, read.train.seed),
+            (12, 16, 7)
+        );
+        assert_eq!(read.train.learning_rate, 0.001);
+        assert_eq!(read.train.class_weights, ClassWeighting::Off);
+        assert_eq!(read.validation_share, 0.3);
+    }
+
+    #[test]
+    fn settings_read_back_are_core_s_and_clamped() {
+        let mut config = RunConfig::default();
+        config.train.epochs = 0;
+        config.validation_share = 9.0;
+        let read =
+            settings_from_json(serde_json::to_value(&config).expect("serialises")).expect("reads");
+        assert_eq!(read.train.epochs, 1);
+        assert_eq!(read.validation_share, 0.5);
+        let legacy_wild = serde_json::json!({"epochs": 0, "learning_rate": -3.0});
+        let read = settings_from_json(legacy_wild).expect("reads");
+        assert_eq!(read.train.epochs, 1);
+        assert_eq!(
+            read.train.learning_rate,
+            RunConfig::default().train.learning_rate
+        );
+        assert!(settings_from_json(serde_json::json!(5)).is_err());
     }
 }
