@@ -1,183 +1,29 @@
-//! `medtransfer train`, `eval`, `predict` and `split`: fine-tuning a classifier head on a
-//! folder-per-class image set, evaluating it, predicting with it, and splitting a set.
+//! `medtransfer eval`, `predict` and `split`: evaluating a trained head on a folder-per-class
+//! image set, predicting with it, and splitting a set; and the reports and the atomic model
+//! write they share with `train` (see [`crate::train`]).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
-use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use clap::Args;
 use medtransfer_core::augment::AugmentConfig;
-use medtransfer_core::efficientnet::{
-    CONVERTED_WEIGHTS_FILE_NAME, EfficientNetLite0, load_from_bytes,
-};
-use medtransfer_core::embeddings::{
-    EmbeddingRequest, EmbeddingStore, MemoryEmbeddingStore, View, embed_cached,
-};
+use medtransfer_core::embeddings::View;
 use medtransfer_core::formats;
-use medtransfer_core::head::HeadKind;
 use medtransfer_core::metrics::{Evaluation, EvaluationOptions, evaluate, predicted_class};
 use medtransfer_core::model_file::ModelFile;
-use medtransfer_core::split::{GroupPattern, stratified_split};
-use medtransfer_core::train::{
-    ClassWeighting, Classifier, LabelledEmbeddings, LossKind, OptimizerKind, Schedule, TrainConfig,
-    TrainEvent, Trainer,
-};
+use medtransfer_core::split::stratified_split;
+use medtransfer_core::train::Classifier;
 use medtransfer_core::{ComputeDevice, efficientnet::EMBEDDING_DIM};
 use serde_json::{Value, json};
 
-use crate::Backend;
-use crate::dataset::{
-    DiskEmbeddingStore, FolderDataset, LabelledFile, default_cache_dir, walk_tree,
+use crate::backbone::{
+    Backbone, BackboneArgs, embed_files, folder_skipped, progress_bar, skipped_entry,
 };
+use crate::dataset::{FolderDataset, LabelledFile, walk_tree};
+use crate::train::group_keys;
 
 /// Exit status when some input files could not be processed (the others were).
-const EXIT_SOME_FILES_FAILED: u8 = 2;
-/// Images read and embedded at a time.
-const EMBED_CHUNK: usize = 32;
-
-/// Where the backbone comes from and runs, and where embeddings are cached.
-#[derive(Args, Clone)]
-pub struct BackboneArgs {
-    /// Folder holding the converted pretrained weights.
-    #[arg(long, env = "MEDTRANSFER_WEIGHTS_DIR", default_value = "weights")]
-    weights: PathBuf,
-    /// Where to compute.
-    #[arg(long, value_enum, default_value_t)]
-    backend: Backend,
-    /// Folder of cached embeddings [default: $MEDTRANSFER_CACHE or ~/.cache/medtransfer/embeddings].
-    #[arg(long)]
-    cache: Option<PathBuf>,
-    /// Do not read or write cached embeddings.
-    #[arg(long)]
-    no_cache: bool,
-}
-
-/// Head shapes on the command line.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum HeadArg {
-    /// Softmax (or logistic) regression on the embedding.
-    Linear,
-    /// embedding → hidden → ReLU → dropout → classes.
-    Mlp,
-}
-
-/// Losses on the command line.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum LossArg {
-    /// Binary cross-entropy for two classes, cross-entropy above.
-    Auto,
-    /// Softmax cross-entropy.
-    Ce,
-    /// Binary cross-entropy on one sigmoid output (two classes only).
-    Bce,
-    /// Mean squared error on the softmax probabilities.
-    Mse,
-}
-
-/// `medtransfer train` arguments.
-#[derive(Args)]
-pub struct TrainArgs {
-    /// Training images: one sub-folder per class.
-    #[arg(long)]
-    data: PathBuf,
-    /// Share of each class held out for validation (split by group when --group-pattern is
-    /// given); 0 trains on everything without validation or early stopping.
-    #[arg(long, default_value_t = 0.2, conflicts_with = "val")]
-    val_split: f64,
-    /// Validation images in their own folder (same class sub-folders) instead of a split.
-    #[arg(long)]
-    val: Option<PathBuf>,
-    /// Regular expression taking a group key (e.g. a patient id) from each file name, so no
-    /// group straddles train and validation; the first capture group is the key if there is one.
-    /// Example for the Kermany chest X-rays: '^(person\d+|NORMAL2-IM-\d+|IM-\d+)'.
-    #[arg(long)]
-    group_pattern: Option<String>,
-    /// Classifier head.
-    #[arg(long, value_enum, default_value_t = HeadArg::Mlp)]
-    head: HeadArg,
-    /// Hidden units of the mlp head.
-    #[arg(long, default_value_t = 1024)]
-    hidden: usize,
-    /// Dropout of the mlp head's hidden units.
-    #[arg(long, default_value_t = 0.5)]
-    dropout: f32,
-    /// Loss.
-    #[arg(long, value_enum, default_value_t = LossArg::Auto)]
-    loss: LossArg,
-    /// Most epochs (passes over the training images).
-    #[arg(long)]
-    epochs: Option<usize>,
-    /// Peak learning rate.
-    #[arg(long)]
-    lr: Option<f64>,
-    /// Weight decay (decoupled, AdamW; L2 with --optimizer adam).
-    #[arg(long)]
-    weight_decay: Option<f64>,
-    /// Optimiser.
-    #[arg(long, value_enum, default_value_t = OptimizerArg::Adamw)]
-    optimizer: OptimizerArg,
-    /// Images per optimiser step.
-    #[arg(long)]
-    batch: Option<usize>,
-    /// Learning-rate schedule.
-    #[arg(long, value_enum, default_value_t = ScheduleArg::Cosine)]
-    schedule: ScheduleArg,
-    /// Stop after this many epochs without a lower validation loss (0 = never stop early).
-    #[arg(long)]
-    patience: Option<usize>,
-    /// Weight classes by inverse frequency in the loss.
-    #[arg(long, value_enum, default_value_t = WeightsArg::Auto)]
-    class_weights: WeightsArg,
-    /// Label smoothing ε in [0, 0.5).
-    #[arg(long, default_value_t = 0.0)]
-    label_smoothing: f32,
-    /// Extra augmented views (flip, rotation, zoom, brightness, contrast) embedded per
-    /// training image.
-    #[arg(long, default_value_t = 0)]
-    augment: u32,
-    /// Fixes the split, initial weights, shuffling, dropout and augmentation.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Where to write the model file.
-    #[arg(long)]
-    out: PathBuf,
-    /// Print one JSON object instead of progress and tables.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    backbone: BackboneArgs,
-}
-
-/// Optimisers on the command line.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum OptimizerArg {
-    /// Adam (weight decay as L2).
-    Adam,
-    /// AdamW (decoupled weight decay).
-    Adamw,
-}
-
-/// Schedules on the command line.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum ScheduleArg {
-    /// Cosine decay to zero.
-    Cosine,
-    /// Constant rate.
-    Constant,
-}
-
-/// Class weighting on the command line.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum WeightsArg {
-    /// On when the classes are imbalanced (largest > 1.5 × smallest).
-    Auto,
-    /// Always.
-    On,
-    /// Never.
-    Off,
-}
-
+pub(crate) const EXIT_SOME_FILES_FAILED: u8 = 2;
 /// `medtransfer eval` arguments.
 #[derive(Args)]
 pub struct EvalArgs {
@@ -234,23 +80,6 @@ pub struct SplitArgs {
     out: PathBuf,
 }
 
-/// Each file's group key (from its file name) under `pattern`, or `None` without a pattern.
-fn group_keys(
-    files: &[&LabelledFile],
-    pattern: Option<&str>,
-) -> Result<Option<Vec<String>>, String> {
-    let Some(pattern) = pattern else {
-        return Ok(None);
-    };
-    let pattern = GroupPattern::new(pattern).map_err(|e| e.to_string())?;
-    Ok(Some(
-        files
-            .iter()
-            .map(|f| pattern.key(&f.path.file_name().unwrap_or_default().to_string_lossy()))
-            .collect(),
-    ))
-}
-
 /// The backbone and a trained model for `eval` and `predict`.
 fn open_backbone_and_model(
     backbone: &BackboneArgs,
@@ -264,7 +93,7 @@ fn open_backbone_and_model(
 /// Writes `bytes` to `path` through a temporary file in the same folder, renamed over `path`
 /// once complete: a crash, a full disk or Ctrl-C never leaves a half-written file under the
 /// real name, and an existing file is replaced only by a whole new one.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
     let written = std::fs::File::create(&tmp).and_then(|mut file| {
@@ -281,430 +110,13 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
 }
 
-fn fail(message: impl std::fmt::Display) -> ExitCode {
+pub(crate) fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::FAILURE
 }
 
-/// The loaded backbone with its device and embedding cache.
-struct Backbone {
-    model: EfficientNetLite0,
-    device: ComputeDevice,
-    store: Box<dyn EmbeddingStore>,
-}
-
-impl Backbone {
-    fn open(args: &BackboneArgs) -> Result<Self, String> {
-        let path = args.weights.join(CONVERTED_WEIGHTS_FILE_NAME);
-        let device = crate::device::open(args.backend);
-        let bytes = std::fs::read(&path).map_err(|e| {
-            format!(
-                "cannot read the pretrained weights {}: {e}. Run `bash scripts/fetch-weights.sh` \
-                 and `medtransfer convert-weights` first (scripts/run.sh and scripts/test.sh do \
-                 both), or pass --weights DIR.",
-                path.display()
-            )
-        })?;
-        let model = load_from_bytes(&bytes, &device.device)
-            .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
-        let store: Box<dyn EmbeddingStore> = if args.no_cache {
-            Box::new(MemoryEmbeddingStore::new())
-        } else {
-            Box::new(DiskEmbeddingStore::new(
-                args.cache.clone().unwrap_or_else(default_cache_dir),
-            ))
-        };
-        Ok(Self {
-            model,
-            device,
-            store,
-        })
-    }
-
-    /// Embeddings of `items` in order (cached ones are read, the rest computed in batches),
-    /// advancing `bar` per image.
-    fn embed(
-        &mut self,
-        items: &[(PathBuf, View)],
-        augment: &AugmentConfig,
-        bar: &ProgressBar,
-    ) -> Vec<Result<Vec<f32>, String>> {
-        let mut results = Vec::with_capacity(items.len());
-        for chunk in items.chunks(EMBED_CHUNK) {
-            let requests: Vec<EmbeddingRequest> = chunk
-                .iter()
-                .map(|(path, view)| EmbeddingRequest {
-                    bytes: std::fs::read(path).map_err(|e| format!("cannot read the file: {e}")),
-                    view: *view,
-                })
-                .collect();
-            results.extend(pollster::block_on(embed_cached(
-                &self.model,
-                &self.device.device,
-                self.store.as_mut(),
-                &requests,
-                augment,
-            )));
-            bar.inc(chunk.len() as u64);
-        }
-        results
-    }
-}
-
-fn progress_bar(len: usize, what: &str, hidden: bool) -> ProgressBar {
-    let bar = ProgressBar::new(len as u64);
-    if hidden {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-    } else {
-        bar.set_draw_target(ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template(&format!(
-            "{what:>10} [{{bar:30}}] {{pos}}/{{len}} {{per_sec}} eta {{eta}} {{msg}}"
-        ))
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-        bar.set_style(style);
-        bar.enable_steady_tick(Duration::from_millis(250));
-    }
-    bar
-}
-
-/// A file that could not be used, for reports.
-fn skipped_entry(path: &Path, error: &str) -> Value {
-    json!({ "path": path.display().to_string(), "error": error })
-}
-
-/// The files a data-set folder left out (dangling or duplicate links), for reports.
-fn folder_skipped(dataset: &FolderDataset) -> Vec<Value> {
-    dataset
-        .skipped
-        .iter()
-        .map(|s| skipped_entry(&s.path, &s.reason))
-        .collect()
-}
-
-/// Embeds the original view of `files`, returning the usable ones as labelled embeddings
-/// (with their indices into `files`) and the failures.
-fn embed_files(
-    backbone: &mut Backbone,
-    files: &[&LabelledFile],
-    bar: &ProgressBar,
-) -> (LabelledEmbeddings, Vec<usize>, Vec<Value>) {
-    let items: Vec<(PathBuf, View)> = files
-        .iter()
-        .map(|f| (f.path.clone(), View::Original))
-        .collect();
-    let results = backbone.embed(&items, &AugmentConfig::default(), bar);
-    let mut data = LabelledEmbeddings::default();
-    let mut kept = Vec::new();
-    let mut skipped = Vec::new();
-    for (i, (file, result)) in files.iter().zip(results).enumerate() {
-        match result {
-            Ok(embedding) => {
-                data.embeddings.push(embedding);
-                data.labels.push(file.label);
-                kept.push(i);
-            }
-            Err(error) => skipped.push(skipped_entry(&file.path, &error)),
-        }
-    }
-    (data, kept, skipped)
-}
-
-fn train_config(args: &TrainArgs) -> TrainConfig {
-    let defaults = TrainConfig::default();
-    TrainConfig {
-        head: match args.head {
-            HeadArg::Linear => HeadKind::Linear,
-            HeadArg::Mlp => HeadKind::Mlp {
-                hidden: args.hidden,
-                dropout: args.dropout,
-            },
-        },
-        loss: match args.loss {
-            LossArg::Auto => None,
-            LossArg::Ce => Some(LossKind::CrossEntropy),
-            LossArg::Bce => Some(LossKind::BinaryCrossEntropy),
-            LossArg::Mse => Some(LossKind::MeanSquaredError),
-        },
-        optimizer: match args.optimizer {
-            OptimizerArg::Adam => OptimizerKind::Adam,
-            OptimizerArg::Adamw => OptimizerKind::AdamW,
-        },
-        learning_rate: args.lr.unwrap_or(defaults.learning_rate),
-        weight_decay: args.weight_decay.unwrap_or(defaults.weight_decay),
-        batch_size: args.batch.unwrap_or(defaults.batch_size),
-        epochs: args.epochs.unwrap_or(defaults.epochs),
-        schedule: match args.schedule {
-            ScheduleArg::Cosine => Schedule::Cosine,
-            ScheduleArg::Constant => Schedule::Constant,
-        },
-        patience: match args.patience {
-            Some(0) => None,
-            Some(p) => Some(p),
-            None => defaults.patience,
-        },
-        class_weights: match args.class_weights {
-            WeightsArg::Auto => ClassWeighting::Auto,
-            WeightsArg::On => ClassWeighting::On,
-            WeightsArg::Off => ClassWeighting::Off,
-        },
-        label_smoothing: args.label_smoothing,
-        seed: args.seed,
-    }
-}
-
-/// `medtransfer train`.
-pub fn train(args: &TrainArgs) -> ExitCode {
-    let started = Instant::now();
-    let dataset = match FolderDataset::open(&args.data) {
-        Ok(d) => d,
-        Err(e) => return fail(e),
-    };
-    let config = train_config(args);
-    // A validation folder of its own, with the training folder's classes.
-    let val_folder = match &args.val {
-        Some(dir) => match FolderDataset::open(dir) {
-            Ok(v) if v.classes == dataset.classes => Some(v),
-            Ok(v) => {
-                return fail(format!(
-                    "the validation folder's classes {:?} differ from the training folder's {:?}",
-                    v.classes, dataset.classes
-                ));
-            }
-            Err(e) => return fail(e),
-        },
-        None => None,
-    };
-    let mut backbone = match Backbone::open(&args.backbone) {
-        Ok(b) => b,
-        Err(e) => return fail(e),
-    };
-    if !args.json {
-        eprintln!("backend: {}", backbone.device.describe());
-    }
-    let embed_started = Instant::now();
-    let val_folder_files: Vec<&LabelledFile> =
-        val_folder.iter().flat_map(|v| v.files.iter()).collect();
-    let bar = progress_bar(
-        dataset.files.len() + val_folder_files.len(),
-        "embedding",
-        args.json,
-    );
-    // Every image is decoded and embedded before the split, so that a file that cannot be
-    // read never leaves a class without training or validation images.
-    let all_files: Vec<&LabelledFile> = dataset.files.iter().collect();
-    let (all_set, all_kept, all_skipped) = embed_files(&mut backbone, &all_files, &bar);
-    let mut skipped = folder_skipped(&dataset);
-    skipped.extend(all_skipped);
-    let usable: Vec<&LabelledFile> = all_kept.iter().map(|&i| all_files[i]).collect();
-    // Validation: the folder's images, or a (grouped) stratified split of the usable ones.
-    let (train_rows, val_rows): (Vec<usize>, Vec<usize>) =
-        if val_folder.is_some() || args.val_split == 0.0 {
-            ((0..usable.len()).collect(), Vec::new())
-        } else {
-            let groups = match group_keys(&usable, args.group_pattern.as_deref()) {
-                Ok(g) => g,
-                Err(e) => return fail(e),
-            };
-            match stratified_split(
-                &all_set.labels,
-                groups.as_deref(),
-                args.val_split,
-                args.seed,
-            ) {
-                Ok(split) => (split.train, split.validation),
-                Err(e) => return fail(e.with_class_names(&dataset.classes)),
-            }
-        };
-    let rows = |indices: &[usize]| LabelledEmbeddings {
-        embeddings: indices
-            .iter()
-            .map(|&i| all_set.embeddings[i].clone())
-            .collect(),
-        labels: indices.iter().map(|&i| all_set.labels[i]).collect(),
-    };
-    let mut train_set = rows(&train_rows);
-    let train_files: Vec<&LabelledFile> = train_rows.iter().map(|&i| usable[i]).collect();
-    let (val_set, val_files): (LabelledEmbeddings, Vec<&LabelledFile>) = match &val_folder {
-        Some(_) => {
-            let (set, kept, val_skipped) = embed_files(&mut backbone, &val_folder_files, &bar);
-            skipped.extend(val_skipped);
-            (set, kept.iter().map(|&i| val_folder_files[i]).collect())
-        }
-        None => (
-            rows(&val_rows),
-            val_rows.iter().map(|&i| usable[i]).collect(),
-        ),
-    };
-    if !args.json {
-        // Usable images per class, the validation folder's included.
-        let mut counts = vec![0; dataset.classes.len()];
-        let val_folder_labels = val_folder.as_ref().map(|_| &val_set.labels);
-        for &label in all_set
-            .labels
-            .iter()
-            .chain(val_folder_labels.into_iter().flatten())
-        {
-            counts[label] += 1;
-        }
-        bar.println(format!(
-            "classes: {} ({} training, {} validation images)",
-            dataset
-                .classes
-                .iter()
-                .zip(counts)
-                .map(|(c, n)| format!("{c} {n}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            train_files.len(),
-            val_files.len()
-        ));
-    }
-    if args.augment > 0 {
-        let augment = AugmentConfig::default();
-        let mut items = Vec::new();
-        let mut labels = Vec::new();
-        for file in &train_files {
-            for index in 1..=args.augment {
-                items.push((
-                    file.path.clone(),
-                    View::Augmented {
-                        index,
-                        seed: args.seed,
-                    },
-                ));
-                labels.push(file.label);
-            }
-        }
-        bar.inc_length(items.len() as u64);
-        for (result, label) in backbone
-            .embed(&items, &augment, &bar)
-            .into_iter()
-            .zip(labels)
-        {
-            if let Ok(embedding) = result {
-                train_set.embeddings.push(embedding);
-                train_set.labels.push(label);
-            }
-        }
-    }
-    bar.finish_and_clear();
-    let embed_seconds = embed_started.elapsed().as_secs_f64();
-    if !args.json {
-        for s in &skipped {
-            eprintln!(
-                "skipped {}: {}",
-                s["path"].as_str().unwrap_or("?"),
-                s["error"].as_str().unwrap_or("?")
-            );
-        }
-    }
-
-    let validation = (!val_set.embeddings.is_empty()).then_some(&val_set);
-    let device = &backbone.device.device;
-    let mut trainer = match Trainer::new(&dataset.classes, &train_set, validation, &config, device)
-    {
-        Ok(t) => t,
-        Err(e) => return fail(e),
-    };
-    let train_started = Instant::now();
-    let bar = progress_bar(config.epochs, "training", args.json);
-    if let TrainEvent::Started {
-        class_weights,
-        loss,
-        ..
-    } = trainer.started_event()
-        && !args.json
-    {
-        bar.println(format!("loss: {loss:?}, class weights: {class_weights:?}"));
-    }
-    while !trainer.is_done() {
-        let summary = match pollster::block_on(trainer.run_epoch(&mut |_, _| {})) {
-            Ok(s) => s,
-            Err(e) => return fail(e),
-        };
-        bar.inc(1);
-        if !args.json {
-            bar.println(epoch_line(&summary));
-        }
-    }
-    bar.finish_and_clear();
-    let trained = match pollster::block_on(trainer.finish(false)) {
-        Ok(t) => t,
-        Err(e) => return fail(e),
-    };
-    let train_seconds = train_started.elapsed().as_secs_f64();
-    let created_by = format!("medtransfer {}", env!("CARGO_PKG_VERSION"));
-    let model = ModelFile::from_trained(&trained, &created_by);
-    if let Err(e) = write_atomically(&args.out, &model.to_bytes()) {
-        return fail(format!("cannot write {}: {e}", args.out.display()));
-    }
-    let val_paths: Vec<PathBuf> = val_files.iter().map(|f| f.path.clone()).collect();
-    if args.json {
-        let report = json!({
-            "model": args.out.display().to_string(),
-            "classes": trained.classes,
-            "train_images": train_files.len(),
-            "train_rows": train_set.labels.len(),
-            "validation_images": val_set.labels.len(),
-            "skipped": skipped,
-            "loss": trained.loss,
-            "class_weights": trained.class_weights,
-            "config": trained.train_config,
-            "kept_epoch": trained.kept_epoch,
-            "stop_reason": trained.stop_reason,
-            "history": trained.history,
-            "validation": trained.validation.as_ref().map(|v| evaluation_json(v, None)),
-            "embed_seconds": embed_seconds,
-            "train_seconds": train_seconds,
-            "total_seconds": started.elapsed().as_secs_f64(),
-        });
-        println!("{report}");
-    } else {
-        println!(
-            "kept epoch {} ({:?}); wrote {}",
-            trained.kept_epoch,
-            trained.stop_reason,
-            args.out.display()
-        );
-        if let Some(v) = &trained.validation {
-            println!("validation ({} images):", v.n);
-            print_evaluation(v, Some(&val_paths));
-        }
-        println!(
-            "embedding {embed_seconds:.1} s, training {train_seconds:.2} s, total {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-    }
-    if skipped.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_SOME_FILES_FAILED)
-    }
-}
-
-fn epoch_line(s: &medtransfer_core::train::EpochSummary) -> String {
-    let mut line = format!(
-        "epoch {:>3}  lr {:.2e}  train loss {:.4} acc {:.3}",
-        s.epoch, s.learning_rate, s.train_loss, s.train_accuracy
-    );
-    if let (Some(l), Some(a)) = (s.validation_loss, s.validation_accuracy) {
-        line.push_str(&format!("  val loss {l:.4} acc {a:.3}"));
-        if let Some(b) = s.validation_balanced_accuracy {
-            line.push_str(&format!(" bal {b:.3}"));
-        }
-        if let Some(auc) = s.validation_auc {
-            line.push_str(&format!(" auc {auc:.3}"));
-        }
-        if s.is_best {
-            line.push_str("  *");
-        }
-    }
-    line
-}
-
 /// The evaluation as the JSON object `eval --json` prints.
-fn evaluation_json(e: &Evaluation, paths: Option<&[PathBuf]>) -> Value {
+pub(crate) fn evaluation_json(e: &Evaluation, paths: Option<&[PathBuf]>) -> Value {
     let misclassified: Vec<Value> = e
         .misclassified
         .iter()
@@ -743,7 +155,7 @@ fn fmt_ci(ci: Option<[f64; 2]>) -> String {
     })
 }
 
-fn print_evaluation(e: &Evaluation, paths: Option<&[PathBuf]>) {
+pub(crate) fn print_evaluation(e: &Evaluation, paths: Option<&[PathBuf]>) {
     println!(
         "  accuracy           {:.3}{}",
         e.accuracy,
@@ -1011,14 +423,26 @@ pub fn split(args: &SplitArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e.with_class_names(&dataset.classes)),
     };
+    // Folders whose names differ only in Unicode normalisation are one class, so two of its
+    // files may share a name: the second is copied under a numbered name, never over the first.
+    let mut written = std::collections::HashSet::new();
     for (part, indices) in [("train", &split.train), ("test", &split.validation)] {
         for &i in indices {
             let file = &dataset.files[i];
-            let target = args
+            let wanted = args
                 .out
                 .join(part)
                 .join(&dataset.classes[file.label])
                 .join(&file.in_class);
+            let target = unused_name(&wanted, &written);
+            if target != wanted {
+                eprintln!(
+                    "note: {} copied as {}: another file of its class has that name",
+                    file.path.display(),
+                    target.display()
+                );
+            }
+            written.insert(target.clone());
             let copied = target
                 .parent()
                 .map_or(Ok(()), std::fs::create_dir_all)
@@ -1052,6 +476,22 @@ pub fn split(args: &SplitArgs) -> ExitCode {
     } else {
         ExitCode::from(EXIT_SOME_FILES_FAILED)
     }
+}
+
+/// `wanted`, or the first of `stem (2).ext`, `stem (3).ext`, … that is not in `taken`.
+fn unused_name(wanted: &Path, taken: &std::collections::HashSet<PathBuf>) -> PathBuf {
+    if !taken.contains(wanted) {
+        return wanted.to_path_buf();
+    }
+    let stem = wanted.file_stem().unwrap_or_default().to_string_lossy();
+    let extension = wanted
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    (2..)
+        .map(|n| wanted.with_file_name(format!("{stem} ({n}){extension}")))
+        .find(|candidate| !taken.contains(candidate))
+        .unwrap_or_else(|| wanted.to_path_buf())
 }
 
 /// `path` with links and `..` resolved, even when it does not exist yet: its nearest existing

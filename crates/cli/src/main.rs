@@ -1,9 +1,11 @@
 //! `medtransfer`: the MedTransfer core on the command line.
 
+mod backbone;
 mod dataset;
 mod device;
 mod finetune;
 mod pretrained;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,7 +66,7 @@ enum Command {
         common: pretrained::PretrainedArgs,
     },
     /// Fine-tune a classifier head on a folder with one sub-folder of images per class.
-    Train(finetune::TrainArgs),
+    Train(train::TrainArgs),
     /// Evaluate a model on a labelled folder: accuracy, AUC, per-class figures, intervals.
     Eval(finetune::EvalArgs),
     /// Class probabilities of each image with a trained model.
@@ -79,7 +81,7 @@ fn main() -> ExitCode {
         Command::ConvertWeights { from, to } => pretrained::convert(&from, &to),
         Command::Classify { common } => pretrained::classify(&common),
         Command::Embed { common } => pretrained::embed(&common),
-        Command::Train(args) => finetune::train(&args),
+        Command::Train(args) => train::train(&args),
         Command::Eval(args) => finetune::eval(&args),
         Command::Predict(args) => finetune::predict(&args),
         Command::Split(args) => finetune::split(&args),

@@ -142,6 +142,37 @@ fn missing_weights_give_a_clear_error() {
     assert!(stderr.contains("fetch-weights"), "{stderr}");
 }
 
+/// Settings outside core's limits are refused by the argument parser, naming the flag and the
+/// range, before any image or weight is read.
+#[test]
+fn train_refuses_settings_outside_core_limits() {
+    let empty = std::env::temp_dir().join("medtransfer-cli-test-limits");
+    std::fs::create_dir_all(&empty).expect("temp dir");
+    let base = ["train", "--data", "nowhere", "--out", "m.mtmodel"];
+    for (flag, value, range) in [
+        ("--val-split", "0.7", "from 0 to 0.5"),
+        ("--epochs", "0", "from 1 to 100000"),
+        ("--batch", "70000", "from 1 to 65536"),
+        ("--lr", "0", "above 0 and below 10"),
+        ("--lr", "NaN", "above 0 and below 10"),
+        ("--weight-decay", "1", "at least 0 and below 1"),
+        ("--label-smoothing", "0.5", "at least 0 and below 0.5"),
+        ("--dropout", "-0.1", "at least 0 and below 1"),
+        ("--hidden", "0", "from 1 to 65536"),
+    ] {
+        let mut args = base.to_vec();
+        args.extend([flag, value]);
+        let output = medtransfer(&args, &empty);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains(range),
+            "{flag} {value}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
 #[test]
 fn device_on_cpu_passes_its_self_check() {
     let output = medtransfer(&["device", "--backend", "cpu", "--json"], &weights_dir());

@@ -259,12 +259,18 @@ fn class_names_that_differ_only_in_normalisation_are_one_class() {
     let dir = temp_dir("folder-nfc");
     let data = dir.join("data");
     let image = dataset().join("normal/img_001.png");
-    for (class, file) in [
-        ("caf\u{e9}", "a.png"),
-        ("cafe\u{301}", "b.png"),
-        ("cafe", "c.png"),
-        ("cafe", "d.png"),
-    ] {
+    // The NFC and NFD folders both hold x1..x4.png: one class, eight files, none lost.
+    let mut layout = vec![
+        ("caf\u{e9}".to_string(), "a.png".to_string()),
+        ("cafe\u{301}".into(), "b.png".into()),
+        ("cafe".into(), "c.png".into()),
+        ("cafe".into(), "d.png".into()),
+    ];
+    for n in 1..=4 {
+        layout.push(("caf\u{e9}".into(), format!("x{n}.png")));
+        layout.push(("cafe\u{301}".into(), format!("x{n}.png")));
+    }
+    for (class, file) in &layout {
         std::fs::create_dir_all(data.join(class)).expect("mkdir");
         std::fs::copy(&image, data.join(class).join(file)).expect("copy");
     }
@@ -291,7 +297,12 @@ fn class_names_that_differ_only_in_normalisation_are_one_class() {
         ["cafe", "caf\u{e9}"],
         "{files:?}"
     );
-    assert_eq!(files.len(), 4, "{files:?}");
+    assert_eq!(files.len(), 12, "{files:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("another file of its class has that name"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
