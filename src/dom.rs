@@ -147,9 +147,11 @@ async fn callback_promise(object: &JsValue, method: &str) -> Result<JsValue, JsV
 }
 
 /// Every file under dropped `FileSystemEntry`s (from [`dropped_entries`]), with its path
-/// (`root/sub/file`).
-pub async fn entry_files(entries: Vec<JsValue>) -> Vec<(String, web_sys::File)> {
+/// (`root/sub/file`), and the paths of the entries the browser could not read (a folder it may
+/// not list, a file it may not open), so that none is left out unsaid.
+pub async fn entry_files(entries: Vec<JsValue>) -> (Vec<(String, web_sys::File)>, Vec<String>) {
     let mut out = Vec::new();
+    let mut unreadable = Vec::new();
     let mut stack = entries;
     while let Some(entry) = stack.pop() {
         let path = Reflect::get(&entry, &"fullPath".into())
@@ -165,21 +167,34 @@ pub async fn entry_files(entries: Vec<JsValue>) -> Vec<(String, web_sys::File)> 
                 .and_then(|f| f.dyn_into::<js_sys::Function>())
                 .and_then(|f| f.call0(&entry))
             else {
+                unreadable.push(path);
                 continue;
             };
             // readEntries returns a batch at a time until it returns an empty one.
-            while let Ok(batch) = callback_promise(&reader, "readEntries").await {
-                let batch = Array::from(&batch);
-                if batch.length() == 0 {
-                    break;
+            loop {
+                match callback_promise(&reader, "readEntries").await {
+                    Ok(batch) => {
+                        let batch = Array::from(&batch);
+                        if batch.length() == 0 {
+                            break;
+                        }
+                        stack.extend(batch.iter());
+                    }
+                    Err(_) => {
+                        unreadable.push(path);
+                        break;
+                    }
                 }
-                stack.extend(batch.iter());
             }
-        } else if let Ok(file) = callback_promise(&entry, "file").await
-            && let Ok(file) = file.dyn_into::<web_sys::File>()
-        {
-            out.push((path, file));
+        } else {
+            match callback_promise(&entry, "file")
+                .await
+                .and_then(|file| file.dyn_into::<web_sys::File>())
+            {
+                Ok(file) => out.push((path, file)),
+                Err(_) => unreadable.push(path),
+            }
         }
     }
-    out
+    (out, unreadable)
 }

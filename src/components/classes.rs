@@ -7,7 +7,7 @@ use crate::dom::{
     IMAGE_ACCEPT, dropped_entries, dropped_files, entry_files, files_of_input,
     folder_files_of_input,
 };
-use crate::state::{ClassEntry, ImageStatus, use_project};
+use crate::state::{ClassEntry, ImageStatus, NoticeKind, use_project};
 
 /// Thumbnails shown per class: drawing thousands would hold the page's thread for seconds.
 const MAX_THUMBNAILS: usize = 48;
@@ -37,7 +37,20 @@ pub fn ClassesSection() -> impl IntoView {
     let on_folder_drop = move |event: web_sys::DragEvent| {
         event.prevent_default();
         let entries = dropped_entries(&event);
-        spawn_local(async move { project.add_folder_files(entry_files(entries).await) });
+        spawn_local(async move {
+            let (files, unreadable) = entry_files(entries).await;
+            project.add_folder_files(files);
+            if !unreadable.is_empty() {
+                project.tell(
+                    NoticeKind::Error,
+                    format!(
+                        "The browser could not read {} dropped item(s), left out: {}",
+                        unreadable.len(),
+                        unreadable.join(", ")
+                    ),
+                );
+            }
+        });
     };
     view! {
         <section

@@ -157,9 +157,6 @@ impl Project {
                 if let Some(url) = &image.thumb {
                     revoke_url(url);
                 }
-                if image.status == ImageStatus::Embedding {
-                    self.embedded_count.update(|n| *n += 1);
-                }
             }
         });
         self.embeds.update_value(|q| q.forget(id));
@@ -171,29 +168,33 @@ impl Project {
         });
     }
 
+    /// The class holding image `id` and the image, while it is in the project.
+    pub(crate) fn find_image(self, id: ImageId) -> Option<(ClassEntry, ImageEntry)> {
+        self.classes.get_untracked().into_iter().find_map(|class| {
+            class
+                .images
+                .with_untracked(|images| images.iter().find(|i| i.id == id).cloned())
+                .map(|entry| (class, entry))
+        })
+    }
+
     /// Takes an image out of its class and lists it as rejected, with the reason; forgets its
     /// saved copy.
     pub(crate) fn reject_image(self, id: ImageId, reason: String) {
-        for class in self.classes.get_untracked() {
-            let Some(entry) = class
-                .images
-                .with_untracked(|images| images.iter().find(|i| i.id == id).cloned())
-            else {
-                continue;
-            };
-            class.images.update(|images| images.retain(|i| i.id != id));
-            class
-                .rejected
-                .update(|r| r.push((entry.name.clone(), reason.clone())));
-            if let Some(url) = entry.thumb {
-                revoke_url(&url);
-            }
-            self.embeds.update_value(|q| q.forget(id));
-            self.store(
-                &entry.name,
-                move |s| async move { s.delete_images(&[id]).await },
-            );
-            break;
+        let Some((class, entry)) = self.find_image(id) else {
+            return;
+        };
+        class.images.update(|images| images.retain(|i| i.id != id));
+        class
+            .rejected
+            .update(|r| r.push((entry.name.clone(), reason)));
+        if let Some(url) = entry.thumb {
+            revoke_url(&url);
         }
+        self.embeds.update_value(|q| q.forget(id));
+        self.store(
+            &entry.name,
+            move |s| async move { s.delete_images(&[id]).await },
+        );
     }
 }

@@ -291,53 +291,39 @@ impl Project {
 
     /// An image's embedding (bytes: embedding then JPEG thumbnail) or its per-file error.
     fn on_embedded(self, id: ImageId, error: Option<String>, bytes: Vec<u8>) {
-        for class in self.classes.get_untracked() {
-            let Some(entry) = class
-                .images
-                .with_untracked(|images| images.iter().find(|i| i.id == id).cloned())
-            else {
-                continue;
-            };
-            let error = error.or_else(|| {
-                (bytes.len() < EMBEDDING_BYTES)
-                    .then(|| "the compute worker returned no embedding".to_string())
-            });
-            match error {
-                None => {
-                    let (embedding, thumbnail) = bytes.split_at(EMBEDDING_BYTES);
-                    let thumb = jpeg_url(thumbnail);
-                    class.images.update(|images| {
-                        if let Some(image) = images.iter_mut().find(|i| i.id == id) {
-                            image.status = ImageStatus::Ready;
-                            image.thumb = thumb;
-                        }
-                    });
-                    let record = ImageRecord {
-                        id,
-                        class_key: class.key,
-                        name: entry.name.clone(),
-                        original: None,
-                        thumbnail: (!thumbnail.is_empty()).then(|| thumbnail.to_vec()),
-                        embedding: Some(embedding.to_vec()),
-                    };
-                    // A record that cannot be written stays on the page to write again.
-                    let name = entry.name.clone();
-                    spawn_local(async move { self.store_images(&name, vec![record]).await });
-                }
-                Some(reason) => {
-                    class.images.update(|images| images.retain(|i| i.id != id));
-                    class
-                        .rejected
-                        .update(|r| r.push((entry.name.clone(), reason)));
-                    self.store(
-                        &entry.name,
-                        move |s| async move { s.delete_images(&[id]).await },
-                    );
-                }
+        // Removed while it was embedding: nothing to show or store.
+        let Some((class, entry)) = self.find_image(id) else {
+            return;
+        };
+        let error = error.or_else(|| {
+            (bytes.len() < EMBEDDING_BYTES)
+                .then(|| "the compute worker returned no embedding".to_string())
+        });
+        match error {
+            None => {
+                let (embedding, thumbnail) = bytes.split_at(EMBEDDING_BYTES);
+                let thumb = jpeg_url(thumbnail);
+                class.images.update(|images| {
+                    if let Some(image) = images.iter_mut().find(|i| i.id == id) {
+                        image.status = ImageStatus::Ready;
+                        image.thumb = thumb;
+                    }
+                });
+                let record = ImageRecord {
+                    id,
+                    class_key: class.key,
+                    name: entry.name.clone(),
+                    original: None,
+                    thumbnail: (!thumbnail.is_empty()).then(|| thumbnail.to_vec()),
+                    embedding: Some(embedding.to_vec()),
+                };
+                // A record that cannot be written stays on the page to write again.
+                let name = entry.name;
+                spawn_local(async move { self.store_images(&name, vec![record]).await });
             }
-            self.embedded_count.update(|n| *n += 1);
-            break;
+            Some(reason) => self.reject_image(id, reason),
         }
+        self.embedded_count.update(|n| *n += 1);
     }
 }
 

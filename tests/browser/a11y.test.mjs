@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { serveStatic, launch, openPage, screenshot, sharedData } from './harness.mjs';
+import { serveStatic, launch, openPage, screenshot, sharedData, waitForWorker } from './harness.mjs';
 
 const axePath = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 const chest = join(sharedData, 'chest-xray-pneumonia');
@@ -37,7 +37,7 @@ test('the page passes axe and works from the keyboard', { timeout: 900_000 }, as
   try {
     const { page, record } = await openPage(browser, server.origin, undefined, { bypassCSP: true });
     await page.goto(server.origin + '/');
-    await page.getByTestId('worker-backend').filter({ hasText: /background worker on:|failed/ }).waitFor({ timeout: 300_000 });
+    await waitForWorker(page);
     assert.deepEqual(await audit(page), [], 'accessibility violations at start');
 
     // Keyboard: Tab walks through every control; each shows a focus ring.

@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { serveStatic, launch, openPage, screenshot, sharedData } from './harness.mjs';
+import { serveStatic, launch, openPage, screenshot, sharedData, waitForWorker } from './harness.mjs';
 
 const chest = join(sharedData, 'chest-xray-pneumonia');
 const available = existsSync(chest);
@@ -30,8 +30,7 @@ for (const mode of [
     try {
       const { page, record } = await openPage(browser, server.origin);
       await page.goto(server.origin + '/');
-      await page.getByTestId('worker-backend').filter({ hasText: /background worker on:|failed/ })
-        .waitFor({ timeout: 300_000 });
+      await waitForWorker(page);
       const workerLine = await page.getByTestId('worker-backend').innerText();
       assert.match(workerLine, mode.expect, workerLine);
       assert.match(await page.getByTestId('backend').innerText(), mode.expect);
@@ -120,7 +119,7 @@ test('a picked folder becomes one class per sub-folder', { skip: !available, tim
   try {
     const { page, record } = await openPage(browser, server.origin);
     await page.goto(server.origin + '/');
-    await page.getByTestId('worker-backend').filter({ hasText: /background worker on:|failed/ }).waitFor({ timeout: 300_000 });
+    await waitForWorker(page);
     await page.getByTestId('folder-files').setInputFiles(dataset);
     const cards = page.getByTestId('class-card');
     await page.locator('[data-testid="embed-status"][data-pending="0"]').waitFor({ timeout: 300_000 });

@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { launch, openPage, repoRoot, screenshot, serveStatic } from './harness.mjs';
+import { launch, openPage, repoRoot, screenshot, serveStatic, waitForWorker } from './harness.mjs';
 
 const dataset = join(repoRoot, 'tests', 'fixtures', 'cases', '16-folder-junk-layout', 'dataset');
 let server;
@@ -18,7 +18,7 @@ test('a picked data-set folder with OS junk gives exactly its two classes', { ti
   try {
     const { page, record } = await openPage(browser, server.origin);
     await page.goto(server.origin + '/');
-    await page.getByTestId('worker-backend').filter({ hasText: /background worker on:|failed/ }).waitFor({ timeout: 300_000 });
+    await waitForWorker(page);
     await page.getByTestId('folder-files').setInputFiles(dataset);
     await page.locator('[data-testid="embed-status"][data-pending="0"]').waitFor({ timeout: 300_000 });
     await screenshot(page, 'folder-junk-picked');

@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { serveStatic, launch, openPage, screenshot, repoRoot } from './harness.mjs';
+import { serveStatic, launch, openPage, screenshot, repoRoot, waitForWorker } from './harness.mjs';
 
 const seeds = join(repoRoot, 'fuzz', 'corpus', 'decode_preprocess');
 const samplesDir = process.env.MEDTRANSFER_DICOM_SAMPLES ?? join(homedir(), '.cache', 'medtransfer', 'dicom-samples');
@@ -130,7 +130,7 @@ test('DICOM and 16-bit images dropped into the page: decoded, trained on, predic
   try {
     const { page, record } = await openPage(browser, server.origin);
     await page.goto(server.origin + '/');
-    await page.getByTestId('worker-backend').filter({ hasText: /background worker on:|failed/ }).waitFor({ timeout: 300_000 });
+    await waitForWorker(page);
     assert.match(await page.getByTestId('worker-backend').innerText(), /CPU/);
 
     const first = [

@@ -131,3 +131,13 @@ export async function screenshot(page, name) {
   await page.screenshot({ path, fullPage: true });
   return path;
 }
+
+/**
+ * Waits until the page's compute worker has loaded its network (or failed to) and returns the
+ * worker line ("background worker on: WebGPU …"); `line` narrows what counts as ready.
+ */
+export async function waitForWorker(page, line = /background worker on:|failed/) {
+  const backend = page.getByTestId('worker-backend');
+  await backend.filter({ hasText: line }).waitFor({ timeout: 300_000 });
+  return backend.innerText();
+}

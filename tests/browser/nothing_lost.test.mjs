@@ -5,16 +5,18 @@
 // 3. an import refused by storage leaves the old project whole;
 // 5. a file that crashes the compute worker is the only one left out, and the worker goes back
 //    to WebGPU (it was not a lost GPU);
-// 7. removing a class with images asks first.
+// 7. removing a class with images asks first; imported settings are clamped to core's limits
+//    (and an older page's settings are read, not reset).
 // Real chest X-rays from ../shared/data (skipped with a message when absent). The quota is
 // set through Chromium's DevTools protocol (Storage.overrideQuotaForOrigin).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { serveStatic, launch, openPage, screenshot, sharedData } from './harness.mjs';
+import { zipSync, strToU8 } from 'fflate';
+import { serveStatic, launch, openPage, screenshot, sharedData, repoRoot, waitForWorker } from './harness.mjs';
 
 const chest = join(sharedData, 'chest-xray-pneumonia');
 const available = existsSync(chest);
@@ -38,8 +40,7 @@ after(async () => {
 async function ready(page) {
   await page.goto(server.origin + '/');
   await page.locator('[data-testid="project"][data-restored="true"]').waitFor({ timeout: 60_000 });
-  await page.getByTestId('worker-backend').filter({ hasText: /background worker on:|failed/ })
-    .waitFor({ timeout: 300_000 });
+  await waitForWorker(page);
 }
 
 async function counts(page) {
@@ -234,7 +235,7 @@ test('a file that crashes the worker is the only one left out, and WebGPU stays'
     const rejected = await cards.nth(0).getByTestId('class-rejected').innerText();
     assert.match(rejected, /breaks-the-decoder\.png: this file stopped the compute worker twice/);
     assert.equal(await cards.nth(1).getByTestId('class-rejected').innerText(), '');
-    await page.getByTestId('worker-backend').filter({ hasText: /background worker on:/ }).waitFor({ timeout: 300_000 });
+    await waitForWorker(page, /background worker on:/);
     assert.match(await page.getByTestId('worker-backend').innerText(), /WebGPU/, 'not a lost GPU: no CPU fallback');
     assert.match(await page.getByTestId('project-notice').innerText(), /restarted/);
     await screenshot(page, 'lost-5-crashing-file');
@@ -264,6 +265,59 @@ test('removing a class with images asks first', { skip: !available, timeout: 600
     page.once('dialog', (dialog) => dialog.accept());
     await cards.nth(2).getByTestId('remove-class').click();
     await page.waitForFunction(() => document.querySelectorAll('[data-testid="class-card"]').length === 2);
+  } finally {
+    await browser.close();
+  }
+});
+
+/** An image-less `.mtproject` (format of crates/core/src/project_file.rs) with `settings`. */
+function projectFile(classes, settings) {
+  const ids = readFileSync(join(repoRoot, 'crates', 'core', 'src', 'embeddings.rs'), 'utf8');
+  const id = (name) => ids.match(new RegExp(`pub const ${name}: &str = "([^"]+)"`))[1];
+  const manifest = {
+    format: 'medtransfer-project', format_version: 1, created_by: 'browser test',
+    backbone: id('BACKBONE_ID'), preprocessing: id('PREPROCESSING_ID'), embedding_dim: 1280,
+    classes, images: [], settings, has_model: false,
+  };
+  return zipSync({ 'manifest.json': strToU8(JSON.stringify(manifest)), 'embeddings.f32': new Uint8Array(0) }, { level: 0 });
+}
+
+async function settingsShown(page) {
+  const value = (label) => page.getByLabel(label).inputValue();
+  return {
+    head: await value('Head'), epochs: await value('Epochs'), batch: await value('Batch size'),
+    lr: await value('Learning rate'), share: await value('Validation share'), seed: await value('Seed'),
+  };
+}
+
+test('imported settings are clamped to the valid ranges; an older page\'s settings are kept', { timeout: 600_000 }, async () => {
+  const browser = await launch({ webgpu: false });
+  try {
+    const { page, record } = await openPage(browser, server.origin);
+    await ready(page);
+    const notice = page.getByTestId('project-notice');
+    // This version's settings (core's RunConfig), every value out of range.
+    const wild = join(scratch, 'wild.mtproject');
+    await writeFile(wild, projectFile(['benign', 'malignant'], {
+      train: { epochs: 0, batch_size: 10_000_000, learning_rate: -1, seed: 5 }, validation_share: 7,
+    }));
+    await page.getByTestId('import-project').setInputFiles(wild);
+    await notice.filter({ hasText: /Imported/ }).waitFor({ timeout: 60_000 });
+    const clamped = { head: 'mlp', epochs: '1', batch: '65536', lr: '0.0001', share: '0.5', seed: '5' };
+    assert.deepEqual(await settingsShown(page), clamped);
+    await page.reload();
+    await ready(page);
+    assert.deepEqual(await settingsShown(page), clamped, 'saved as clamped');
+    // A project exported by an older page (flat settings): its values, not the defaults.
+    const older = join(scratch, 'older.mtproject');
+    await writeFile(older, projectFile(['a', 'b'], {
+      mlp: false, epochs: 12, batch: 16, learning_rate: 0.001, class_weights: 'off', validation_share: 0.3, seed: 7,
+    }));
+    await page.getByTestId('import-project').setInputFiles(older);
+    await notice.filter({ hasText: /Imported older/ }).waitFor({ timeout: 60_000 });
+    assert.deepEqual(await settingsShown(page), { head: 'linear', epochs: '12', batch: '16', lr: '0.001', share: '0.3', seed: '7' });
+    await screenshot(page, 'lost-7-settings-clamped');
+    assert.deepEqual(record.errors, [], 'page errors');
   } finally {
     await browser.close();
   }

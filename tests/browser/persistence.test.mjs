@@ -11,7 +11,7 @@ import { readFile, writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { serveStatic, launch, openPage, screenshot, sharedData, repoRoot } from './harness.mjs';
+import { serveStatic, launch, openPage, screenshot, sharedData, repoRoot, waitForWorker } from './harness.mjs';
 
 const chest = join(sharedData, 'chest-xray-pneumonia');
 const available = existsSync(chest);
@@ -46,11 +46,6 @@ after(async () => {
   await rm(scratch, { recursive: true, force: true });
 });
 
-async function waitForWorker(page) {
-  await page.getByTestId('worker-backend').filter({ hasText: /background worker on:|failed/ })
-    .waitFor({ timeout: 300_000 });
-  return page.getByTestId('worker-backend').innerText();
-}
 
 async function counts(page) {
   const cards = page.getByTestId('class-card');
@@ -83,7 +78,7 @@ test('a lost GPU, a reload and an export/import lose nothing', { skip: !availabl
 
     // 1. The GPU is lost: the page says so and goes on, on the CPU.
     await page.evaluate(() => globalThis.medtransferTest.crashWorker());
-    await page.getByTestId('worker-backend').filter({ hasText: /background worker on: CPU/ }).waitFor({ timeout: 300_000 });
+    await waitForWorker(page, /background worker on: CPU/);
     const notice = page.getByTestId('project-notice');
     assert.equal(await notice.getAttribute('data-kind'), 'error');
     assert.match(await notice.innerText(), /switched to the CPU/);

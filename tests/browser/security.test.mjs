@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { serveStatic, launch, openPage, parseHeadersFile, repoRoot } from './harness.mjs';
+import { serveStatic, launch, openPage, parseHeadersFile, repoRoot, waitForWorker } from './harness.mjs';
 
 let server;
 before(async () => { server = await serveStatic(); });
@@ -34,7 +34,7 @@ test('the worker is served with the policy as a header, and starts under it', { 
     const headers = {};
     context.on('response', (response) => { headers[new URL(response.url()).pathname] = response.headers(); });
     await page.goto(server.origin + '/');
-    await page.getByTestId('worker-backend').filter({ hasText: /background worker on:/ }).waitFor({ timeout: 300_000 });
+    await waitForWorker(page, /background worker on:/);
     const csp = headers['/worker.js']?.['content-security-policy'] ?? '';
     assert.match(csp, /frame-ancestors 'none'/);
     assert.match(csp, /default-src 'self'/);
