@@ -160,8 +160,9 @@ fn train_refuses_settings_outside_core_limits() {
         ("--dropout", "-0.1", "at least 0 and below 1"),
         ("--hidden", "0", "from 1 to 65536"),
     ] {
+        let joined = format!("{flag}={value}");
         let mut args = base.to_vec();
-        args.extend([flag, value]);
+        args.push(&joined);
         let output = medtransfer(&args, &empty);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{flag} {value}: {stderr}");
