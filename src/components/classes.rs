@@ -41,12 +41,22 @@ pub fn ClassesSection() -> impl IntoView {
             let (files, unreadable) = entry_files(entries).await;
             project.add_folder_files(files);
             if !unreadable.is_empty() {
+                const SHOWN: usize = 10;
+                let mut names: Vec<&str> = unreadable
+                    .iter()
+                    .take(SHOWN)
+                    .map(|p| if p.is_empty() { "(unnamed)" } else { p.as_str() })
+                    .collect();
+                let more = format!("and {} more", unreadable.len().saturating_sub(SHOWN));
+                if unreadable.len() > SHOWN {
+                    names.push(&more);
+                }
                 project.tell(
                     NoticeKind::Error,
                     format!(
                         "The browser could not read {} dropped item(s), left out: {}",
                         unreadable.len(),
-                        unreadable.join(", ")
+                        names.join(", ")
                     ),
                 );
             }

@@ -142,7 +142,7 @@ impl Project {
         }
         self.next_id.set_value(max_id);
         self.classes.set(classes);
-        self.settings.set(saved.settings.clamped());
+        self.settings.set(saved.settings);
         self.threshold.set(saved.threshold);
         let model = storage.model().await?;
         self.training.set(TrainingState {

@@ -4,30 +4,93 @@
 use leptos::prelude::*;
 use medtransfer_core::head::HeadKind;
 use medtransfer_core::run::RunConfig;
-use medtransfer_core::train::{ClassWeighting, TrainConfig};
+use medtransfer_core::train::{ClassWeighting, DEFAULT_DROPOUT, DEFAULT_HIDDEN_UNITS, TrainConfig};
 use serde::Deserialize;
 
 use super::{ImageStatus, Project, TrainingState};
 use crate::protocol::{Envelope, ImageId, ToWorker};
 
 /// The training settings as the page edits, saves, exports and sends them: core's
-/// [`RunConfig`] (its [`TrainConfig`] and the validation share), kept inside core's [`medtransfer_core::train::limits`]
-/// by [`RunConfig::clamped`].
+/// [`RunConfig`] (its [`TrainConfig`] and the validation share), kept inside core's
+/// [`medtransfer_core::train::limits`] by [`RunConfig::clamped`]. The page edits the head
+/// (linear, or the default MLP), epochs, batch size, learning rate, class weights, validation
+/// share and seed; every other field is core's default (see [`settings_from_json`]).
 pub type Settings = RunConfig;
 
-/// The hidden units and dropout of the MLP head the page offers (the source recipe's).
+/// The MLP head the page offers: the source recipe's hidden units and dropout.
 pub fn mlp_head() -> HeadKind {
-    match TrainConfig::default().head {
-        head @ HeadKind::Mlp { .. } => head,
-        HeadKind::Linear => HeadKind::Mlp {
-            hidden: 1024,
-            dropout: 0.5,
-        },
+    HeadKind::Mlp {
+        hidden: DEFAULT_HIDDEN_UNITS,
+        dropout: DEFAULT_DROPOUT,
     }
 }
 
-/// Settings as pages before version 0.2 saved and exported them (a flat mirror of a few
-/// fields); read so that their projects keep their settings.
+/// The settings of the page's controls, whatever else `config` holds.
+fn page_settings(
+    mlp: bool,
+    epochs: usize,
+    batch_size: usize,
+    learning_rate: f64,
+    class_weights: ClassWeighting,
+    validation_share: f64,
+    seed: u64,
+) -> Settings {
+    RunConfig {
+        train: TrainConfig {
+            head: if mlp { mlp_head() } else { HeadKind::Linear },
+            epochs,
+            batch_size,
+            learning_rate,
+            class_weights,
+            seed,
+            ..TrainConfig::default()
+        },
+        validation_share,
+    }
+}
+
+/// The fields of a saved or exported [`RunConfig`] that the page has controls for; a missing
+/// one takes core's default, and the others are not read, so that what trains is what the
+/// page shows.
+#[derive(Deserialize)]
+#[serde(default)]
+struct EditedTrain {
+    head: HeadKind,
+    epochs: usize,
+    batch_size: usize,
+    learning_rate: f64,
+    class_weights: ClassWeighting,
+    seed: u64,
+}
+
+impl Default for EditedTrain {
+    fn default() -> Self {
+        let d = TrainConfig::default();
+        Self {
+            head: d.head,
+            epochs: d.epochs,
+            batch_size: d.batch_size,
+            learning_rate: d.learning_rate,
+            class_weights: d.class_weights,
+            seed: d.seed,
+        }
+    }
+}
+
+/// This page's settings: `{"train": {…}, "validation_share": …}`.
+#[derive(Deserialize)]
+struct EditedSettings {
+    train: EditedTrain,
+    #[serde(default = "default_share")]
+    validation_share: f64,
+}
+
+fn default_share() -> f64 {
+    RunConfig::default().validation_share
+}
+
+/// Settings as the page saved and exported them before they were core's [`RunConfig`] (a
+/// flat mirror of a few fields); read so that those projects keep their settings.
 #[derive(Deserialize)]
 #[serde(default)]
 struct LegacySettings {
@@ -55,50 +118,47 @@ impl Default for LegacySettings {
     }
 }
 
-impl From<LegacySettings> for RunConfig {
-    fn from(l: LegacySettings) -> Self {
-        let d = RunConfig::default();
-        RunConfig {
-            train: TrainConfig {
-                head: if l.mlp { mlp_head() } else { HeadKind::Linear },
-                epochs: l.epochs,
-                batch_size: l.batch,
-                learning_rate: l.learning_rate,
-                class_weights: l.class_weights,
-                seed: l.seed,
-                ..d.train
-            },
-            validation_share: l.validation_share,
-        }
-    }
-}
-
-/// This version's settings (they have `train`), else an older page's.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum StoredSettings {
-    Current(RunConfig),
-    Legacy(LegacySettings),
-}
-
-/// Reads settings saved or exported by this page or an older one, clamped to core's limits.
+/// Reads settings saved or exported by this page (they have `train`) or by an older one (flat),
+/// keeps the fields the page has controls for and clamps them to core's limits.
 ///
-/// Errors: `value` is not a JSON object of settings (the serde message).
+/// Errors: `value` is not an object of settings, or a field has the wrong type (serde's
+/// message names it).
 pub fn settings_from_json(value: serde_json::Value) -> Result<Settings, serde_json::Error> {
-    let stored: StoredSettings = serde_json::from_value(value)?;
-    Ok(match stored {
-        StoredSettings::Current(config) => config,
-        StoredSettings::Legacy(legacy) => legacy.into(),
-    }
-    .clamped())
+    let settings = if value.get("train").is_some() {
+        let s: EditedSettings = serde_json::from_value(value)?;
+        let t = s.train;
+        page_settings(
+            matches!(t.head, HeadKind::Mlp { .. }),
+            t.epochs,
+            t.batch_size,
+            t.learning_rate,
+            t.class_weights,
+            s.validation_share,
+            t.seed,
+        )
+    } else {
+        let l: LegacySettings = serde_json::from_value(value)?;
+        page_settings(
+            l.mlp,
+            l.epochs,
+            l.batch,
+            l.learning_rate,
+            l.class_weights,
+            l.validation_share,
+            l.seed,
+        )
+    };
+    Ok(settings.clamped())
 }
 
-/// `deserialize_with` for a saved project's settings (see [`settings_from_json`]).
+/// `deserialize_with` for a saved project's settings (see [`settings_from_json`]). Settings
+/// that cannot be read become the defaults rather than fail the read: the project's classes
+/// and images matter more than its settings.
 pub(crate) fn deserialize_settings<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Settings, D::Error> {
     let value = serde_json::Value::deserialize(deserializer)?;
-    settings_from_json(value).map_err(serde::de::Error::custom)
+    Ok(settings_from_json(value).unwrap_or_default())
 }
 
 impl Project {
@@ -183,7 +243,7 @@ mod tests {
     }
 
     #[test]
-    fn settings_read_back_are_core_s_and_clamped() {
+    fn read_back_settings_are_clamped_and_only_the_pages_fields_read() {
         let mut config = RunConfig::default();
         config.train.epochs = 0;
         config.validation_share = 9.0;
@@ -199,5 +259,18 @@ mod tests {
             RunConfig::default().train.learning_rate
         );
         assert!(settings_from_json(serde_json::json!(5)).is_err());
+        // A field of the wrong type is an error (the import keeps the page's settings), not
+        // a silent fall back to an older format.
+        assert!(settings_from_json(serde_json::json!({"train": {"epochs": -1}})).is_err());
+        // Fields without a control take core's defaults: what trains is what the page shows.
+        let crafted = serde_json::json!({"train": {
+            "loss": "binary_cross_entropy", "head": {"kind": "mlp", "hidden": 1, "dropout": 0.9},
+            "label_smoothing": 0.3, "epochs": 9
+        }});
+        let read = settings_from_json(crafted).expect("reads");
+        assert_eq!(read.train.loss, None);
+        assert_eq!(read.train.head, mlp_head());
+        assert_eq!(read.train.label_smoothing, 0.0);
+        assert_eq!(read.train.epochs, 9);
     }
 }

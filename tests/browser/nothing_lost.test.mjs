@@ -272,18 +272,21 @@ test('removing a class with images asks first', { skip: !available, timeout: 600
 
 /** An image-less `.mtproject` (format of crates/core/src/project_file.rs) with `settings`. */
 function projectFile(classes, settings) {
-  const ids = readFileSync(join(repoRoot, 'crates', 'core', 'src', 'embeddings.rs'), 'utf8');
+  const source = (...path) => readFileSync(join(repoRoot, 'crates', 'core', 'src', ...path), 'utf8');
+  const ids = source('embeddings.rs');
   const id = (name) => ids.match(new RegExp(`pub const ${name}: &str = "([^"]+)"`))[1];
+  const dim = Number(source('efficientnet', 'mod.rs').match(/pub const EMBEDDING_DIM: usize = (\d+)/)[1]);
   const manifest = {
     format: 'medtransfer-project', format_version: 1, created_by: 'browser test',
-    backbone: id('BACKBONE_ID'), preprocessing: id('PREPROCESSING_ID'), embedding_dim: 1280,
+    backbone: id('BACKBONE_ID'), preprocessing: id('PREPROCESSING_ID'), embedding_dim: dim,
     classes, images: [], settings, has_model: false,
   };
   return zipSync({ 'manifest.json': strToU8(JSON.stringify(manifest)), 'embeddings.f32': new Uint8Array(0) }, { level: 0 });
 }
 
 async function settingsShown(page) {
-  const value = (label) => page.getByLabel(label).inputValue();
+  // Inside the settings: the epochs table's label also says "Epochs".
+  const value = (label) => page.locator('.settings').getByLabel(label).inputValue();
   return {
     head: await value('Head'), epochs: await value('Epochs'), batch: await value('Batch size'),
     lr: await value('Learning rate'), share: await value('Validation share'), seed: await value('Seed'),

@@ -46,7 +46,6 @@ after(async () => {
   await rm(scratch, { recursive: true, force: true });
 });
 
-
 async function counts(page) {
   const cards = page.getByTestId('class-card');
   const out = [];

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use medtransfer_core::augment::AugmentConfig;
+use medtransfer_core::dataset_folder::class_name;
 use medtransfer_core::embeddings::View;
 use medtransfer_core::formats;
 use medtransfer_core::metrics::{Evaluation, EvaluationOptions, evaluate, predicted_class};
@@ -24,6 +25,7 @@ use crate::train::group_keys;
 
 /// Exit status when some input files could not be processed (the others were).
 pub(crate) const EXIT_SOME_FILES_FAILED: u8 = 2;
+
 /// `medtransfer eval` arguments.
 #[derive(Args)]
 pub struct EvalArgs {
@@ -442,7 +444,7 @@ pub fn split(args: &SplitArgs) -> ExitCode {
                     target.display()
                 );
             }
-            written.insert(target.clone());
+            written.insert(name_key(&target));
             let copied = target
                 .parent()
                 .map_or(Ok(()), std::fs::create_dir_all)
@@ -478,19 +480,22 @@ pub fn split(args: &SplitArgs) -> ExitCode {
     }
 }
 
-/// `wanted`, or the first of `stem (2).ext`, `stem (3).ext`, … that is not in `taken`.
-fn unused_name(wanted: &Path, taken: &std::collections::HashSet<PathBuf>) -> PathBuf {
-    if !taken.contains(wanted) {
-        return wanted.to_path_buf();
-    }
+/// How a file system that ignores case or Unicode normalisation (macOS, Windows) sees `path`.
+fn name_key(path: &Path) -> String {
+    class_name(&path.to_string_lossy()).to_lowercase()
+}
+
+/// `wanted`, or the first of `stem (2).ext`, `stem (3).ext`, … whose [`name_key`] is not in
+/// `taken`.
+fn unused_name(wanted: &Path, taken: &std::collections::HashSet<String>) -> PathBuf {
     let stem = wanted.file_stem().unwrap_or_default().to_string_lossy();
     let extension = wanted
         .extension()
         .map(|e| format!(".{}", e.to_string_lossy()))
         .unwrap_or_default();
-    (2..)
-        .map(|n| wanted.with_file_name(format!("{stem} ({n}){extension}")))
-        .find(|candidate| !taken.contains(candidate))
+    std::iter::once(wanted.to_path_buf())
+        .chain((2..).map(|n| wanted.with_file_name(format!("{stem} ({n}){extension}"))))
+        .find(|candidate| !taken.contains(&name_key(candidate)))
         .unwrap_or_else(|| wanted.to_path_buf())
 }
 

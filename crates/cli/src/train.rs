@@ -18,8 +18,8 @@ use medtransfer_core::model_file::ModelFile;
 use medtransfer_core::run::{DEFAULT_VALIDATION_SHARE, Progress, RunConfig, Validation, run};
 use medtransfer_core::split::GroupPattern;
 use medtransfer_core::train::{
-    CancelToken, ClassWeighting, EpochSummary, LabelledEmbeddings, LossKind, OptimizerKind,
-    Schedule, TrainConfig, TrainEvent, limits,
+    CancelToken, ClassWeighting, DEFAULT_DROPOUT, DEFAULT_HIDDEN_UNITS, EpochSummary,
+    LabelledEmbeddings, LossKind, OptimizerKind, Schedule, TrainConfig, TrainEvent, limits,
 };
 use serde_json::{Value, json};
 
@@ -51,6 +51,9 @@ pub enum LossArg {
     Mse,
 }
 
+/// Most augmented views per training image (`--augment`): each is a forward pass per image.
+const MAX_AUGMENTED_VIEWS: i64 = 64;
+
 /// `medtransfer train` arguments.
 #[derive(Args)]
 pub struct TrainArgs {
@@ -74,10 +77,10 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = HeadArg::Mlp)]
     head: HeadArg,
     /// Hidden units of the mlp head.
-    #[arg(long, default_value_t = 1024, value_parser = in_range(limits::HIDDEN_UNITS))]
+    #[arg(long, default_value_t = DEFAULT_HIDDEN_UNITS, value_parser = in_range(limits::HIDDEN_UNITS))]
     hidden: usize,
     /// Dropout of the mlp head's hidden units, in [0, 1).
-    #[arg(long, default_value_t = 0.5, value_parser = in_half_open(limits::DROPOUT))]
+    #[arg(long, default_value_t = DEFAULT_DROPOUT, value_parser = in_half_open(limits::DROPOUT))]
     dropout: f32,
     /// Loss.
     #[arg(long, value_enum, default_value_t = LossArg::Auto)]
@@ -111,10 +114,10 @@ pub struct TrainArgs {
     label_smoothing: f32,
     /// Extra augmented views (flip, rotation, zoom, brightness, contrast) embedded per
     /// training image.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=MAX_AUGMENTED_VIEWS))]
     augment: u32,
     /// Fixes the split, initial weights, shuffling, dropout and augmentation.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
     seed: u64,
     /// Where to write the model file.
     #[arg(long)]
@@ -183,11 +186,7 @@ where
         if range.contains(&value) {
             Ok(value)
         } else {
-            Err(format!(
-                "must be from {} to {}, got {value}",
-                range.start(),
-                range.end()
-            ))
+            Err(format!("must be {}, got {value}", limits::inclusive(&range)))
         }
     }
 }
@@ -203,10 +202,7 @@ where
         if range.contains(&value) {
             Ok(value)
         } else {
-            Err(format!(
-                "must be at least {} and below {}, got {value}",
-                range.start, range.end
-            ))
+            Err(format!("must be {}, got {value}", limits::half_open(&range)))
         }
     }
 }
@@ -451,12 +447,14 @@ pub fn train(args: &TrainArgs) -> ExitCode {
         }
         None => None,
     };
-    let groups = match &val_folder_set {
-        Some(_) => None,
-        None => match group_keys(&usable, args.group_pattern.as_deref()) {
+    // Group keys matter only to a split.
+    let groups = if val_folder_set.is_none() && config.validation_share > 0.0 {
+        match group_keys(&usable, args.group_pattern.as_deref()) {
             Ok(g) => g,
             Err(e) => return fail(e),
-        },
+        }
+    } else {
+        None
     };
     let validation = match &val_folder_set {
         Some((set, _)) => Validation::Given(set),

@@ -86,14 +86,14 @@ impl HeadConfig {
         if let HeadKind::Mlp { hidden, dropout } = self.kind {
             if !limits::HIDDEN_UNITS.contains(&hidden) {
                 return Err(HeadError::Config(format!(
-                    "hidden units must be in {:?}, got {hidden}",
-                    limits::HIDDEN_UNITS
+                    "hidden units must be {}, got {hidden}",
+                    limits::inclusive(&limits::HIDDEN_UNITS)
                 )));
             }
             if !limits::DROPOUT.contains(&dropout) {
                 return Err(HeadError::Config(format!(
-                    "dropout must be in {:?}, got {dropout}",
-                    limits::DROPOUT
+                    "dropout must be {}, got {dropout}",
+                    limits::half_open(&limits::DROPOUT)
                 )));
             }
         }

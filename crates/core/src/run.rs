@@ -2,16 +2,15 @@
 //! keep the best epoch, evaluate it. The browser worker and the CLI are thin adapters over
 //! [`run`]: they hand it the embeddings and a [`Progress`] and show what it reports.
 
-use std::future::Future;
-
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::head::HeadKind;
 use crate::split::stratified_split;
+pub use crate::train::Progress;
 use crate::train::{
-    CancelToken, LabelledEmbeddings, TrainConfig, TrainError, TrainEvent, TrainedHead, Trainer,
-    limits,
+    CancelToken, DEFAULT_DROPOUT, DEFAULT_HIDDEN_UNITS, LabelledEmbeddings, TrainConfig,
+    TrainError, TrainedHead, Trainer, limits,
 };
 
 /// The validation share of [`RunConfig::default`].
@@ -45,26 +44,28 @@ impl Default for RunConfig {
 
 impl RunConfig {
     /// The same settings with every value inside [`limits`] (for settings read back from
-    /// storage or an imported file): counts are clamped to their range, a rate, share, decay
-    /// or smoothing that is not a valid number falls back to the default, as does a patience
-    /// of 0 and an MLP head of 0 hidden units or with a dropout outside `[0, 1)`.
+    /// storage or an imported file): epochs and batch size are clamped to their range; a
+    /// learning rate, weight decay, label smoothing or validation share outside its range (or
+    /// not a number) takes the default, as do a patience of 0 and an MLP head's hidden units or
+    /// dropout outside theirs.
     pub fn clamped(self) -> Self {
         let defaults = Self::default();
         let (d, t) = (defaults.train, self.train);
         let share = &limits::VALIDATION_SHARE;
-        let head = match (t.head, d.head) {
-            (HeadKind::Mlp { hidden, dropout }, HeadKind::Mlp { dropout: dd, .. }) => {
-                HeadKind::Mlp {
-                    hidden: hidden
-                        .clamp(*limits::HIDDEN_UNITS.start(), *limits::HIDDEN_UNITS.end()),
-                    dropout: if limits::DROPOUT.contains(&dropout) {
-                        dropout
-                    } else {
-                        dd
-                    },
-                }
-            }
-            (head, _) => head,
+        let head = match t.head {
+            HeadKind::Mlp { hidden, dropout } => HeadKind::Mlp {
+                hidden: if limits::HIDDEN_UNITS.contains(&hidden) {
+                    hidden
+                } else {
+                    DEFAULT_HIDDEN_UNITS
+                },
+                dropout: if limits::DROPOUT.contains(&dropout) {
+                    dropout
+                } else {
+                    DEFAULT_DROPOUT
+                },
+            },
+            HeadKind::Linear => HeadKind::Linear,
         };
         Self {
             train: TrainConfig {
@@ -120,25 +121,6 @@ pub enum Validation<'a> {
     Given(&'a LabelledEmbeddings),
 }
 
-/// What a caller hears during a [`run`] (every method has a do-nothing default).
-pub trait Progress {
-    /// Each training event, as it happens.
-    fn event(&mut self, _event: &TrainEvent) {}
-
-    /// Awaited before each epoch. A browser worker yields to its event loop here, so that a
-    /// stop message can arrive and cancel the [`CancelToken`].
-    fn between_epochs(&mut self) -> impl Future<Output = ()> {
-        std::future::ready(())
-    }
-
-    /// Called once the items are split (indices into the run's items): extra training rows
-    /// made from the training items only (e.g. embeddings of augmented views), appended to the
-    /// training set. Validation items must not contribute, or validation would see them.
-    fn extra_training(&mut self, _train: &[usize], _validation: &[usize]) -> LabelledEmbeddings {
-        LabelledEmbeddings::default()
-    }
-}
-
 /// A finished run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Run {
@@ -172,8 +154,8 @@ pub async fn run(
     let share = config.validation_share;
     if !limits::VALIDATION_SHARE.contains(&share) {
         return Err(TrainError::Config(format!(
-            "the validation share must be in {:?}, got {share}",
-            limits::VALIDATION_SHARE
+            "the validation share must be {}, got {share}",
+            limits::inclusive(&limits::VALIDATION_SHARE)
         )));
     }
     if items.embeddings.len() != items.labels.len() {

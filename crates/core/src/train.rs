@@ -21,211 +21,20 @@ use crate::head::{Head, HeadConfig, HeadError, HeadKind, HeadWeights, OutputKind
 use crate::metrics::{Evaluation, EvaluationOptions, MetricsError, evaluate};
 use crate::readback::{ComputeError, read_f32};
 use crate::rng::SeededRng;
-use crate::run::Progress;
 use crate::split::SplitError;
 
-/// The loss minimised.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LossKind {
-    /// Softmax cross-entropy (any number of classes).
-    CrossEntropy,
-    /// Binary cross-entropy on one sigmoid logit (two classes; the source recipe).
-    BinaryCrossEntropy,
-    /// Mean squared error between the softmax probabilities and the one-hot target.
-    MeanSquaredError,
-}
+mod classifier;
+mod config;
+mod loss;
 
-impl LossKind {
-    /// The output layer this loss trains: a single sigmoid for binary cross-entropy, else softmax.
-    pub fn output(self) -> OutputKind {
-        match self {
-            LossKind::BinaryCrossEntropy => OutputKind::Sigmoid,
-            LossKind::CrossEntropy | LossKind::MeanSquaredError => OutputKind::Softmax,
-        }
-    }
-}
-
-/// The optimiser.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OptimizerKind {
-    /// Adam; `weight_decay` is added to the gradient (L2).
-    Adam,
-    /// AdamW; `weight_decay` is decoupled from the gradient.
-    AdamW,
-}
-
-/// How the learning rate changes over training.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Schedule {
-    /// The same rate throughout.
-    Constant,
-    /// Cosine decay from the rate to zero over all planned steps.
-    Cosine,
-}
-
-/// Whether classes are weighted by inverse frequency in the loss.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClassWeighting {
-    /// On when the largest training class has more than 1.5× the items of the smallest.
-    Auto,
-    /// Always: weight of class c = N / (K · n_c).
-    On,
-    /// Every item counts the same.
-    Off,
-}
-
-/// Ratio of largest to smallest class above which [`ClassWeighting::Auto`] weights classes.
-pub const IMBALANCE_RATIO: f64 = 1.5;
-
-/// The valid ranges of the settings a user edits: [`TrainConfig`]'s checks use them, and the
-/// page's inputs (and the settings of an imported project) are clamped to them.
-pub mod limits {
-    use std::ops::{Range, RangeInclusive};
-
-    /// Epochs (most passes over the training items).
-    pub const EPOCHS: RangeInclusive<usize> = 1..=100_000;
-    /// Items per optimiser step.
-    pub const BATCH_SIZE: RangeInclusive<usize> = 1..=65_536;
-    /// The learning rate lies strictly between these bounds.
-    pub const LEARNING_RATE: (f64, f64) = (0.0, 10.0);
-    /// Weight decay (L2 for Adam, decoupled for AdamW), half-open.
-    pub const WEIGHT_DECAY: Range<f64> = 0.0..1.0;
-    /// Hidden units of an MLP head.
-    pub const HIDDEN_UNITS: RangeInclusive<usize> = 1..=65_536;
-    /// Dropout of an MLP head's hidden units, half-open.
-    pub const DROPOUT: Range<f32> = 0.0..1.0;
-    /// Label smoothing ε, half-open.
-    pub const LABEL_SMOOTHING: Range<f32> = 0.0..0.5;
-    /// The share of each class held out for validation (0: none, train on everything).
-    pub const VALIDATION_SHARE: RangeInclusive<f64> = 0.0..=0.5;
-
-    /// Whether `rate` is a valid learning rate (finite, strictly inside [`LEARNING_RATE`]).
-    pub fn learning_rate_ok(rate: f64) -> bool {
-        rate.is_finite() && rate > LEARNING_RATE.0 && rate < LEARNING_RATE.1
-    }
-}
-
-/// Everything that configures a training run. The defaults were chosen on validation data
-/// (see `docs/RESULTS.md`).
-///
-/// A read-back configuration that lacks a field takes its default.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TrainConfig {
-    /// Linear or MLP head.
-    pub head: HeadKind,
-    /// The loss; `None` = binary cross-entropy for two classes, cross-entropy above.
-    pub loss: Option<LossKind>,
-    /// Adam or AdamW.
-    pub optimizer: OptimizerKind,
-    /// Peak learning rate.
-    pub learning_rate: f64,
-    /// Weight decay (L2 for Adam, decoupled for AdamW).
-    pub weight_decay: f64,
-    /// Items per optimiser step.
-    pub batch_size: usize,
-    /// Most passes over the training items.
-    pub epochs: usize,
-    /// Learning-rate schedule.
-    pub schedule: Schedule,
-    /// Stop after this many epochs without a lower validation loss and restore the best
-    /// epoch's weights; `None` trains all epochs (the best epoch is still restored when there
-    /// is validation data).
-    pub patience: Option<usize>,
-    /// Class weights in the loss.
-    pub class_weights: ClassWeighting,
-    /// Label smoothing ε in `[0, 0.5)`: targets become `1 − ε + ε/K` and `ε/K`.
-    pub label_smoothing: f32,
-    /// Fixes the initial weights, the shuffling and dropout.
-    pub seed: u64,
-}
-
-impl Default for TrainConfig {
-    /// The source recipe's head (1024 hidden units, lr 1e-4) won on validation data; see
-    /// `docs/RESULTS.md` for the grid.
-    fn default() -> Self {
-        Self {
-            head: HeadKind::Mlp {
-                hidden: 1024,
-                dropout: 0.5,
-            },
-            loss: None,
-            optimizer: OptimizerKind::AdamW,
-            learning_rate: 1e-4,
-            weight_decay: 0.1,
-            batch_size: 32,
-            epochs: 30,
-            schedule: Schedule::Cosine,
-            patience: Some(8),
-            class_weights: ClassWeighting::Auto,
-            label_smoothing: 0.0,
-            seed: 42,
-        }
-    }
-}
-
-impl TrainConfig {
-    /// The loss used for `num_classes` classes.
-    pub fn resolved_loss(&self, num_classes: usize) -> LossKind {
-        self.loss.unwrap_or(if num_classes == 2 {
-            LossKind::BinaryCrossEntropy
-        } else {
-            LossKind::CrossEntropy
-        })
-    }
-
-    fn validate(&self, num_classes: usize) -> Result<(), TrainError> {
-        let bad = |m: String| Err(TrainError::Config(m));
-        if !limits::learning_rate_ok(self.learning_rate) {
-            let (low, high) = limits::LEARNING_RATE;
-            return bad(format!(
-                "the learning rate must be in ({low}, {high}), got {}",
-                self.learning_rate
-            ));
-        }
-        if !limits::WEIGHT_DECAY.contains(&self.weight_decay) {
-            return bad(format!(
-                "weight decay must be in {:?}, got {}",
-                limits::WEIGHT_DECAY,
-                self.weight_decay
-            ));
-        }
-        if !limits::BATCH_SIZE.contains(&self.batch_size) {
-            return bad(format!(
-                "the batch size must be in {:?}, got {}",
-                limits::BATCH_SIZE,
-                self.batch_size
-            ));
-        }
-        if !limits::EPOCHS.contains(&self.epochs) {
-            return bad(format!(
-                "epochs must be in {:?}, got {}",
-                limits::EPOCHS,
-                self.epochs
-            ));
-        }
-        if !limits::LABEL_SMOOTHING.contains(&self.label_smoothing) {
-            return bad(format!(
-                "label smoothing must be in {:?}, got {}",
-                limits::LABEL_SMOOTHING,
-                self.label_smoothing
-            ));
-        }
-        if self.patience == Some(0) {
-            return bad("patience must be at least 1 epoch".into());
-        }
-        if self.resolved_loss(num_classes) == LossKind::BinaryCrossEntropy && num_classes != 2 {
-            return bad(format!(
-                "binary cross-entropy needs exactly two classes, got {num_classes}"
-            ));
-        }
-        Ok(())
-    }
-}
+pub use classifier::Classifier;
+use classifier::{predict_rows, upload_rows};
+pub use config::{
+    ClassWeighting, DEFAULT_DROPOUT, DEFAULT_HIDDEN_UNITS, IMBALANCE_RATIO, LossKind,
+    OptimizerKind, Schedule, TrainConfig, limits,
+};
+pub use loss::class_weights_for;
+use loss::{host_loss, per_item_loss};
 
 /// Embeddings with their class labels.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -399,6 +208,27 @@ pub enum TrainEvent {
     },
 }
 
+/// What a caller hears during a run (every method has a do-nothing default); see
+/// [`Trainer::run_to_end`] and [`crate::run::run`].
+pub trait Progress {
+    /// Each training event, as it happens.
+    fn event(&mut self, _event: &TrainEvent) {}
+
+    /// Awaited before each epoch. A browser worker yields to its event loop here, so that a
+    /// stop message can arrive and cancel the [`CancelToken`].
+    fn between_epochs(&mut self) -> impl std::future::Future<Output = ()> {
+        std::future::ready(())
+    }
+
+    /// Called by [`crate::run::run`] once the items are split (indices into the run's items):
+    /// extra training rows made from the training items only (e.g. embeddings of augmented
+    /// views), appended to the training set. Validation items must not contribute, or
+    /// validation would see them.
+    fn extra_training(&mut self, _train: &[usize], _validation: &[usize]) -> LabelledEmbeddings {
+        LabelledEmbeddings::default()
+    }
+}
+
 /// A flag another thread or task sets to stop training after the current epoch.
 #[derive(Clone, Debug, Default)]
 pub struct CancelToken(Arc<AtomicBool>);
@@ -480,41 +310,6 @@ pub struct Trainer {
     early_stopped: bool,
 }
 
-/// Inverse-frequency class weights `N / (K · n_c)`, or all ones.
-pub fn class_weights_for(
-    labels: &[usize],
-    num_classes: usize,
-    weighting: ClassWeighting,
-) -> Vec<f32> {
-    let mut counts = vec![0usize; num_classes];
-    for &label in labels {
-        if let Some(c) = counts.get_mut(label) {
-            *c += 1;
-        }
-    }
-    let max = counts.iter().copied().max().unwrap_or(0) as f64;
-    let min = counts.iter().copied().min().unwrap_or(0) as f64;
-    let on = match weighting {
-        ClassWeighting::On => true,
-        ClassWeighting::Off => false,
-        ClassWeighting::Auto => min > 0.0 && max / min > IMBALANCE_RATIO,
-    };
-    if !on {
-        return vec![1.0; num_classes];
-    }
-    let n = labels.len() as f64;
-    counts
-        .iter()
-        .map(|&c| {
-            if c == 0 {
-                0.0
-            } else {
-                (n / (num_classes as f64 * c as f64)) as f32
-            }
-        })
-        .collect()
-}
-
 fn check_data(
     name: &str,
     data: &LabelledEmbeddings,
@@ -547,99 +342,6 @@ fn check_data(
         }
     }
     Ok(())
-}
-
-fn upload_rows(
-    rows: &[Vec<f32>],
-    normalization: &FeatureNormalization,
-    device: &Device,
-) -> Tensor<2> {
-    let dim = normalization.mean.len();
-    let mut flat = Vec::with_capacity(rows.len() * dim);
-    for row in rows {
-        flat.extend(normalization.apply(row));
-    }
-    Tensor::from_data(TensorData::new(flat, [rows.len(), dim]), device)
-}
-
-/// Per-item loss `[batch]` of `logits` against `targets` (soft one-hot `[batch, K]` for
-/// softmax outputs, `[batch, 1]` for a sigmoid).
-fn per_item_loss(logits: Tensor<2>, targets: Tensor<2>, loss: LossKind) -> Tensor<1> {
-    match loss {
-        LossKind::CrossEntropy => (log_softmax(logits, 1) * targets)
-            .sum_dim(1)
-            .neg()
-            .squeeze_dim(1),
-        LossKind::BinaryCrossEntropy => {
-            // max(z, 0) − z·y + ln(1 + e^(−|z|)): stable for any logit.
-            let stable = (logits.clone().abs().neg().exp() + 1.0).log();
-            (logits.clone().clamp_min(0.0) - logits * targets + stable).squeeze_dim(1)
-        }
-        LossKind::MeanSquaredError => {
-            let p = probabilities(logits, OutputKind::Softmax);
-            (p - targets).powi_scalar(2).mean_dim(1).squeeze_dim(1)
-        }
-    }
-}
-
-/// Host-side validation loss of probabilities, class-weighted, unsmoothed: mean −ln p(true)
-/// for the cross-entropies, mean squared error of the probabilities for MSE.
-fn host_loss(probs: &[Vec<f32>], labels: &[usize], weights: &[f32], loss: LossKind) -> f64 {
-    let mut total = 0.0f64;
-    let mut weight_sum = 0.0f64;
-    for (row, &label) in probs.iter().zip(labels) {
-        let w = f64::from(weights.get(label).copied().unwrap_or(1.0));
-        let value = match loss {
-            LossKind::CrossEntropy | LossKind::BinaryCrossEntropy => {
-                -f64::from(row.get(label).copied().unwrap_or(0.0))
-                    .max(1e-7)
-                    .ln()
-            }
-            LossKind::MeanSquaredError => {
-                row.iter()
-                    .enumerate()
-                    .map(|(c, &p)| (f64::from(p) - if c == label { 1.0 } else { 0.0 }).powi(2))
-                    .sum::<f64>()
-                    / row.len().max(1) as f64
-            }
-        };
-        total += w * value;
-        weight_sum += w;
-    }
-    if weight_sum > 0.0 {
-        total / weight_sum
-    } else {
-        0.0
-    }
-}
-
-/// Class probabilities for `x` (already normalised, on `head`'s device), read to the host.
-async fn predict_rows(
-    head: &Head,
-    x: Tensor<2>,
-    output: OutputKind,
-    num_classes: usize,
-) -> Result<Vec<Vec<f32>>, ComputeError> {
-    let rows = x.dims()[0];
-    let mut out = Vec::with_capacity(rows);
-    // Bounded passes keep buffers small on GPUs.
-    const PASS: usize = 4096;
-    let mut start = 0;
-    while start < rows {
-        let end = (start + PASS).min(rows);
-        let p = probabilities(head.forward(x.clone().slice(start..end), None), output);
-        let flat = read_f32(p).await?;
-        if flat.len() != (end - start) * num_classes {
-            return Err(ComputeError::Execution(format!(
-                "read back {} probabilities for {} items",
-                flat.len(),
-                end - start
-            )));
-        }
-        out.extend(flat.chunks(num_classes).map(<[f32]>::to_vec));
-        start = end;
-    }
-    Ok(out)
 }
 
 impl Trainer {
@@ -1012,9 +714,9 @@ impl Trainer {
     }
 
     /// Runs epochs until done, early-stopped or `cancel`led, then [`Trainer::finish`]es.
-    /// `progress` hears [`TrainEvent::Started`], every batch and epoch and
-    /// [`TrainEvent::Finished`]; its [`Progress::between_epochs`] is awaited before each epoch
-    /// and `cancel` checked after it, so a browser worker can receive a stop message there.
+    /// `progress` hears [`TrainEvent::Started`], every batch and epoch and, when a model was
+    /// kept, [`TrainEvent::Finished`]; its [`Progress::between_epochs`] is awaited before each
+    /// epoch and `cancel` checked after it, so a browser worker can receive a stop message there.
     ///
     /// Errors: those of [`Trainer::run_epoch`] and [`Trainer::finish`] (stopped before the
     /// first epoch: [`TrainError::Cancelled`]).
@@ -1076,56 +778,6 @@ pub async fn train(
     Trainer::new(classes, train, validation, config, device)?
         .run_to_end(cancel, &mut Events(on_event))
         .await
-}
-
-/// A trained head ready to predict on a device.
-pub struct Classifier {
-    config: HeadConfig,
-    normalization: FeatureNormalization,
-    head: Head,
-    device: Device,
-}
-
-impl Classifier {
-    /// Puts the head's weights on `device` (a plain, non-autodiff device).
-    pub fn new(
-        config: &HeadConfig,
-        weights: &HeadWeights,
-        normalization: &FeatureNormalization,
-        device: &Device,
-    ) -> Result<Self, HeadError> {
-        if !normalization.is_valid_for(config.input_dim) {
-            return Err(HeadError::Weights(
-                "the feature normalisation does not fit the head".into(),
-            ));
-        }
-        let device = device.clone().without_autodiff();
-        Ok(Self {
-            config: *config,
-            normalization: normalization.clone(),
-            head: Head::from_weights(config, weights, &device)?,
-            device,
-        })
-    }
-
-    /// Class probabilities for each embedding, read back asynchronously.
-    pub async fn predict(&self, embeddings: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ComputeError> {
-        if embeddings.is_empty() {
-            return Ok(Vec::new());
-        }
-        if let Some(bad) = embeddings
-            .iter()
-            .position(|e| e.len() != self.config.input_dim)
-        {
-            return Err(ComputeError::Execution(format!(
-                "embedding {bad} has {} features, the head expects {}",
-                embeddings[bad].len(),
-                self.config.input_dim
-            )));
-        }
-        let x = upload_rows(embeddings, &self.normalization, &self.device);
-        predict_rows(&self.head, x, self.config.output, self.config.num_classes).await
-    }
 }
 
 #[cfg(test)]

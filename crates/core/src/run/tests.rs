@@ -1,6 +1,6 @@
 use super::*;
 use crate::rng::SeededRng;
-use crate::train::StopReason;
+use crate::train::{StopReason, TrainEvent};
 
 /// `n` items per class in 6 dimensions; class c is shifted by 3 along dimension c.
 fn blobs(n_per_class: &[usize], seed: u64) -> LabelledEmbeddings {
@@ -297,8 +297,8 @@ fn read_back_settings_are_clamped_to_the_limits() {
     assert_eq!(
         wild.train.head,
         HeadKind::Mlp {
-            hidden: 1,
-            dropout: 0.5
+            hidden: DEFAULT_HIDDEN_UNITS,
+            dropout: DEFAULT_DROPOUT
         }
     );
     assert_eq!(wild.train.epochs, 1);
@@ -328,11 +328,19 @@ fn read_back_settings_are_clamped_to_the_limits() {
 }
 
 #[test]
-fn settings_read_back_without_the_share_or_some_fields_take_the_defaults() {
-    let config: RunConfig =
-        serde_json::from_str(r#"{"train": {"epochs": 7, "seed": 9}}"#).expect("parses");
-    assert_eq!(config.train.epochs, 7);
-    assert_eq!(config.train.seed, 9);
-    assert_eq!(config.train.head, TrainConfig::default().head);
-    assert_eq!(config.validation_share, DEFAULT_VALIDATION_SHARE);
+fn settings_read_back_without_the_share_take_the_default_share() {
+    let mut value = serde_json::to_value(RunConfig {
+        validation_share: 0.35,
+        ..RunConfig::default()
+    })
+    .expect("serialises");
+    let back: RunConfig = serde_json::from_value(value.clone()).expect("parses");
+    assert_eq!(back.validation_share, 0.35);
+    value
+        .as_object_mut()
+        .expect("an object")
+        .remove("validation_share");
+    let back: RunConfig = serde_json::from_value(value).expect("parses");
+    assert_eq!(back.validation_share, DEFAULT_VALIDATION_SHARE);
+    assert_eq!(back.train, TrainConfig::default());
 }
