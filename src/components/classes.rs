@@ -45,7 +45,13 @@ pub fn ClassesSection() -> impl IntoView {
                 let mut names: Vec<&str> = unreadable
                     .iter()
                     .take(SHOWN)
-                    .map(|p| if p.is_empty() { "(unnamed)" } else { p.as_str() })
+                    .map(|p| {
+                        if p.is_empty() {
+                            "(unnamed)"
+                        } else {
+                            p.as_str()
+                        }
+                    })
                     .collect();
                 let more = format!("and {} more", unreadable.len().saturating_sub(SHOWN));
                 if unreadable.len() > SHOWN {

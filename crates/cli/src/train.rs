@@ -186,7 +186,10 @@ where
         if range.contains(&value) {
             Ok(value)
         } else {
-            Err(format!("must be {}, got {value}", limits::inclusive(&range)))
+            Err(format!(
+                "must be {}, got {value}",
+                limits::inclusive(&range)
+            ))
         }
     }
 }
@@ -202,7 +205,10 @@ where
         if range.contains(&value) {
             Ok(value)
         } else {
-            Err(format!("must be {}, got {value}", limits::half_open(&range)))
+            Err(format!(
+                "must be {}, got {value}",
+                limits::half_open(&range)
+            ))
         }
     }
 }

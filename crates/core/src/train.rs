@@ -13,11 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::module::Module;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::head::{Head, HeadConfig, HeadError, HeadKind, HeadWeights, OutputKind, probabilities};
+use crate::head::{Head, HeadConfig, HeadError, HeadKind, HeadWeights, OutputKind};
 use crate::metrics::{Evaluation, EvaluationOptions, MetricsError, evaluate};
 use crate::readback::{ComputeError, read_f32};
 use crate::rng::SeededRng;

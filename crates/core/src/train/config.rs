@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
-use crate::head::HeadKind;
+use crate::head::{HeadKind, OutputKind};
 
 /// The loss minimised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

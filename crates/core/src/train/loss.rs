@@ -64,7 +64,12 @@ pub(super) fn per_item_loss(logits: Tensor<2>, targets: Tensor<2>, loss: LossKin
 
 /// Host-side validation loss of probabilities, class-weighted, unsmoothed: mean −ln p(true)
 /// for the cross-entropies, mean squared error of the probabilities for MSE.
-pub(super) fn host_loss(probs: &[Vec<f32>], labels: &[usize], weights: &[f32], loss: LossKind) -> f64 {
+pub(super) fn host_loss(
+    probs: &[Vec<f32>],
+    labels: &[usize],
+    weights: &[f32],
+    loss: LossKind,
+) -> f64 {
     let mut total = 0.0f64;
     let mut weight_sum = 0.0f64;
     for (row, &label) in probs.iter().zip(labels) {
