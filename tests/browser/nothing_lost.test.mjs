@@ -285,8 +285,9 @@ function projectFile(classes, settings) {
 }
 
 async function settingsShown(page) {
-  // Inside the settings: the epochs table's label also says "Epochs".
-  const value = (label) => page.locator('.settings').getByLabel(label).inputValue();
+  // Inside the settings (the epochs table's label also says "Epochs"), by the label's first
+  // words (a help text may name another setting: "…suits the MLP head").
+  const value = (label) => page.locator('.settings').getByLabel(new RegExp(`^${label}\\b`)).inputValue();
   return {
     head: await value('Head'), epochs: await value('Epochs'), batch: await value('Batch size'),
     lr: await value('Learning rate'), share: await value('Validation share'), seed: await value('Seed'),

@@ -3,7 +3,7 @@
 //! flags to core's [`RunConfig`] and shows the run's progress.
 
 use std::fmt::Display;
-use std::ops::{Range, RangeInclusive};
+use std::ops::RangeBounds;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -77,28 +77,28 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = HeadArg::Mlp)]
     head: HeadArg,
     /// Hidden units of the mlp head.
-    #[arg(long, default_value_t = DEFAULT_HIDDEN_UNITS, value_parser = in_range(limits::HIDDEN_UNITS))]
+    #[arg(long, default_value_t = DEFAULT_HIDDEN_UNITS, value_parser = within(limits::HIDDEN_UNITS, limits::inclusive))]
     hidden: usize,
     /// Dropout of the mlp head's hidden units, in [0, 1).
-    #[arg(long, default_value_t = DEFAULT_DROPOUT, value_parser = in_half_open(limits::DROPOUT))]
+    #[arg(long, default_value_t = DEFAULT_DROPOUT, value_parser = within(limits::DROPOUT, limits::half_open))]
     dropout: f32,
     /// Loss.
     #[arg(long, value_enum, default_value_t = LossArg::Auto)]
     loss: LossArg,
     /// Most epochs (passes over the training images).
-    #[arg(long, value_parser = in_range(limits::EPOCHS))]
+    #[arg(long, value_parser = within(limits::EPOCHS, limits::inclusive))]
     epochs: Option<usize>,
     /// Peak learning rate, strictly between 0 and 10.
     #[arg(long, value_parser = learning_rate)]
     lr: Option<f64>,
     /// Weight decay (decoupled, AdamW; L2 with --optimizer adam), in [0, 1).
-    #[arg(long, value_parser = in_half_open(limits::WEIGHT_DECAY))]
+    #[arg(long, value_parser = within(limits::WEIGHT_DECAY, limits::half_open))]
     weight_decay: Option<f64>,
     /// Optimiser.
     #[arg(long, value_enum, default_value_t = OptimizerArg::Adamw)]
     optimizer: OptimizerArg,
     /// Images per optimiser step.
-    #[arg(long, value_parser = in_range(limits::BATCH_SIZE))]
+    #[arg(long, value_parser = within(limits::BATCH_SIZE, limits::inclusive))]
     batch: Option<usize>,
     /// Learning-rate schedule.
     #[arg(long, value_enum, default_value_t = ScheduleArg::Cosine)]
@@ -110,7 +110,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = WeightsArg::Auto)]
     class_weights: WeightsArg,
     /// Label smoothing ε in [0, 0.5).
-    #[arg(long, default_value_t = 0.0, value_parser = in_half_open(limits::LABEL_SMOOTHING))]
+    #[arg(long, default_value_t = 0.0, value_parser = within(limits::LABEL_SMOOTHING, limits::half_open))]
     label_smoothing: f32,
     /// Extra augmented views (flip, rotation, zoom, brightness, contrast) embedded per
     /// training image.
@@ -175,40 +175,19 @@ pub(crate) fn group_keys(
     ))
 }
 
-/// A clap parser for a count in `range` (core's [`limits`]).
-fn in_range<T>(range: RangeInclusive<T>) -> impl Fn(&str) -> Result<T, String> + Clone
+/// A clap parser for a value in `range` (one of core's [`limits`]), which `says` in words.
+fn within<T, R>(range: R, says: fn(&R) -> String) -> impl Fn(&str) -> Result<T, String> + Clone
 where
     T: FromStr + PartialOrd + Display + Copy + Send + Sync + 'static,
     T::Err: Display,
+    R: RangeBounds<T> + Clone + Send + Sync + 'static,
 {
     move |text| {
         let value: T = text.parse().map_err(|e| format!("{e}"))?;
         if range.contains(&value) {
             Ok(value)
         } else {
-            Err(format!(
-                "must be {}, got {value}",
-                limits::inclusive(&range)
-            ))
-        }
-    }
-}
-
-/// A clap parser for a number in the half-open `range` (core's [`limits`]).
-fn in_half_open<T>(range: Range<T>) -> impl Fn(&str) -> Result<T, String> + Clone
-where
-    T: FromStr + PartialOrd + Display + Copy + Send + Sync + 'static,
-    T::Err: Display,
-{
-    move |text| {
-        let value: T = text.parse().map_err(|e| format!("{e}"))?;
-        if range.contains(&value) {
-            Ok(value)
-        } else {
-            Err(format!(
-                "must be {}, got {value}",
-                limits::half_open(&range)
-            ))
+            Err(format!("must be {}, got {value}", says(&range)))
         }
     }
 }
@@ -226,7 +205,7 @@ fn learning_rate(text: &str) -> Result<f64, String> {
 
 /// `--val-split`: in [`limits::VALIDATION_SHARE`].
 fn validation_share(text: &str) -> Result<f64, String> {
-    in_range(limits::VALIDATION_SHARE)(text)
+    within(limits::VALIDATION_SHARE, limits::inclusive)(text)
 }
 
 /// Core's run configuration from the flags (the validation share is 0 with `--val`, whose
