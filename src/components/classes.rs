@@ -97,10 +97,8 @@ pub fn ClassesSection() -> impl IntoView {
                     let pending = project.pending();
                     let ready: usize = project.ready_counts().iter().sum();
                     if pending > 0 {
-                        format!(
-                            "Computing embeddings: {ready} ready, {pending} to go ({})",
-                            embed_rate().unwrap_or_default()
-                        )
+                        let rate = embed_rate().map(|r| format!(" ({r})")).unwrap_or_default();
+                        format!("Computing embeddings: {ready} ready, {pending} to go{rate}")
                     } else if ready > 0 {
                         format!("All {ready} images are ready to train on.")
                     } else {
