@@ -15,7 +15,9 @@ use medtransfer_core::augment::AugmentConfig;
 use medtransfer_core::embeddings::View;
 use medtransfer_core::head::HeadKind;
 use medtransfer_core::model_file::ModelFile;
-use medtransfer_core::run::{DEFAULT_VALIDATION_SHARE, Progress, RunConfig, Validation, run};
+use medtransfer_core::run::{
+    DEFAULT_VALIDATION_SHARE, Progress, RunConfig, Validation, cross_validate, run,
+};
 use medtransfer_core::split::GroupPattern;
 use medtransfer_core::train::{
     CancelToken, ClassWeighting, DEFAULT_DROPOUT, DEFAULT_HIDDEN_UNITS, EpochSummary,
@@ -119,6 +121,11 @@ pub struct TrainArgs {
     /// Fixes the split, initial weights, shuffling, dropout and augmentation.
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     seed: u64,
+    /// Also cross-validate these settings on the training folder's images: K stratified folds
+    /// (grouped by --group-pattern), each predicted by a head trained on the other folds; the
+    /// out-of-fold figures cover every image (K from 2 to 50).
+    #[arg(long, value_parser = within(limits::FOLDS, limits::inclusive))]
+    cv: Option<usize>,
     /// Where to write the model file.
     #[arg(long)]
     out: PathBuf,
@@ -305,31 +312,12 @@ impl Progress for CliProgress<'_> {
                 validation.len() + self.validation_folder_images
             ));
         }
-        let mut extra = LabelledEmbeddings::default();
-        if args.augment > 0 {
-            let mut items = Vec::new();
-            let mut labels = Vec::new();
-            for file in train.iter().filter_map(|&i| self.usable.get(i)) {
-                for index in 1..=args.augment {
-                    let view = View::Augmented {
-                        index,
-                        seed: args.seed,
-                    };
-                    items.push((file.path.clone(), view));
-                    labels.push(file.label);
-                }
-            }
-            self.embedding_bar.inc_length(items.len() as u64);
-            let results =
-                self.backbone
-                    .embed(&items, &AugmentConfig::default(), &self.embedding_bar);
-            for (result, label) in results.into_iter().zip(labels) {
-                if let Ok(embedding) = result {
-                    extra.embeddings.push(embedding);
-                    extra.labels.push(label);
-                }
-            }
-        }
+        let extra = augmented_views(
+            self.backbone,
+            train.iter().filter_map(|&i| self.usable.get(i).copied()),
+            args,
+            &self.embedding_bar,
+        );
         self.embedding_bar.finish_and_clear();
         self.embed_seconds = self.embed_started.elapsed().as_secs_f64();
         if !args.json {
@@ -375,6 +363,66 @@ impl Progress for CliProgress<'_> {
                 }
             }
             TrainEvent::Batch { .. } => {}
+        }
+    }
+}
+
+/// Embeddings of `args.augment` augmented views of each of `files` (those that cannot be
+/// embedded are left out: their original was embedded, so they are rare), advancing `bar`.
+fn augmented_views<'f>(
+    backbone: &mut Backbone,
+    files: impl Iterator<Item = &'f LabelledFile>,
+    args: &TrainArgs,
+    bar: &ProgressBar,
+) -> LabelledEmbeddings {
+    let mut extra = LabelledEmbeddings::default();
+    if args.augment == 0 {
+        return extra;
+    }
+    let mut items = Vec::new();
+    let mut labels = Vec::new();
+    for file in files {
+        for index in 1..=args.augment {
+            let view = View::Augmented {
+                index,
+                seed: args.seed,
+            };
+            items.push((file.path.clone(), view));
+            labels.push(file.label);
+        }
+    }
+    bar.inc_length(items.len() as u64);
+    let results = backbone.embed(&items, &AugmentConfig::default(), bar);
+    for (result, label) in results.into_iter().zip(labels) {
+        if let Ok(embedding) = result {
+            extra.embeddings.push(embedding);
+            extra.labels.push(label);
+        }
+    }
+    extra
+}
+
+/// `--cv`: each fold's training side gets its augmented views; nothing is printed per fold.
+struct CrossValidationProgress<'a> {
+    args: &'a TrainArgs,
+    backbone: &'a mut Backbone,
+    usable: &'a [&'a LabelledFile],
+    bar: ProgressBar,
+}
+
+impl Progress for CrossValidationProgress<'_> {
+    fn extra_training(&mut self, train: &[usize], _validation: &[usize]) -> LabelledEmbeddings {
+        augmented_views(
+            self.backbone,
+            train.iter().filter_map(|&i| self.usable.get(i).copied()),
+            self.args,
+            &self.bar,
+        )
+    }
+
+    fn event(&mut self, event: &TrainEvent) {
+        if let TrainEvent::Finished { .. } = event {
+            self.bar.inc(1);
         }
     }
 }
@@ -486,6 +534,36 @@ pub fn train(args: &TrainArgs) -> ExitCode {
     let train_seconds = progress
         .train_started
         .map_or(0.0, |t| t.elapsed().as_secs_f64());
+    let cross_validation = match args.cv {
+        Some(k) => {
+            let groups = match group_keys(&usable, args.group_pattern.as_deref()) {
+                Ok(g) => g,
+                Err(e) => return fail(e),
+            };
+            let mut progress = CrossValidationProgress {
+                args,
+                backbone: &mut backbone,
+                usable: &usable,
+                bar: progress_bar(k, "folds", args.json),
+            };
+            let result = pollster::block_on(cross_validate(
+                &dataset.classes,
+                &all_set,
+                groups.as_deref(),
+                k,
+                &config.train,
+                &device,
+                &CancelToken::new(),
+                &mut progress,
+            ));
+            progress.bar.finish_and_clear();
+            match result {
+                Ok(cv) => Some((k, cv)),
+                Err(e) => return fail(format!("cross-validation: {e}")),
+            }
+        }
+        None => None,
+    };
     let trained = &finished.trained;
     let created_by = format!("medtransfer {}", env!("CARGO_PKG_VERSION"));
     let model = ModelFile::from_trained(trained, &created_by);
@@ -515,6 +593,10 @@ pub fn train(args: &TrainArgs) -> ExitCode {
             "stop_reason": trained.stop_reason,
             "history": trained.history,
             "validation": trained.validation.as_ref().map(|v| evaluation_json(v, None)),
+            "cross_validation": cross_validation.as_ref().map(|(k, cv)| json!({
+                "folds": k,
+                "out_of_fold": evaluation_json(&cv.evaluation, None),
+            })),
             "embed_seconds": embed_seconds,
             "train_seconds": train_seconds,
             "total_seconds": started.elapsed().as_secs_f64(),
@@ -530,6 +612,14 @@ pub fn train(args: &TrainArgs) -> ExitCode {
         if let Some(v) = &trained.validation {
             println!("validation ({} images):", v.n);
             print_evaluation(v, Some(&val_paths));
+        }
+        if let Some((k, cv)) = &cross_validation {
+            println!(
+                "cross-validation ({k} folds; out-of-fold predictions of all {} images):",
+                cv.evaluation.n
+            );
+            let paths: Vec<PathBuf> = usable.iter().map(|f| f.path.clone()).collect();
+            print_evaluation(&cv.evaluation, Some(&paths));
         }
         println!(
             "embedding {embed_seconds:.1} s, training {train_seconds:.2} s, total {:.1} s",

@@ -159,6 +159,7 @@ fn train_refuses_settings_outside_core_limits() {
         ("--label-smoothing", "0.5", "at least 0 and below 0.5"),
         ("--dropout", "-0.1", "at least 0 and below 1"),
         ("--hidden", "0", "from 1 to 65536"),
+        ("--cv", "1", "from 2 to 50"),
     ] {
         let joined = format!("{flag}={value}");
         let mut args = base.to_vec();
@@ -230,6 +231,8 @@ fn train_predict_eval_on_a_tiny_set_and_refuse_bad_model_files() {
             "1e-2",
             "--cache",
             &cache,
+            "--cv",
+            "4",
             "--out",
             &m,
             "--json",
@@ -253,6 +256,15 @@ fn train_predict_eval_on_a_tiny_set_and_refuse_bad_model_files() {
             .ends_with("broken.png")
     );
     assert_eq!(report["classes"], serde_json::json!(["bright", "dark"]));
+    // Cross-validation: every usable image predicted by a head that did not train on it.
+    let cv = &report["cross_validation"];
+    assert_eq!(cv["folds"], 4, "{report}");
+    assert_eq!(cv["out_of_fold"]["n"], 8, "{report}");
+    assert!(
+        cv["out_of_fold"]["accuracy"]
+            .as_f64()
+            .is_some_and(|a| (0.0..=1.0).contains(&a))
+    );
 
     // Predict on a folder: one entry per file, the broken one with its error.
     let output = medtransfer(

@@ -1,16 +1,18 @@
 //! One training run, start to end: split the items into training and validation, train epochs,
-//! keep the best epoch, evaluate it. The browser worker and the CLI are thin adapters over
+//! keep the best epoch, evaluate it ([`run`]); and [`cross_validate`], the out-of-fold figures
+//! of a configuration over every item. The browser worker and the CLI are thin adapters over
 //! [`run`]: they hand it the embeddings and a [`Progress`] and show what it reports.
 
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::head::HeadKind;
-use crate::split::stratified_split;
+use crate::metrics::{Evaluation, EvaluationOptions, evaluate};
+use crate::split::{SplitError, stratified_folds, stratified_split};
 pub use crate::train::Progress;
 use crate::train::{
-    CancelToken, DEFAULT_DROPOUT, DEFAULT_HIDDEN_UNITS, LabelledEmbeddings, TrainConfig,
-    TrainError, TrainedHead, Trainer, limits,
+    CancelToken, Classifier, DEFAULT_DROPOUT, DEFAULT_HIDDEN_UNITS, LabelledEmbeddings,
+    TrainConfig, TrainError, TrainedHead, Trainer, limits,
 };
 
 /// The validation share of [`RunConfig::default`].
@@ -132,6 +134,38 @@ pub struct Run {
     pub validation_items: Vec<usize>,
 }
 
+/// The items at `indices` (each within `items`: callers index from `0..items.len()`).
+fn pick(items: &LabelledEmbeddings, indices: &[usize]) -> LabelledEmbeddings {
+    LabelledEmbeddings {
+        embeddings: indices
+            .iter()
+            .map(|&i| items.embeddings[i].clone())
+            .collect(),
+        labels: indices.iter().map(|&i| items.labels[i]).collect(),
+    }
+}
+
+/// The items at `train` plus the extra rows `progress` makes from them (told `held` too).
+fn training_set(
+    items: &LabelledEmbeddings,
+    train: &[usize],
+    held: &[usize],
+    progress: &mut impl Progress,
+) -> Result<LabelledEmbeddings, TrainError> {
+    let mut set = pick(items, train);
+    let extra = progress.extra_training(train, held);
+    if extra.embeddings.len() != extra.labels.len() {
+        return Err(TrainError::Data(format!(
+            "{} extra training embeddings but {} labels",
+            extra.embeddings.len(),
+            extra.labels.len()
+        )));
+    }
+    set.embeddings.extend(extra.embeddings);
+    set.labels.extend(extra.labels);
+    Ok(set)
+}
+
 /// Splits `items` (one embedding and label per item, labels indexing `classes`), trains a head
 /// on the training side with `config` on `device` until done, early-stopped or `cancel`led,
 /// keeps the epoch with the lowest validation loss and evaluates it on the validation side
@@ -178,25 +212,8 @@ pub async fn run(
         }
         _ => (everything(), Vec::new()),
     };
-    let pick = |indices: &[usize]| LabelledEmbeddings {
-        embeddings: indices
-            .iter()
-            .map(|&i| items.embeddings[i].clone())
-            .collect(),
-        labels: indices.iter().map(|&i| items.labels[i]).collect(),
-    };
-    let mut train_set = pick(&train_items);
-    let extra = progress.extra_training(&train_items, &validation_items);
-    if extra.embeddings.len() != extra.labels.len() {
-        return Err(TrainError::Data(format!(
-            "{} extra training embeddings but {} labels",
-            extra.embeddings.len(),
-            extra.labels.len()
-        )));
-    }
-    train_set.embeddings.extend(extra.embeddings);
-    train_set.labels.extend(extra.labels);
-    let held_out = pick(&validation_items);
+    let train_set = training_set(items, &train_items, &validation_items, progress)?;
+    let held_out = pick(items, &validation_items);
     let validation_set = match validation {
         Validation::Given(set) => Some(set),
         Validation::Split { .. } => Some(&held_out),
@@ -209,6 +226,97 @@ pub async fn run(
         trained,
         train_items,
         validation_items,
+    })
+}
+
+/// Out-of-fold results of a [`cross_validate`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct CrossValidation {
+    /// The fold (`0..k`) of each item.
+    pub folds: Vec<usize>,
+    /// Class probabilities of each item (`[items][classes]`, rows summing to 1) from the head
+    /// trained on the other folds, never on the item itself.
+    pub out_of_fold: Vec<Vec<f32>>,
+    /// Metrics of the out-of-fold predictions over every item, with 95% bootstrap intervals:
+    /// an honest figure when there are too few items to hold many out.
+    pub evaluation: Evaluation,
+}
+
+/// Stratified `k`-fold cross-validation of `config` on `items` (grouped by `groups` when
+/// given, see [`stratified_folds`]): for each fold a head is trained on the other folds, for
+/// `config.epochs` epochs (no validation inside, so no early stopping), and predicts the fold.
+/// The out-of-fold predictions of every item are then evaluated together. `progress` hears
+/// every fold's training, and its [`Progress::extra_training`] is asked for each fold's
+/// training side.
+///
+/// Errors: [`TrainError::Config`] for `k < 2` or a setting outside [`limits`];
+/// [`TrainError::Split`] when a class has fewer than 2 items (or groups);
+/// [`TrainError::Cancelled`] when `cancel` is set; those of [`Trainer::new`],
+/// [`Trainer::run_to_end`], [`Classifier::predict`] and [`evaluate`].
+#[allow(clippy::too_many_arguments)]
+pub async fn cross_validate(
+    classes: &[String],
+    items: &LabelledEmbeddings,
+    groups: Option<&[String]>,
+    k: usize,
+    config: &TrainConfig,
+    device: &Device,
+    cancel: &CancelToken,
+    progress: &mut impl Progress,
+) -> Result<CrossValidation, TrainError> {
+    if items.embeddings.len() != items.labels.len() {
+        return Err(TrainError::Data(format!(
+            "{} embeddings but {} labels",
+            items.embeddings.len(),
+            items.labels.len()
+        )));
+    }
+    let folds =
+        stratified_folds(&items.labels, groups, k, config.seed).map_err(|error| match error {
+            SplitError::BadFolds(_) => TrainError::Config(error.to_string()),
+            error => TrainError::Split {
+                error,
+                classes: classes.to_vec(),
+            },
+        })?;
+    let mut out_of_fold = vec![Vec::new(); items.labels.len()];
+    for fold in 0..k {
+        let (held, train): (Vec<usize>, Vec<usize>) =
+            (0..items.labels.len()).partition(|&i| folds[i] == fold);
+        if held.is_empty() {
+            continue;
+        }
+        let train_set = training_set(items, &train, &held, progress)?;
+        let trained = Trainer::new(classes, &train_set, None, config, device)?
+            .run_to_end(cancel, progress)
+            .await?;
+        if cancel.is_cancelled() {
+            return Err(TrainError::Cancelled);
+        }
+        let classifier = Classifier::new(
+            &trained.config,
+            &trained.weights,
+            &trained.normalization,
+            device,
+        )?;
+        let probabilities = classifier.predict(&pick(items, &held).embeddings).await?;
+        for (&i, row) in held.iter().zip(probabilities) {
+            out_of_fold[i] = row;
+        }
+    }
+    let evaluation = evaluate(
+        &out_of_fold,
+        &items.labels,
+        classes,
+        &EvaluationOptions {
+            seed: config.seed,
+            ..EvaluationOptions::default()
+        },
+    )?;
+    Ok(CrossValidation {
+        folds,
+        out_of_fold,
+        evaluation,
     })
 }
 

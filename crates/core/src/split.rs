@@ -49,6 +49,9 @@ pub enum SplitError {
         /// How many groups have that class as their majority label.
         count: usize,
     },
+    /// Cross-validation needs at least 2 folds.
+    #[error("cross-validation needs at least 2 folds, got {0}")]
+    BadFolds(usize),
     /// The number of group keys differs from the number of labels.
     #[error("got {groups} group keys for {labels} labelled items; there must be one key per item")]
     GroupCountMismatch {
@@ -163,7 +166,41 @@ pub fn stratified_split(
         return Err(SplitError::BadFraction(validation_fraction));
     }
 
-    // Units per class, in order of first appearance (BTreeMap: classes in ascending order).
+    let mut by_class = class_units(labels, groups)?;
+
+    let mut rng = SeededRng::derive(seed, SPLIT_STREAM);
+    let mut in_validation = vec![false; labels.len()];
+    for units in by_class.values_mut() {
+        let total: usize = units.iter().map(|u| u.items.len()).sum();
+        let target = validation_target(total, validation_fraction);
+        rng.shuffle(units);
+        let mut moved = 0usize;
+        // Never the last unit: at least one group of each class stays in training.
+        for unit in units.iter().take(units.len().saturating_sub(1)) {
+            if moved >= target {
+                break;
+            }
+            for &index in &unit.items {
+                if let Some(flag) = in_validation.get_mut(index) {
+                    *flag = true;
+                }
+            }
+            moved += unit.items.len();
+        }
+    }
+
+    let (validation, train): (Vec<usize>, Vec<usize>) =
+        (0..labels.len()).partition(|&i| in_validation.get(i).copied().unwrap_or(false));
+    Ok(Split { train, validation })
+}
+
+/// The units (an item, or all items of one group) of each class, in order of first appearance
+/// (classes ascending). Errors: a key count that differs from the label count; a class with
+/// fewer than 2 units.
+fn class_units(
+    labels: &[usize],
+    groups: Option<&[String]>,
+) -> Result<BTreeMap<usize, Vec<Unit>>, SplitError> {
     let mut by_class: BTreeMap<usize, Vec<Unit>> = BTreeMap::new();
     match groups {
         None => {
@@ -216,31 +253,46 @@ pub fn stratified_split(
             }
         }
     }
+    Ok(by_class)
+}
 
-    let mut rng = SeededRng::derive(seed, SPLIT_STREAM);
-    let mut in_validation = vec![false; labels.len()];
+/// The random stream [`stratified_folds`] draws from (see [`SeededRng::derive`]).
+pub const FOLD_STREAM: u64 = 0x464F_4C44_5300_0001;
+
+/// Stratified `k`-fold assignment for cross-validation: the fold (`0..k`) of each item. Per
+/// class, its units (items, or with `groups` whole groups, classed by majority label as in
+/// [`stratified_split`]) are shuffled and dealt to the folds in turn, each class starting where
+/// the previous one stopped, so every fold gets about `1/k` of every class and a class's units
+/// never all land in one fold. Deterministic given `seed` (it draws from
+/// `SeededRng::derive(seed, FOLD_STREAM)`) and the order of the input.
+///
+/// Errors: `k < 2` ([`SplitError::BadFolds`]); a key count that differs from the label count;
+/// a class with fewer than 2 items (or, grouped, groups), named by its label.
+pub fn stratified_folds(
+    labels: &[usize],
+    groups: Option<&[String]>,
+    k: usize,
+    seed: u64,
+) -> Result<Vec<usize>, SplitError> {
+    if k < 2 {
+        return Err(SplitError::BadFolds(k));
+    }
+    let mut by_class = class_units(labels, groups)?;
+    let mut rng = SeededRng::derive(seed, FOLD_STREAM);
+    let mut fold_of = vec![0usize; labels.len()];
+    let mut next = 0usize;
     for units in by_class.values_mut() {
-        let total: usize = units.iter().map(|u| u.items.len()).sum();
-        let target = validation_target(total, validation_fraction);
         rng.shuffle(units);
-        let mut moved = 0usize;
-        // Never the last unit: at least one group of each class stays in training.
-        for unit in units.iter().take(units.len().saturating_sub(1)) {
-            if moved >= target {
-                break;
-            }
+        for unit in units.iter() {
             for &index in &unit.items {
-                if let Some(flag) = in_validation.get_mut(index) {
-                    *flag = true;
+                if let Some(slot) = fold_of.get_mut(index) {
+                    *slot = next % k;
                 }
             }
-            moved += unit.items.len();
+            next += 1;
         }
     }
-
-    let (validation, train): (Vec<usize>, Vec<usize>) =
-        (0..labels.len()).partition(|&i| in_validation.get(i).copied().unwrap_or(false));
-    Ok(Split { train, validation })
+    Ok(fold_of)
 }
 
 /// The number of a class's `count` items that should go to validation: `count × fraction`

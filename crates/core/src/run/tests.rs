@@ -1,5 +1,6 @@
 use super::*;
 use crate::rng::SeededRng;
+use crate::split::stratified_folds;
 use crate::train::{StopReason, TrainEvent};
 
 /// `n` items per class in 6 dimensions; class c is shifted by 3 along dimension c.
@@ -343,4 +344,87 @@ fn settings_read_back_without_the_share_take_the_default_share() {
     let back: RunConfig = serde_json::from_value(value).expect("parses");
     assert_eq!(back.validation_share, DEFAULT_VALIDATION_SHARE);
     assert_eq!(back.train, TrainConfig::default());
+}
+
+fn cross_validated(
+    items: &LabelledEmbeddings,
+    groups: Option<&[String]>,
+    k: usize,
+) -> Result<CrossValidation, TrainError> {
+    let classes = names(items.labels.iter().max().map_or(0, |m| m + 1));
+    let config = TrainConfig {
+        epochs: 40,
+        ..quick(0.0).train
+    };
+    pollster::block_on(cross_validate(
+        &classes,
+        items,
+        groups,
+        k,
+        &config,
+        &Device::flex(),
+        &CancelToken::new(),
+        &mut Recorder::default(),
+    ))
+}
+
+#[test]
+fn cross_validation_predicts_every_item_from_a_head_not_trained_on_it() {
+    let items = blobs(&[12, 12, 9], 7);
+    let cv = cross_validated(&items, None, 3).expect("cross-validates");
+    // Every fold holds a third of every class.
+    for fold in 0..3 {
+        for (class, per_fold) in [(0, 4), (1, 4), (2, 3)] {
+            let n = (0..33)
+                .filter(|&i| cv.folds[i] == fold && items.labels[i] == class)
+                .count();
+            assert_eq!(n, per_fold, "fold {fold}, class {class}");
+        }
+    }
+    assert_eq!(cv.out_of_fold.len(), 33);
+    for row in &cv.out_of_fold {
+        assert_eq!(row.len(), 3);
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4, "{row:?}");
+    }
+    assert_eq!(cv.evaluation.n, 33);
+    assert!(cv.evaluation.accuracy > 0.7, "{}", cv.evaluation.accuracy);
+    assert!(cv.evaluation.accuracy_ci.is_some());
+    // Same seed, same folds and figures.
+    let again = cross_validated(&items, None, 3).expect("cross-validates");
+    assert_eq!(again.folds, cv.folds);
+    assert_eq!(again.evaluation.accuracy, cv.evaluation.accuracy);
+
+    // An item's own label cannot leak: with labels that are pure noise, out-of-fold accuracy
+    // stays near chance while a head scored on its own training items would fit them.
+    let mut noise = blobs(&[20, 20], 8);
+    let mut rng = SeededRng::new(9);
+    for row in &mut noise.embeddings {
+        *row = (0..6).map(|_| rng.normal()).collect();
+    }
+    let cv = cross_validated(&noise, None, 4).expect("cross-validates");
+    assert!(cv.evaluation.accuracy < 0.8, "{}", cv.evaluation.accuracy);
+}
+
+#[test]
+fn folds_keep_groups_whole_and_bad_inputs_are_errors() {
+    let labels: Vec<usize> = (0..24).map(|i| i / 12).collect();
+    let groups: Vec<String> = (0..24).map(|i| format!("patient{}", i / 2)).collect();
+    let folds = stratified_folds(&labels, Some(&groups), 3, 1).expect("folds");
+    for i in 0..24 {
+        for j in 0..24 {
+            if groups[i] == groups[j] {
+                assert_eq!(folds[i], folds[j], "{} split across folds", groups[i]);
+            }
+        }
+    }
+    let items = blobs(&[6, 6], 2);
+    assert!(matches!(
+        cross_validated(&items, None, 1),
+        Err(TrainError::Config(_))
+    ));
+    let error = cross_validated(&blobs(&[6, 6, 1], 2), None, 3).expect_err("one COVID item");
+    assert!(
+        error.to_string().contains("\u{201c}COVID\u{201d}"),
+        "{error}"
+    );
 }

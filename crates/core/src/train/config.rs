@@ -88,6 +88,8 @@ pub mod limits {
     pub const DROPOUT: Range<f32> = 0.0..1.0;
     /// Label smoothing ε, half-open.
     pub const LABEL_SMOOTHING: Range<f32> = 0.0..0.5;
+    /// Folds of a cross-validation.
+    pub const FOLDS: RangeInclusive<usize> = 2..=50;
     /// The share of each class held out for validation (0: none, train on everything).
     pub const VALIDATION_SHARE: RangeInclusive<f64> = 0.0..=0.5;
 
