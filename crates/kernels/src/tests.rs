@@ -4,6 +4,7 @@
 //! across threads, and layers larger than one tile.
 
 use super::*;
+use crate::depthwise::{Geometry, depthwise_row, depthwise_row_dispatch};
 
 /// Deterministic pseudo-random values in [-scale, scale).
 struct Lcg(u64);
