@@ -25,33 +25,61 @@ pub fn mlp_head() -> HeadKind {
     }
 }
 
-/// The settings of the page's controls, whatever else `config` holds.
-fn page_settings(
+/// The settings the page has controls for; also the flat format in which older pages saved
+/// and exported them (`batch` for the batch size), read so that those projects keep theirs.
+#[derive(Deserialize)]
+#[serde(default)]
+struct PageFields {
     mlp: bool,
     epochs: usize,
+    #[serde(alias = "batch")]
     batch_size: usize,
     learning_rate: f64,
     class_weights: ClassWeighting,
     validation_share: f64,
     seed: u64,
-) -> Settings {
-    RunConfig {
-        train: TrainConfig {
-            head: if mlp { mlp_head() } else { HeadKind::Linear },
-            epochs,
-            batch_size,
-            learning_rate,
-            class_weights,
-            seed,
-            ..TrainConfig::default()
-        },
-        validation_share,
+}
+
+impl Default for PageFields {
+    fn default() -> Self {
+        let d = RunConfig::default();
+        Self {
+            mlp: matches!(d.train.head, HeadKind::Mlp { .. }),
+            epochs: d.train.epochs,
+            batch_size: d.train.batch_size,
+            learning_rate: d.train.learning_rate,
+            class_weights: d.train.class_weights,
+            validation_share: d.validation_share,
+            seed: d.train.seed,
+        }
     }
 }
 
-/// The fields of a saved or exported [`RunConfig`] that the page has controls for; a missing
-/// one takes core's default, and the others are not read, so that what trains is what the
-/// page shows.
+impl PageFields {
+    /// Core's settings with these fields, every other one its default.
+    fn settings(self) -> Settings {
+        RunConfig {
+            train: TrainConfig {
+                head: if self.mlp {
+                    mlp_head()
+                } else {
+                    HeadKind::Linear
+                },
+                epochs: self.epochs,
+                batch_size: self.batch_size,
+                learning_rate: self.learning_rate,
+                class_weights: self.class_weights,
+                seed: self.seed,
+                ..TrainConfig::default()
+            },
+            validation_share: self.validation_share,
+        }
+    }
+}
+
+/// The fields of a saved or exported [`RunConfig`]'s `train` that the page has controls for; a
+/// missing one takes core's default, and the others are not read, so that what trains is what
+/// the page shows.
 #[derive(Deserialize)]
 #[serde(default)]
 struct EditedTrain {
@@ -89,31 +117,17 @@ fn default_share() -> f64 {
     RunConfig::default().validation_share
 }
 
-/// Settings as the page saved and exported them before they were core's [`RunConfig`] (a
-/// flat mirror of a few fields); read so that those projects keep their settings.
-#[derive(Deserialize)]
-#[serde(default)]
-struct LegacySettings {
-    mlp: bool,
-    epochs: usize,
-    batch: usize,
-    learning_rate: f64,
-    class_weights: ClassWeighting,
-    validation_share: f64,
-    seed: u64,
-}
-
-impl Default for LegacySettings {
-    fn default() -> Self {
-        let d = RunConfig::default();
+impl From<EditedSettings> for PageFields {
+    fn from(s: EditedSettings) -> Self {
+        let t = s.train;
         Self {
-            mlp: matches!(d.train.head, HeadKind::Mlp { .. }),
-            epochs: d.train.epochs,
-            batch: d.train.batch_size,
-            learning_rate: d.train.learning_rate,
-            class_weights: d.train.class_weights,
-            validation_share: d.validation_share,
-            seed: d.train.seed,
+            mlp: matches!(t.head, HeadKind::Mlp { .. }),
+            epochs: t.epochs,
+            batch_size: t.batch_size,
+            learning_rate: t.learning_rate,
+            class_weights: t.class_weights,
+            validation_share: s.validation_share,
+            seed: t.seed,
         }
     }
 }
@@ -124,31 +138,12 @@ impl Default for LegacySettings {
 /// Errors: `value` is not an object of settings, or a field has the wrong type (serde's
 /// message names it).
 pub fn settings_from_json(value: serde_json::Value) -> Result<Settings, serde_json::Error> {
-    let settings = if value.get("train").is_some() {
-        let s: EditedSettings = serde_json::from_value(value)?;
-        let t = s.train;
-        page_settings(
-            matches!(t.head, HeadKind::Mlp { .. }),
-            t.epochs,
-            t.batch_size,
-            t.learning_rate,
-            t.class_weights,
-            s.validation_share,
-            t.seed,
-        )
+    let fields: PageFields = if value.get("train").is_some() {
+        serde_json::from_value::<EditedSettings>(value)?.into()
     } else {
-        let l: LegacySettings = serde_json::from_value(value)?;
-        page_settings(
-            l.mlp,
-            l.epochs,
-            l.batch,
-            l.learning_rate,
-            l.class_weights,
-            l.validation_share,
-            l.seed,
-        )
+        serde_json::from_value(value)?
     };
-    Ok(settings.clamped())
+    Ok(fields.settings().clamped())
 }
 
 /// `deserialize_with` for a saved project's settings (see [`settings_from_json`]). Settings

@@ -480,8 +480,9 @@ pub fn train(args: &TrainArgs) -> ExitCode {
         }
         None => None,
     };
-    // Group keys matter only to a split.
-    let groups = if val_folder_set.is_none() && config.validation_share > 0.0 {
+    // Group keys matter only to a split and to cross-validation; read once for both.
+    let splits = val_folder_set.is_none() && config.validation_share > 0.0;
+    let groups = if splits || args.cv.is_some() {
         match group_keys(&usable, args.group_pattern.as_deref()) {
             Ok(g) => g,
             Err(e) => return fail(e),
@@ -536,10 +537,6 @@ pub fn train(args: &TrainArgs) -> ExitCode {
         .map_or(0.0, |t| t.elapsed().as_secs_f64());
     let cross_validation = match args.cv {
         Some(k) => {
-            let groups = match group_keys(&usable, args.group_pattern.as_deref()) {
-                Ok(g) => g,
-                Err(e) => return fail(e),
-            };
             let mut progress = CrossValidationProgress {
                 args,
                 backbone: &mut backbone,

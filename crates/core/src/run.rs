@@ -134,6 +134,19 @@ pub struct Run {
     pub validation_items: Vec<usize>,
 }
 
+/// One label per embedding, or [`TrainError::Data`].
+fn same_length(items: &LabelledEmbeddings) -> Result<(), TrainError> {
+    if items.embeddings.len() == items.labels.len() {
+        Ok(())
+    } else {
+        Err(TrainError::Data(format!(
+            "{} embeddings but {} labels",
+            items.embeddings.len(),
+            items.labels.len()
+        )))
+    }
+}
+
 /// The items at `indices` (each within `items`: callers index from `0..items.len()`).
 fn pick(items: &LabelledEmbeddings, indices: &[usize]) -> LabelledEmbeddings {
     LabelledEmbeddings {
@@ -154,13 +167,7 @@ fn training_set(
 ) -> Result<LabelledEmbeddings, TrainError> {
     let mut set = pick(items, train);
     let extra = progress.extra_training(train, held);
-    if extra.embeddings.len() != extra.labels.len() {
-        return Err(TrainError::Data(format!(
-            "{} extra training embeddings but {} labels",
-            extra.embeddings.len(),
-            extra.labels.len()
-        )));
-    }
+    same_length(&extra)?;
     set.embeddings.extend(extra.embeddings);
     set.labels.extend(extra.labels);
     Ok(set)
@@ -192,14 +199,7 @@ pub async fn run(
             limits::inclusive(&limits::VALIDATION_SHARE)
         )));
     }
-    if items.embeddings.len() != items.labels.len() {
-        return Err(TrainError::Data(format!(
-            "{} embeddings but {} labels",
-            items.embeddings.len(),
-            items.labels.len()
-        )));
-    }
-    let everything = || (0..items.labels.len()).collect::<Vec<_>>();
+    same_length(items)?;
     let (train_items, validation_items) = match validation {
         Validation::Split { groups } if share > 0.0 => {
             let split = stratified_split(&items.labels, groups, share, config.train.seed).map_err(
@@ -210,7 +210,7 @@ pub async fn run(
             )?;
             (split.train, split.validation)
         }
-        _ => (everything(), Vec::new()),
+        _ => ((0..items.labels.len()).collect(), Vec::new()),
     };
     let train_set = training_set(items, &train_items, &validation_items, progress)?;
     let held_out = pick(items, &validation_items);
@@ -264,13 +264,7 @@ pub async fn cross_validate(
     cancel: &CancelToken,
     progress: &mut impl Progress,
 ) -> Result<CrossValidation, TrainError> {
-    if items.embeddings.len() != items.labels.len() {
-        return Err(TrainError::Data(format!(
-            "{} embeddings but {} labels",
-            items.embeddings.len(),
-            items.labels.len()
-        )));
-    }
+    same_length(items)?;
     let folds =
         stratified_folds(&items.labels, groups, k, config.seed).map_err(|error| match error {
             SplitError::BadFolds(_) => TrainError::Config(error.to_string()),
