@@ -9,7 +9,9 @@
 
 use js_sys::{Array, ArrayBuffer, Uint8Array};
 use medtransfer_core::metrics::Evaluation;
+use medtransfer_core::recipe::Search;
 use medtransfer_core::run::RunConfig;
+use medtransfer_core::threshold::Threshold;
 use medtransfer_core::train::{EpochSummary, StopReason};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -120,7 +122,14 @@ pub enum FromWorker {
         /// Validation images.
         validation_items: usize,
     },
-    /// One epoch finished.
+    /// The automatic recipe's cross-validation: `done` of `total` fold fits finished.
+    Searching {
+        /// Fold fits finished.
+        done: usize,
+        /// All fold fits.
+        total: usize,
+    },
+    /// One epoch (of the linear head's solver: one iteration) finished.
     Epoch(EpochSummary),
     /// Training finished: the kept epoch and its validation metrics. The bytes are the model
     /// file (`.mtmodel`).
@@ -129,10 +138,15 @@ pub enum FromWorker {
         kept_epoch: usize,
         /// Why it ended.
         stop_reason: StopReason,
-        /// Metrics on the validation images.
-        validation: Option<Evaluation>,
-        /// Image ids of the validation items, in the order of the evaluation's indices.
+        /// Metrics on the validation images, or (automatic recipe) the out-of-fold metrics of
+        /// every image.
+        validation: Option<Box<Evaluation>>,
+        /// Image ids of the evaluated items, in the order of the evaluation's indices.
         validation_ids: Vec<ImageId>,
+        /// The automatic recipe's search (without its per-item probabilities).
+        search: Option<Box<Search>>,
+        /// Two classes: the decision threshold chosen for the model.
+        threshold: Option<Threshold>,
         /// Training time in milliseconds.
         millis: f64,
     },

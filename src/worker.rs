@@ -13,7 +13,8 @@ use medtransfer_core::embeddings::{decode_embedding, encode_embedding};
 use medtransfer_core::inference::run_each;
 use medtransfer_core::model_file::ModelFile;
 use medtransfer_core::preprocess::{decode_image, preprocess_decoded, preprocess_image};
-use medtransfer_core::run::{Progress, RunConfig, Validation, run};
+use medtransfer_core::recipe::{Search, SearchEvent};
+use medtransfer_core::run::{Progress, Recipe, RunConfig, Validation, run};
 use medtransfer_core::thumbnail::thumbnail_of;
 use medtransfer_core::train::{
     CancelToken, Classifier, LabelledEmbeddings, TrainError, TrainEvent,
@@ -406,6 +407,10 @@ async fn train(classes: Vec<String>, items: Vec<(ImageId, usize)>, config: RunCo
     }
 }
 
+/// The automatic recipe's MLP budget in the page (floating-point operations; the CLI's is
+/// 150 times larger): about ten seconds on the browser's CPU path.
+const PAGE_MLP_BUDGET: f64 = 2e9;
+
 /// The worker's side of a run: posts the start and each epoch, and yields to the event loop
 /// between epochs so that [`ToWorker::Stop`] can arrive.
 struct WorkerProgress;
@@ -428,6 +433,15 @@ impl Progress for WorkerProgress {
         }
     }
 
+    fn search(&mut self, event: &SearchEvent) {
+        if let SearchEvent::Fitted { done, total } = event {
+            post(&FromWorker::Searching {
+                done: *done,
+                total: *total,
+            });
+        }
+    }
+
     async fn between_epochs(&mut self) {
         yield_now().await;
     }
@@ -444,6 +458,12 @@ async fn run_training(
     cancel: CancelToken,
 ) -> Result<(), String> {
     let started = js_sys::Date::now();
+    // The page's compute (one thread in wasm, or a GPU that may be a software one): the
+    // automatic recipe tries the MLP only on the smallest sets.
+    let config = RunConfig {
+        mlp_budget: PAGE_MLP_BUDGET,
+        ..config
+    };
     let finished = run(
         &classes,
         &items,
@@ -455,13 +475,31 @@ async fn run_training(
     )
     .await
     .map_err(|e| match e {
+        TrainError::Split { .. } if config.recipe == Recipe::Automatic => {
+            format!("{e}. The automatic recipe cross-validates: add images to that class")
+        }
         TrainError::Split { .. } => {
             format!("{e}. Add images, or set the validation share to 0 to train on all of them")
         }
         e => e.to_string(),
     })?;
     let trained = finished.trained;
-    let model_file = ModelFile::from_trained(&trained, "MedTransfer web app").to_bytes();
+    let mut model_file = ModelFile::from_trained(&trained, "MedTransfer web app");
+    if let Some(search) = &finished.search {
+        model_file = model_file.with_search(search);
+    }
+    let model_file = model_file.to_bytes();
+    // The automatic recipe's figures are out of fold over every image.
+    let (validation, validation_items) = match &finished.search {
+        Some(search) => (
+            Some(search.evaluation.clone()),
+            (0..ids.len()).collect::<Vec<_>>(),
+        ),
+        None => (
+            trained.validation.clone(),
+            finished.validation_items.clone(),
+        ),
+    };
     let classifier = Classifier::new(
         &trained.config,
         &trained.weights,
@@ -474,12 +512,18 @@ async fn run_training(
         &FromWorker::Trained {
             kept_epoch: trained.kept_epoch,
             stop_reason: trained.stop_reason,
-            validation: trained.validation,
-            validation_ids: finished
-                .validation_items
+            validation: validation.map(Box::new),
+            validation_ids: validation_items
                 .iter()
                 .filter_map(|&i| ids.get(i).copied())
                 .collect(),
+            search: finished.search.map(|search| {
+                Box::new(Search {
+                    out_of_fold: Vec::new(),
+                    ..search
+                })
+            }),
+            threshold: trained.threshold,
             millis: js_sys::Date::now() - started,
         },
         Some(model_file),

@@ -4,6 +4,7 @@
 pub mod classes;
 pub mod predict;
 pub mod project_box;
+pub mod recipe;
 pub mod results;
 pub mod training;
 

@@ -7,6 +7,7 @@ use leptos_chartistry::{
 };
 use medtransfer_core::metrics::Evaluation;
 
+use super::recipe::search_summary;
 use crate::state::{Project, use_project};
 
 /// The ROC curve(s) of the validation images: one for two classes, one per class above.
@@ -77,7 +78,7 @@ pub fn ResultsSection() -> impl IntoView {
     let project = use_project();
     view! {
         <section aria-labelledby="results-heading">
-            <h2 id="results-heading">"3. Results on validation images"</h2>
+            <h2 id="results-heading">"3. Results"</h2>
             {move || {
                 let result = project.training.get().result?;
                 let Some(v) = result.validation.clone() else {
@@ -85,9 +86,16 @@ pub fn ResultsSection() -> impl IntoView {
                 };
                 let classes = result.classes.clone();
                 let ids = result.validation_ids.clone();
+                let source = match &result.search {
+                    Some(search) => format!("Out-of-fold figures from {}: each image was predicted by heads that never saw it. The recipe was chosen on these predictions too, so they lean slightly optimistic.", search_summary(search)),
+                    None => format!("On {} validation images held out of training.", v.n),
+                };
+                let on = if result.search.is_some() { "the out-of-fold predictions" } else { "the validation images" };
+                let chosen = result.threshold.map(|t| format!("The model's threshold {:.2} was chosen for the {} on {on}.", t.value, t.rule.describe()));
                 let matrix = v.confusion_matrix.clone();
                 let misclassified = v.misclassified.clone();
                 Some(view! {
+                    <p data-testid="figures-source">{source}</p>
                     <dl class="metrics">
                         <dt>"Accuracy"</dt>
                         <dd><span data-testid="metric-accuracy">{format!("{:.3}", v.accuracy)}</span>{fmt_ci(v.accuracy_ci)}</dd>
@@ -116,9 +124,10 @@ pub fn ResultsSection() -> impl IntoView {
                                 <p data-testid="threshold-effect">
                                     {move || {
                                         let (sensitivity, specificity) = at(project.threshold.get());
-                                        format!("On the validation images: sensitivity {sensitivity:.3}, specificity {specificity:.3}. Predictions below use this threshold.")
+                                        format!("On {on}: sensitivity {sensitivity:.3}, specificity {specificity:.3}. Predictions below use this threshold.")
                                     }}
                                 </p>
+                                {chosen.map(|c| view! { <p data-testid="threshold-chosen">{c}</p> })}
                             </div>
                         }
                     })}

@@ -8,6 +8,9 @@ use leptos_chartistry::{
 use medtransfer_core::head::HeadKind;
 use medtransfer_core::train::{ClassWeighting, limits};
 
+use medtransfer_core::run::Recipe;
+
+use super::recipe::{RecipeChoice, SearchTable, search_summary};
 use crate::state::{ModelOrigin, mlp_head, use_project};
 
 /// Settings, Train / Stop, and the epochs as they finish.
@@ -24,11 +27,15 @@ pub fn TrainSection() -> impl IntoView {
             && !project.training.get().running
     };
     let is_mlp = move || matches!(settings.get().train.head, HeadKind::Mlp { .. });
+    let automatic = move || settings.get().recipe == Recipe::Automatic;
     let number = |e: &leptos::ev::Event| event_target_value(e).parse::<f64>().ok();
     view! {
         <section aria-labelledby="train-heading">
             <h2 id="train-heading">"2. Train"</h2>
             <div class="settings">
+                <RecipeChoice />
+                <fieldset disabled=automatic>
+                <legend>"Manual recipe"</legend>
                 <label>
                     "Head "
                     <select on:change=move |e| settings.update(|s| s.train.head = if event_target_value(&e) == "mlp" { mlp_head() } else { HeadKind::Linear })>
@@ -71,6 +78,7 @@ pub fn TrainSection() -> impl IntoView {
                         on:change=move |e| if let Some(v) = number(&e) { settings.update(|s| { s.validation_share = v; *s = s.clone().clamped() }) } />
                     <small>"Images held out of training to measure the model (at least one per class)."</small>
                 </label>
+                </fieldset>
                 <label>
                     "Seed "
                     <input type="number" min="0" prop:value=move || settings.get().train.seed
@@ -90,10 +98,16 @@ pub fn TrainSection() -> impl IntoView {
                     let t = project.training.get();
                     if let Some(error) = t.error {
                         format!("Training failed: {error}")
+                    } else if let (true, Some((done, total)), true) = (t.running, t.searching, t.epochs.is_empty()) {
+                        format!("Cross-validating the automatic recipe: {done} of {total} fold fits")
+                    } else if t.running && t.searching.is_some() {
+                        format!("Refitting the chosen head on every image: iteration {}", t.epochs.len())
                     } else if t.running {
                         format!("Training: epoch {} of {}", t.epochs.len(), t.planned_epochs)
                     } else if let Some(r) = t.result.as_ref().filter(|r| r.origin == ModelOrigin::Imported) {
                         format!("Model imported with the project (kept epoch {}).", r.kept_epoch)
+                    } else if let Some((r, search)) = t.result.as_ref().and_then(|r| Some((r, r.search.as_ref()?))) {
+                        format!("Trained in {:.1} s; the automatic recipe chose {} by {}.", r.millis / 1000.0, search.chosen().candidate.describe(), search_summary(search))
                     } else if let Some(r) = &t.result {
                         format!("Trained in {:.1} s; kept epoch {} ({}).", r.millis / 1000.0, r.kept_epoch, r.origin.describe())
                     } else {
@@ -101,6 +115,7 @@ pub fn TrainSection() -> impl IntoView {
                     }
                 }}
             </p>
+            {move || project.training.get().result.and_then(|r| r.search).map(|search| view! { <SearchTable search=search /> })}
             <TrainingCurves />
             <table class="epochs" tabindex="0" aria-label="Epochs: loss and accuracy">
                 <thead><tr><th>"Epoch"</th><th>"Train loss"</th><th>"Train acc."</th><th>"Val. loss"</th><th>"Val. acc."</th></tr></thead>

@@ -103,7 +103,10 @@ impl Project {
             classes,
             next_id: first_id + records.len() as u32,
             settings,
-            threshold: 0.5,
+            threshold: model
+                .as_ref()
+                .and_then(|(_, m)| m.header.threshold)
+                .map_or(0.5, |t| t.value),
             epochs: model
                 .as_ref()
                 .map(|(_, m)| m.header.history.clone())
@@ -113,8 +116,16 @@ impl Project {
                 classes: file.header.classes.clone(),
                 kept_epoch: file.header.kept_epoch,
                 origin: ModelOrigin::Imported,
-                validation: file.header.validation.clone(),
+                // An automatic recipe's figures are its out-of-fold ones.
+                validation: file
+                    .header
+                    .search
+                    .as_ref()
+                    .map(|s| s.evaluation.clone())
+                    .or_else(|| file.header.validation.clone()),
                 validation_ids: Vec::new(),
+                search: file.header.search.clone(),
+                threshold: file.header.threshold,
                 millis: 0.0,
             }),
         };

@@ -15,6 +15,8 @@ pub mod worker_events;
 
 use leptos::prelude::*;
 use medtransfer_core::metrics::Evaluation;
+use medtransfer_core::recipe::Search;
+use medtransfer_core::threshold::Threshold;
 use medtransfer_core::train::{EpochSummary, StopReason};
 use serde::{Deserialize, Serialize};
 
@@ -104,6 +106,8 @@ pub struct TrainingState {
     pub running: bool,
     /// The epochs planned for the run.
     pub planned_epochs: usize,
+    /// The automatic recipe's cross-validation so far: (fold fits done, all of them).
+    pub searching: Option<(usize, usize)>,
     /// The run's epochs so far (the last finished run's when none is going on).
     pub epochs: Vec<EpochSummary>,
     /// The model in use and its metrics: kept until a new run succeeds.
@@ -159,10 +163,18 @@ pub struct TrainedResult {
     /// How it came to be.
     #[serde(rename = "stop_reason")]
     pub origin: ModelOrigin,
-    /// Its metrics on the validation images.
+    /// Its metrics on the validation images, or (automatic recipe) the out-of-fold metrics of
+    /// every image.
     pub validation: Option<Evaluation>,
-    /// The validation images, in the order of the evaluation's indices.
+    /// The evaluated images, in the order of the evaluation's indices.
     pub validation_ids: Vec<ImageId>,
+    /// The automatic recipe's search: every candidate's cross-validated score (absent for a
+    /// manual recipe, and in projects saved before there was one).
+    #[serde(default)]
+    pub search: Option<Search>,
+    /// Two classes: the decision threshold chosen for the model.
+    #[serde(default)]
+    pub threshold: Option<Threshold>,
     /// Training time in milliseconds.
     pub millis: f64,
 }

@@ -148,6 +148,7 @@ impl Project {
         self.training.set(TrainingState {
             running: false,
             planned_epochs: saved.epochs.len(),
+            searching: None,
             epochs: saved.epochs,
             result: if model.is_some() { saved.result } else { None },
             error: None,

@@ -3,7 +3,7 @@
 
 use leptos::prelude::*;
 use medtransfer_core::head::HeadKind;
-use medtransfer_core::run::RunConfig;
+use medtransfer_core::run::{Recipe, RunConfig};
 use medtransfer_core::train::{ClassWeighting, DEFAULT_DROPOUT, DEFAULT_HIDDEN_UNITS, TrainConfig};
 use serde::Deserialize;
 
@@ -12,9 +12,10 @@ use crate::protocol::{Envelope, ImageId, ToWorker};
 
 /// The training settings as the page edits, saves, exports and sends them: core's
 /// [`RunConfig`] (its [`TrainConfig`] and the validation share), kept inside core's
-/// [`medtransfer_core::train::limits`] by [`RunConfig::clamped`]. The page edits the head
-/// (linear, or the default MLP), epochs, batch size, learning rate, class weights, validation
-/// share and seed; every other field is core's default (see [`settings_from_json`]).
+/// [`medtransfer_core::train::limits`] by [`RunConfig::clamped`]. The page edits the recipe
+/// (automatic or manual), and for a manual one the head (linear, or the default MLP), epochs,
+/// batch size, learning rate, class weights and validation share, and the seed; every other
+/// field is core's default (see [`settings_from_json`]).
 pub type Settings = RunConfig;
 
 /// The MLP head the page offers: the source recipe's hidden units and dropout.
@@ -30,6 +31,7 @@ pub fn mlp_head() -> HeadKind {
 #[derive(Deserialize)]
 #[serde(default)]
 struct PageFields {
+    recipe: Recipe,
     mlp: bool,
     epochs: usize,
     #[serde(alias = "batch")]
@@ -44,6 +46,7 @@ impl Default for PageFields {
     fn default() -> Self {
         let d = RunConfig::default();
         Self {
+            recipe: d.recipe,
             mlp: matches!(d.train.head, HeadKind::Mlp { .. }),
             epochs: d.train.epochs,
             batch_size: d.train.batch_size,
@@ -73,6 +76,8 @@ impl PageFields {
                 ..TrainConfig::default()
             },
             validation_share: self.validation_share,
+            recipe: self.recipe,
+            ..RunConfig::default()
         }
     }
 }
@@ -105,9 +110,11 @@ impl Default for EditedTrain {
     }
 }
 
-/// This page's settings: `{"train": {…}, "validation_share": …}`.
+/// This page's settings: `{"recipe": …, "train": {…}, "validation_share": …}`.
 #[derive(Deserialize)]
 struct EditedSettings {
+    #[serde(default)]
+    recipe: Recipe,
     train: EditedTrain,
     #[serde(default = "default_share")]
     validation_share: f64,
@@ -121,6 +128,7 @@ impl From<EditedSettings> for PageFields {
     fn from(s: EditedSettings) -> Self {
         let t = s.train;
         Self {
+            recipe: s.recipe,
             mlp: matches!(t.head, HeadKind::Mlp { .. }),
             epochs: t.epochs,
             batch_size: t.batch_size,
@@ -183,6 +191,7 @@ impl Project {
         self.training.set(TrainingState {
             running: true,
             planned_epochs,
+            searching: None,
             epochs: Vec::new(),
             result,
             error: None,
@@ -208,6 +217,7 @@ impl Project {
                 return;
             }
             t.running = false;
+            t.searching = None;
             t.planned_epochs = epochs.len();
             t.epochs = epochs;
             t.result = result;

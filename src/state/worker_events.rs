@@ -236,12 +236,17 @@ impl Project {
             FromWorker::TrainStarted { epochs, .. } => self.training.update(|t| {
                 t.planned_epochs = epochs;
             }),
+            FromWorker::Searching { done, total } => {
+                self.training.update(|t| t.searching = Some((done, total)))
+            }
             FromWorker::Epoch(summary) => self.training.update(|t| t.epochs.push(summary)),
             FromWorker::Trained {
                 kept_epoch,
                 stop_reason,
                 validation,
                 validation_ids,
+                search,
+                threshold,
                 millis,
             } => {
                 self.made_progress();
@@ -259,14 +264,20 @@ impl Project {
                         return;
                     }
                 }
+                if let Some(t) = threshold {
+                    self.threshold.set(t.value);
+                }
                 self.training.update(|t| {
                     t.running = false;
+                    t.searching = None;
                     t.result = Some(TrainedResult {
                         classes: self.training_classes.get_value(),
                         kept_epoch,
                         origin: ModelOrigin::from(stop_reason),
-                        validation,
+                        validation: validation.map(|v| *v),
                         validation_ids,
+                        search: search.map(|s| *s),
+                        threshold,
                         millis,
                     });
                 })

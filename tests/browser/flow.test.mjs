@@ -66,6 +66,12 @@ for (const mode of [
       const value = Number(await accuracy.innerText());
       assert.ok(value >= 0 && value <= 1, `accuracy ${value}`);
       assert.ok(await page.getByTestId('epoch-row').count() >= 1);
+      // Five images a class, the automatic recipe: the figures come from cross-validation
+      // over every image, with intervals, and every candidate's score is shown.
+      assert.match(await page.getByTestId('figures-source').innerText(), /cross-validation.* over all 10 images/);
+      assert.match(await page.locator('dd').filter({ has: accuracy }).innerText(), /95% CI/);
+      assert.ok(await page.getByTestId('search-row').count() >= 13);
+      assert.equal(await page.locator('[data-testid="search-row"][aria-current="true"]').count(), 1);
       // Curves (leptos-chartistry SVG): a loss and an accuracy chart with drawn lines, a ROC curve.
       assert.equal(await page.getByTestId('training-curves').locator('svg').count() >= 2, true);
       assert.ok(await page.getByTestId('training-curves').locator('path').count() >= 4);
@@ -76,11 +82,15 @@ for (const mode of [
       await page.getByTestId('predict-files').setInputFiles(heldOut);
       const predictions = page.getByTestId('prediction');
       await predictions.nth(1).waitFor({ timeout: 300_000 });
+      // The model's threshold (chosen out of fold) decides: PNEUMONIA when its probability
+      // reaches it.
+      const threshold = Number(await page.getByTestId('threshold').inputValue());
       for (let i = 0; i < 2; i++) {
         const label = await predictions.nth(i).getAttribute('data-label');
         const prob = Number(await predictions.nth(i).getAttribute('data-prob'));
         assert.ok(['NORMAL', 'PNEUMONIA'].includes(label), label);
-        assert.ok(prob >= 0.5 && prob <= 1, `prob ${prob}`);
+        const pneumonia = label === 'PNEUMONIA' ? prob : 1 - prob;
+        assert.ok(Math.abs(pneumonia - threshold) < 0.006 || (pneumonia >= threshold) === (label === 'PNEUMONIA'), `${label} ${prob} at ${threshold}`);
       }
       await screenshot(page, `flow-${mode.name}-4-predicted`);
 

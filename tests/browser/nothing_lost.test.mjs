@@ -102,6 +102,7 @@ test('a failed training keeps the model; an export after a new class keeps it to
     const { page, record } = await openPage(browser, server.origin);
     await ready(page);
     await twoClasses(page, 3);
+    await page.getByLabel(/^Recipe/).selectOption('manual');
     await page.getByLabel(/^Head/).selectOption('linear');
     await page.getByTestId('train').click();
     await page.getByTestId('metric-accuracy').waitFor({ timeout: 300_000 });

@@ -36,7 +36,7 @@ pub struct EvalArgs {
     #[arg(long)]
     data: PathBuf,
     /// Two classes only: predict the second class when its probability is at least this
-    /// (default: the most probable class).
+    /// (default: the threshold stored in the model, else the most probable class).
     #[arg(long)]
     threshold: Option<f64>,
     /// Print one JSON object instead of a report.
@@ -55,6 +55,10 @@ pub struct PredictArgs {
     /// Images, or folders of images (walked recursively).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
+    /// Two classes only: predict the second class when its probability is at least this
+    /// (default: the threshold stored in the model, else the most probable class).
+    #[arg(long)]
+    threshold: Option<f64>,
     /// Print one JSON array instead of a table.
     #[arg(long)]
     json: bool,
@@ -270,8 +274,9 @@ pub fn eval(args: &EvalArgs) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
+    let threshold = args.threshold.or(model.header.threshold.map(|t| t.value));
     let options = EvaluationOptions {
-        threshold: args.threshold,
+        threshold,
         seed: model.header.training.seed,
         ..EvaluationOptions::default()
     };
@@ -288,7 +293,7 @@ pub fn eval(args: &EvalArgs) -> ExitCode {
     if args.json {
         let mut report = evaluation_json(&evaluation, Some(&paths));
         report["skipped"] = json!(skipped);
-        report["threshold"] = json!(args.threshold);
+        report["threshold"] = json!(threshold);
         println!("{report}");
     } else {
         for s in &skipped {
@@ -337,6 +342,10 @@ pub fn predict(args: &PredictArgs) -> ExitCode {
     };
     let mut probabilities = probabilities.into_iter();
     let classes = &model.header.classes;
+    let threshold = args
+        .threshold
+        .or(model.header.threshold.map(|t| t.value))
+        .filter(|_| classes.len() == 2);
     let entries: Vec<Value> = paths
         .iter()
         .zip(&embeddings)
@@ -344,7 +353,7 @@ pub fn predict(args: &PredictArgs) -> ExitCode {
             let path = path.display().to_string();
             match (embedding, embedding.as_ref().ok().and_then(|_| probabilities.next())) {
                 (Ok(_), Some(p)) => {
-                    let best = predicted_class(&p, None);
+                    let best = predicted_class(&p, threshold);
                     let probs: serde_json::Map<String, Value> = classes
                         .iter()
                         .zip(&p)

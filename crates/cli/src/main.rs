@@ -66,7 +66,7 @@ enum Command {
         common: pretrained::PretrainedArgs,
     },
     /// Fine-tune a classifier head on a folder with one sub-folder of images per class.
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Evaluate a model on a labelled folder: accuracy, AUC, per-class figures, intervals.
     Eval(finetune::EvalArgs),
     /// Class probabilities of each image with a trained model.

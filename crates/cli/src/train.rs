@@ -1,6 +1,10 @@
 //! `medtransfer train`: embeds a folder-per-class image set and trains a classifier head on it
-//! through core's [`run`] (split, train, keep the best epoch, evaluate); this file only maps
-//! flags to core's [`RunConfig`] and shows the run's progress.
+//! through core's [`run`] (the automatic recipe's cross-validated search and refit, or a
+//! manual split, training and evaluation); this file maps flags to core's [`RunConfig`],
+//! `progress.rs` shows the run's progress and `report.rs` its results.
+
+mod progress;
+mod report;
 
 use std::fmt::Display;
 use std::ops::RangeBounds;
@@ -10,26 +14,22 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
-use indicatif::ProgressBar;
-use medtransfer_core::augment::AugmentConfig;
-use medtransfer_core::embeddings::View;
 use medtransfer_core::head::HeadKind;
 use medtransfer_core::model_file::ModelFile;
 use medtransfer_core::run::{
-    DEFAULT_VALIDATION_SHARE, Progress, RunConfig, Validation, cross_validate, run,
+    DEFAULT_FOLDS, DEFAULT_VALIDATION_SHARE, Recipe, RunConfig, Validation, cross_validate, run,
 };
 use medtransfer_core::split::GroupPattern;
+use medtransfer_core::threshold::ThresholdRule;
 use medtransfer_core::train::{
-    CancelToken, ClassWeighting, DEFAULT_DROPOUT, DEFAULT_HIDDEN_UNITS, EpochSummary,
-    LabelledEmbeddings, LossKind, OptimizerKind, Schedule, TrainConfig, TrainEvent, limits,
+    CancelToken, ClassWeighting, DEFAULT_DROPOUT, DEFAULT_HIDDEN_UNITS, LossKind, OptimizerKind,
+    Schedule, TrainConfig, limits,
 };
-use serde_json::{Value, json};
 
 use crate::backbone::{Backbone, BackboneArgs, embed_files, folder_skipped, progress_bar};
 use crate::dataset::{FolderDataset, LabelledFile};
-use crate::finetune::{
-    EXIT_SOME_FILES_FAILED, evaluation_json, fail, print_evaluation, write_atomically,
-};
+use crate::finetune::{EXIT_SOME_FILES_FAILED, fail, write_atomically};
+use progress::{CliProgress, CrossValidationProgress};
 
 /// Head shapes on the command line.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -56,17 +56,42 @@ pub enum LossArg {
 /// Most augmented views per training image (`--augment`): each is a forward pass per image.
 const MAX_AUGMENTED_VIEWS: i64 = 64;
 
-/// `medtransfer train` arguments.
+/// Recipes on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RecipeArg {
+    /// Cross-validation chooses the head and its settings; the winner is refitted on every
+    /// image.
+    Auto,
+    /// The head and settings the flags give, with a validation split.
+    Manual,
+}
+
+/// `medtransfer train` arguments. The manual recipe's flags (`--head` … `--augment`,
+/// `--val-split`, `--cv`) imply `--recipe manual`.
 #[derive(Args)]
 pub struct TrainArgs {
     /// Training images: one sub-folder per class.
     #[arg(long)]
     data: PathBuf,
-    /// Share of each class held out for validation (split by group when --group-pattern is
-    /// given), in [0, 0.5]; 0 trains on everything without validation or early stopping.
-    #[arg(long, default_value_t = DEFAULT_VALIDATION_SHARE, conflicts_with = "val",
-        value_parser = validation_share)]
-    val_split: f64,
+    /// auto (default): stratified k-fold cross-validation on the training images (grouped by
+    /// --group-pattern) chooses the head (linear or MLP), its penalty and the class weighting,
+    /// and the winner is refitted on every image; manual: the flags below, with a validation
+    /// split. Any manual flag given implies manual.
+    #[arg(long, value_enum)]
+    recipe: Option<RecipeArg>,
+    /// Most folds of the automatic recipe (fewer when a class has fewer images or groups).
+    #[arg(long, default_value_t = DEFAULT_FOLDS, value_parser = within(limits::FOLDS, limits::inclusive))]
+    folds: usize,
+    /// Two classes: how the decision threshold is chosen on out-of-fold (manual: validation)
+    /// predictions: `balanced` (best balanced accuracy) or `sensitivity=0.95` (the highest
+    /// threshold that keeps that sensitivity for the second class).
+    #[arg(long, default_value = "balanced", value_parser = threshold_rule)]
+    threshold: ThresholdRule,
+    /// Manual: share of each class held out for validation (split by group when
+    /// --group-pattern is given), in [0, 0.5]; 0 trains on everything without validation or
+    /// early stopping. Default 0.2.
+    #[arg(long, conflicts_with = "val", value_parser = validation_share)]
+    val_split: Option<f64>,
     /// Validation images in their own folder (same class sub-folders) instead of a split.
     #[arg(long)]
     val: Option<PathBuf>,
@@ -75,55 +100,56 @@ pub struct TrainArgs {
     /// Example for the Kermany chest X-rays: '^(person\d+|NORMAL2-IM-\d+|IM-\d+)'.
     #[arg(long)]
     group_pattern: Option<String>,
-    /// Classifier head.
-    #[arg(long, value_enum, default_value_t = HeadArg::Mlp)]
-    head: HeadArg,
-    /// Hidden units of the mlp head.
-    #[arg(long, default_value_t = DEFAULT_HIDDEN_UNITS, value_parser = within(limits::HIDDEN_UNITS, limits::inclusive))]
-    hidden: usize,
-    /// Dropout of the mlp head's hidden units, in [0, 1).
-    #[arg(long, default_value_t = DEFAULT_DROPOUT, value_parser = within(limits::DROPOUT, limits::half_open))]
-    dropout: f32,
-    /// Loss.
-    #[arg(long, value_enum, default_value_t = LossArg::Auto)]
-    loss: LossArg,
-    /// Most epochs (passes over the training images).
+    /// Manual: classifier head (default mlp).
+    #[arg(long, value_enum)]
+    head: Option<HeadArg>,
+    /// Manual: hidden units of the mlp head (default 1024).
+    #[arg(long, value_parser = within(limits::HIDDEN_UNITS, limits::inclusive))]
+    hidden: Option<usize>,
+    /// Manual: dropout of the mlp head's hidden units, in [0, 1) (default 0.5).
+    #[arg(long, value_parser = within(limits::DROPOUT, limits::half_open))]
+    dropout: Option<f32>,
+    /// Manual: loss (default auto).
+    #[arg(long, value_enum)]
+    loss: Option<LossArg>,
+    /// Manual: most epochs (passes over the training images).
     #[arg(long, value_parser = within(limits::EPOCHS, limits::inclusive))]
     epochs: Option<usize>,
-    /// Peak learning rate, strictly between 0 and 10.
+    /// Manual: peak learning rate, strictly between 0 and 10.
     #[arg(long, value_parser = learning_rate)]
     lr: Option<f64>,
-    /// Weight decay (decoupled, AdamW; L2 with --optimizer adam), in [0, 1).
+    /// Manual: weight decay (decoupled, AdamW; L2 with --optimizer adam), in [0, 1).
     #[arg(long, value_parser = within(limits::WEIGHT_DECAY, limits::half_open))]
     weight_decay: Option<f64>,
-    /// Optimiser.
-    #[arg(long, value_enum, default_value_t = OptimizerArg::Adamw)]
-    optimizer: OptimizerArg,
-    /// Images per optimiser step.
+    /// Manual: optimiser (default adamw).
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerArg>,
+    /// Manual: images per optimiser step.
     #[arg(long, value_parser = within(limits::BATCH_SIZE, limits::inclusive))]
     batch: Option<usize>,
-    /// Learning-rate schedule.
-    #[arg(long, value_enum, default_value_t = ScheduleArg::Cosine)]
-    schedule: ScheduleArg,
-    /// Stop after this many epochs without a lower validation loss (0 = never stop early).
+    /// Manual: learning-rate schedule (default cosine).
+    #[arg(long, value_enum)]
+    schedule: Option<ScheduleArg>,
+    /// Manual: stop after this many epochs without a lower validation loss (0 = never stop
+    /// early).
     #[arg(long)]
     patience: Option<usize>,
-    /// Weight classes by inverse frequency in the loss.
-    #[arg(long, value_enum, default_value_t = WeightsArg::Auto)]
-    class_weights: WeightsArg,
-    /// Label smoothing ε in [0, 0.5).
-    #[arg(long, default_value_t = 0.0, value_parser = within(limits::LABEL_SMOOTHING, limits::half_open))]
-    label_smoothing: f32,
-    /// Extra augmented views (flip, rotation, zoom, brightness, contrast) embedded per
-    /// training image.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=MAX_AUGMENTED_VIEWS))]
-    augment: u32,
+    /// Manual: weight classes by inverse frequency in the loss (default auto).
+    #[arg(long, value_enum)]
+    class_weights: Option<WeightsArg>,
+    /// Manual: label smoothing ε in [0, 0.5) (default 0).
+    #[arg(long, value_parser = within(limits::LABEL_SMOOTHING, limits::half_open))]
+    label_smoothing: Option<f32>,
+    /// Manual: extra augmented views (flip, rotation, zoom, brightness, contrast) embedded per
+    /// training image (default 0).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=MAX_AUGMENTED_VIEWS))]
+    augment: Option<u32>,
     /// Fixes the split, initial weights, shuffling, dropout and augmentation.
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     seed: u64,
-    /// Also cross-validate these settings on the training folder's images: K stratified folds
-    /// (grouped by --group-pattern), each predicted by a head trained on the other folds; the
-    /// out-of-fold figures cover every image (K from 2 to 50).
+    /// Manual: also cross-validate these settings on the training folder's images: K
+    /// stratified folds (grouped by --group-pattern), each predicted by a head trained on the
+    /// other folds; the out-of-fold figures cover every image (K from 2 to 50).
     #[arg(long, value_parser = within(limits::FOLDS, limits::inclusive))]
     cv: Option<usize>,
     /// Where to write the model file.
@@ -210,6 +236,59 @@ fn learning_rate(text: &str) -> Result<f64, String> {
     }
 }
 
+/// `--threshold`: `balanced` or `sensitivity=T` with T in (0, 1].
+fn threshold_rule(text: &str) -> Result<ThresholdRule, String> {
+    if text == "balanced" {
+        return Ok(ThresholdRule::BalancedAccuracy);
+    }
+    let target = text
+        .strip_prefix("sensitivity=")
+        .ok_or_else(|| format!("expected balanced or sensitivity=T, got {text:?}"))?;
+    let target: f64 = target.parse().map_err(|e| format!("{target:?}: {e}"))?;
+    if target > 0.0 && target <= 1.0 {
+        Ok(ThresholdRule::Sensitivity { target })
+    } else {
+        Err(format!(
+            "the sensitivity must be above 0 and at most 1, got {target}"
+        ))
+    }
+}
+
+/// The recipe the flags ask for: `--recipe`, else manual when a manual flag is given, else
+/// automatic. Errors name a manual flag given with `--recipe auto`.
+fn recipe(args: &TrainArgs) -> Result<Recipe, String> {
+    let manual_flags = [
+        ("--head", args.head.is_some()),
+        ("--hidden", args.hidden.is_some()),
+        ("--dropout", args.dropout.is_some()),
+        ("--loss", args.loss.is_some()),
+        ("--epochs", args.epochs.is_some()),
+        ("--lr", args.lr.is_some()),
+        ("--weight-decay", args.weight_decay.is_some()),
+        ("--optimizer", args.optimizer.is_some()),
+        ("--batch", args.batch.is_some()),
+        ("--schedule", args.schedule.is_some()),
+        ("--patience", args.patience.is_some()),
+        ("--class-weights", args.class_weights.is_some()),
+        ("--label-smoothing", args.label_smoothing.is_some()),
+        ("--augment", args.augment.is_some()),
+        ("--val-split", args.val_split.is_some()),
+        ("--cv", args.cv.is_some()),
+    ];
+    let given = manual_flags
+        .iter()
+        .find(|(_, given)| *given)
+        .map(|(flag, _)| *flag);
+    match (args.recipe, given) {
+        (Some(RecipeArg::Auto), Some(flag)) => Err(format!(
+            "{flag} sets the manual recipe, but --recipe auto chooses the settings itself; \
+             drop one of them"
+        )),
+        (Some(RecipeArg::Auto), None) | (None, None) => Ok(Recipe::Automatic),
+        (Some(RecipeArg::Manual), _) | (None, Some(_)) => Ok(Recipe::Manual),
+    }
+}
+
 /// `--val-split`: in [`limits::VALIDATION_SHARE`].
 fn validation_share(text: &str) -> Result<f64, String> {
     within(limits::VALIDATION_SHARE, limits::inclusive)(text)
@@ -217,24 +296,28 @@ fn validation_share(text: &str) -> Result<f64, String> {
 
 /// Core's run configuration from the flags (the validation share is 0 with `--val`, whose
 /// folder validates instead).
-fn run_config(args: &TrainArgs) -> RunConfig {
+fn run_config(args: &TrainArgs, recipe: Recipe) -> RunConfig {
     let defaults = TrainConfig::default();
     RunConfig {
+        recipe,
+        folds: args.folds,
+        threshold: args.threshold,
+        mlp_budget: RunConfig::default().mlp_budget,
         train: TrainConfig {
-            head: match args.head {
+            head: match args.head.unwrap_or(HeadArg::Mlp) {
                 HeadArg::Linear => HeadKind::Linear,
                 HeadArg::Mlp => HeadKind::Mlp {
-                    hidden: args.hidden,
-                    dropout: args.dropout,
+                    hidden: args.hidden.unwrap_or(DEFAULT_HIDDEN_UNITS),
+                    dropout: args.dropout.unwrap_or(DEFAULT_DROPOUT),
                 },
             },
-            loss: match args.loss {
+            loss: match args.loss.unwrap_or(LossArg::Auto) {
                 LossArg::Auto => None,
                 LossArg::Ce => Some(LossKind::CrossEntropy),
                 LossArg::Bce => Some(LossKind::BinaryCrossEntropy),
                 LossArg::Mse => Some(LossKind::MeanSquaredError),
             },
-            optimizer: match args.optimizer {
+            optimizer: match args.optimizer.unwrap_or(OptimizerArg::Adamw) {
                 OptimizerArg::Adam => OptimizerKind::Adam,
                 OptimizerArg::Adamw => OptimizerKind::AdamW,
             },
@@ -242,7 +325,7 @@ fn run_config(args: &TrainArgs) -> RunConfig {
             weight_decay: args.weight_decay.unwrap_or(defaults.weight_decay),
             batch_size: args.batch.unwrap_or(defaults.batch_size),
             epochs: args.epochs.unwrap_or(defaults.epochs),
-            schedule: match args.schedule {
+            schedule: match args.schedule.unwrap_or(ScheduleArg::Cosine) {
                 ScheduleArg::Cosine => Schedule::Cosine,
                 ScheduleArg::Constant => Schedule::Constant,
             },
@@ -251,179 +334,19 @@ fn run_config(args: &TrainArgs) -> RunConfig {
                 Some(p) => Some(p),
                 None => defaults.patience,
             },
-            class_weights: match args.class_weights {
+            class_weights: match args.class_weights.unwrap_or(WeightsArg::Auto) {
                 WeightsArg::Auto => ClassWeighting::Auto,
                 WeightsArg::On => ClassWeighting::On,
                 WeightsArg::Off => ClassWeighting::Off,
             },
-            label_smoothing: args.label_smoothing,
+            label_smoothing: args.label_smoothing.unwrap_or(0.0),
             seed: args.seed,
         },
         validation_share: if args.val.is_some() {
             0.0
         } else {
-            args.val_split
+            args.val_split.unwrap_or(DEFAULT_VALIDATION_SHARE)
         },
-    }
-}
-
-/// The CLI's side of a run: once the split is made it reports the class counts, embeds the
-/// training images' augmented views and lists skipped files; then it shows the epochs.
-struct CliProgress<'a> {
-    args: &'a TrainArgs,
-    backbone: &'a mut Backbone,
-    classes: &'a [String],
-    /// The usable training-folder images, in the order of the run's items.
-    usable: &'a [&'a LabelledFile],
-    /// Labels of every usable image, the validation folder's included.
-    all_labels: Vec<usize>,
-    /// Images in the validation folder (0 without `--val`).
-    validation_folder_images: usize,
-    skipped: &'a [Value],
-    /// The embedding bar, finished once augmentation is done.
-    embedding_bar: ProgressBar,
-    embed_started: Instant,
-    embed_seconds: f64,
-    training_bar: Option<ProgressBar>,
-    train_started: Option<Instant>,
-    /// Training rows (augmented views included), from [`TrainEvent::Started`].
-    train_rows: usize,
-}
-
-impl Progress for CliProgress<'_> {
-    fn extra_training(&mut self, train: &[usize], validation: &[usize]) -> LabelledEmbeddings {
-        let args = self.args;
-        if !args.json {
-            let mut counts = vec![0; self.classes.len()];
-            for &label in &self.all_labels {
-                if let Some(n) = counts.get_mut(label) {
-                    *n += 1;
-                }
-            }
-            self.embedding_bar.println(format!(
-                "classes: {} ({} training, {} validation images)",
-                self.classes
-                    .iter()
-                    .zip(counts)
-                    .map(|(c, n)| format!("{c} {n}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                train.len(),
-                validation.len() + self.validation_folder_images
-            ));
-        }
-        let extra = augmented_views(
-            self.backbone,
-            train.iter().filter_map(|&i| self.usable.get(i).copied()),
-            args,
-            &self.embedding_bar,
-        );
-        self.embedding_bar.finish_and_clear();
-        self.embed_seconds = self.embed_started.elapsed().as_secs_f64();
-        if !args.json {
-            for s in self.skipped {
-                eprintln!(
-                    "skipped {}: {}",
-                    s["path"].as_str().unwrap_or("?"),
-                    s["error"].as_str().unwrap_or("?")
-                );
-            }
-        }
-        extra
-    }
-
-    fn event(&mut self, event: &TrainEvent) {
-        match event {
-            TrainEvent::Started {
-                epochs,
-                train_items,
-                class_weights,
-                loss,
-                ..
-            } => {
-                self.train_rows = *train_items;
-                let bar = progress_bar(*epochs, "training", self.args.json);
-                if !self.args.json {
-                    bar.println(format!("loss: {loss:?}, class weights: {class_weights:?}"));
-                }
-                self.training_bar = Some(bar);
-                self.train_started = Some(Instant::now());
-            }
-            TrainEvent::Epoch(summary) => {
-                if let Some(bar) = &self.training_bar {
-                    bar.inc(1);
-                    if !self.args.json {
-                        bar.println(epoch_line(summary));
-                    }
-                }
-            }
-            TrainEvent::Finished { .. } => {
-                if let Some(bar) = &self.training_bar {
-                    bar.finish_and_clear();
-                }
-            }
-            TrainEvent::Batch { .. } => {}
-        }
-    }
-}
-
-/// Embeddings of `args.augment` augmented views of each of `files` (those that cannot be
-/// embedded are left out: their original was embedded, so they are rare), advancing `bar`.
-fn augmented_views<'f>(
-    backbone: &mut Backbone,
-    files: impl Iterator<Item = &'f LabelledFile>,
-    args: &TrainArgs,
-    bar: &ProgressBar,
-) -> LabelledEmbeddings {
-    let mut extra = LabelledEmbeddings::default();
-    if args.augment == 0 {
-        return extra;
-    }
-    let mut items = Vec::new();
-    let mut labels = Vec::new();
-    for file in files {
-        for index in 1..=args.augment {
-            let view = View::Augmented {
-                index,
-                seed: args.seed,
-            };
-            items.push((file.path.clone(), view));
-            labels.push(file.label);
-        }
-    }
-    bar.inc_length(items.len() as u64);
-    let results = backbone.embed(&items, &AugmentConfig::default(), bar);
-    for (result, label) in results.into_iter().zip(labels) {
-        if let Ok(embedding) = result {
-            extra.embeddings.push(embedding);
-            extra.labels.push(label);
-        }
-    }
-    extra
-}
-
-/// `--cv`: each fold's training side gets its augmented views; nothing is printed per fold.
-struct CrossValidationProgress<'a> {
-    args: &'a TrainArgs,
-    backbone: &'a mut Backbone,
-    usable: &'a [&'a LabelledFile],
-    bar: ProgressBar,
-}
-
-impl Progress for CrossValidationProgress<'_> {
-    fn extra_training(&mut self, train: &[usize], _validation: &[usize]) -> LabelledEmbeddings {
-        augmented_views(
-            self.backbone,
-            train.iter().filter_map(|&i| self.usable.get(i).copied()),
-            self.args,
-            &self.bar,
-        )
-    }
-
-    fn event(&mut self, event: &TrainEvent) {
-        if let TrainEvent::Finished { .. } = event {
-            self.bar.inc(1);
-        }
     }
 }
 
@@ -434,7 +357,11 @@ pub fn train(args: &TrainArgs) -> ExitCode {
         Ok(d) => d,
         Err(e) => return fail(e),
     };
-    let config = run_config(args);
+    let recipe = match recipe(args) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let config = run_config(args, recipe);
     // A validation folder of its own, with the training folder's classes.
     let val_folder = match &args.val {
         Some(dir) => match FolderDataset::open(dir) {
@@ -481,7 +408,8 @@ pub fn train(args: &TrainArgs) -> ExitCode {
         None => None,
     };
     // Group keys matter only to a split and to cross-validation; read once for both.
-    let splits = val_folder_set.is_none() && config.validation_share > 0.0;
+    let splits =
+        val_folder_set.is_none() && (config.validation_share > 0.0 || recipe == Recipe::Automatic);
     let groups = if splits || args.cv.is_some() {
         match group_keys(&usable, args.group_pattern.as_deref()) {
             Ok(g) => g,
@@ -518,6 +446,8 @@ pub fn train(args: &TrainArgs) -> ExitCode {
         training_bar: None,
         train_started: None,
         train_rows: 0,
+        search_bar: None,
+        search_started: None,
     };
     let finished = match pollster::block_on(run(
         &dataset.classes,
@@ -531,10 +461,18 @@ pub fn train(args: &TrainArgs) -> ExitCode {
         Ok(finished) => finished,
         Err(e) => return fail(e),
     };
-    let (embed_seconds, train_rows) = (progress.embed_seconds, progress.train_rows);
-    let train_seconds = progress
-        .train_started
-        .map_or(0.0, |t| t.elapsed().as_secs_f64());
+    let timings = report::Timings {
+        embed_seconds: progress.embed_seconds,
+        search_seconds: match (progress.search_started, progress.train_started) {
+            (Some(s), Some(t)) => t.duration_since(s).as_secs_f64(),
+            _ => 0.0,
+        },
+        train_seconds: progress
+            .train_started
+            .map_or(0.0, |t| t.elapsed().as_secs_f64()),
+        started,
+    };
+    let train_rows = progress.train_rows;
     let cross_validation = match args.cv {
         Some(k) => {
             let mut progress = CrossValidationProgress {
@@ -561,9 +499,11 @@ pub fn train(args: &TrainArgs) -> ExitCode {
         }
         None => None,
     };
-    let trained = &finished.trained;
     let created_by = format!("medtransfer {}", env!("CARGO_PKG_VERSION"));
-    let model = ModelFile::from_trained(trained, &created_by);
+    let mut model = ModelFile::from_trained(&finished.trained, &created_by);
+    if let Some(search) = &finished.search {
+        model = model.with_search(search);
+    }
     if let Err(e) = write_atomically(&args.out, &model.to_bytes()) {
         return fail(format!("cannot write {}: {e}", args.out.display()));
     }
@@ -575,77 +515,25 @@ pub fn train(args: &TrainArgs) -> ExitCode {
             .map(|&i| usable[i].path.clone())
             .collect(),
     };
+    let paths: Vec<PathBuf> = usable.iter().map(|f| f.path.clone()).collect();
+    let outcome = report::Outcome {
+        out: &args.out,
+        finished: &finished,
+        cross_validation: cross_validation.as_ref(),
+        train_rows,
+        skipped: &skipped,
+        val_paths: &val_paths,
+        paths: &paths,
+        timings,
+    };
     if args.json {
-        let report = json!({
-            "model": args.out.display().to_string(),
-            "classes": trained.classes,
-            "train_images": finished.train_items.len(),
-            "train_rows": train_rows,
-            "validation_images": val_paths.len(),
-            "skipped": skipped,
-            "loss": trained.loss,
-            "class_weights": trained.class_weights,
-            "config": trained.train_config,
-            "kept_epoch": trained.kept_epoch,
-            "stop_reason": trained.stop_reason,
-            "history": trained.history,
-            "validation": trained.validation.as_ref().map(|v| evaluation_json(v, None)),
-            "cross_validation": cross_validation.as_ref().map(|(k, cv)| json!({
-                "folds": k,
-                "out_of_fold": evaluation_json(&cv.evaluation, None),
-            })),
-            "embed_seconds": embed_seconds,
-            "train_seconds": train_seconds,
-            "total_seconds": started.elapsed().as_secs_f64(),
-        });
-        println!("{report}");
+        println!("{}", outcome.json());
     } else {
-        println!(
-            "kept epoch {} ({:?}); wrote {}",
-            trained.kept_epoch,
-            trained.stop_reason,
-            args.out.display()
-        );
-        if let Some(v) = &trained.validation {
-            println!("validation ({} images):", v.n);
-            print_evaluation(v, Some(&val_paths));
-        }
-        if let Some((k, cv)) = &cross_validation {
-            println!(
-                "cross-validation ({k} folds; out-of-fold predictions of all {} images):",
-                cv.evaluation.n
-            );
-            let paths: Vec<PathBuf> = usable.iter().map(|f| f.path.clone()).collect();
-            print_evaluation(&cv.evaluation, Some(&paths));
-        }
-        println!(
-            "embedding {embed_seconds:.1} s, training {train_seconds:.2} s, total {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
+        outcome.print();
     }
     if skipped.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_SOME_FILES_FAILED)
     }
-}
-
-fn epoch_line(s: &EpochSummary) -> String {
-    let mut line = format!(
-        "epoch {:>3}  lr {:.2e}  train loss {:.4} acc {:.3}",
-        s.epoch, s.learning_rate, s.train_loss, s.train_accuracy
-    );
-    if let (Some(l), Some(a)) = (s.validation_loss, s.validation_accuracy) {
-        line.push_str(&format!("  val loss {l:.4} acc {a:.3}"));
-        if let Some(b) = s.validation_balanced_accuracy {
-            line.push_str(&format!(" bal {b:.3}"));
-        }
-        if let Some(auc) = s.validation_auc {
-            line.push_str(&format!(" auc {auc:.3}"));
-        }
-        if s.is_best {
-            line.push_str("  *");
-        }
-    }
-    line
 }

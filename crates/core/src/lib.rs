@@ -26,10 +26,14 @@ pub mod model_file;
 pub mod preprocess;
 pub mod project_file;
 pub mod readback;
+pub mod recipe;
 pub mod rng;
 pub mod run;
 pub mod smoke;
 pub mod split;
+#[cfg(test)]
+pub(crate) mod test_support;
+pub mod threshold;
 pub mod thumbnail;
 pub mod train;
 

@@ -22,6 +22,8 @@ use sha2::{Digest, Sha256};
 use crate::embeddings::{BACKBONE_ID, PREPROCESSING_ID};
 use crate::head::{HeadConfig, HeadWeights};
 use crate::metrics::Evaluation;
+use crate::recipe::Search;
+use crate::threshold::Threshold;
 use crate::train::{
     EpochSummary, FeatureNormalization, LossKind, StopReason, TrainConfig, TrainedHead,
 };
@@ -29,7 +31,7 @@ use crate::train::{
 /// The first bytes of every model file.
 pub const MAGIC: &[u8; 18] = b"MEDTRANSFER-MODEL\n";
 /// The format version this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Usual file extension.
 pub const MODEL_FILE_EXTENSION: &str = "mtmodel";
 /// Largest header accepted (a header is a few hundred kilobytes at most).
@@ -99,6 +101,14 @@ pub struct ModelHeader {
     pub history: Vec<EpochSummary>,
     /// Metrics on the validation data, when there was any.
     pub validation: Option<Evaluation>,
+    /// Two classes: the decision threshold every prediction uses (version 2; absent: argmax).
+    #[serde(default)]
+    pub threshold: Option<Threshold>,
+    /// The automatic recipe's search that chose the head: every candidate's cross-validated
+    /// score and the winner's out-of-fold metrics (version 2; absent for a hand-set recipe).
+    /// Its per-item out-of-fold probabilities are not stored.
+    #[serde(default)]
+    pub search: Option<Search>,
     /// The tensors that follow the header, in order.
     pub tensors: Vec<TensorEntry>,
 }
@@ -154,11 +164,23 @@ impl ModelFile {
                 stop_reason: trained.stop_reason,
                 history: trained.history.clone(),
                 validation: trained.validation.clone(),
+                threshold: trained.threshold,
+                search: None,
                 tensors,
             },
             weights: trained.weights.clone(),
             normalization: trained.normalization.clone(),
         }
+    }
+
+    /// The same file recording the automatic recipe's `search` (without its per-item
+    /// out-of-fold probabilities).
+    pub fn with_search(mut self, search: &Search) -> Self {
+        self.header.search = Some(Search {
+            out_of_fold: Vec::new(),
+            ..search.clone()
+        });
+        self
     }
 
     /// The file's bytes.
@@ -239,6 +261,13 @@ impl ModelFile {
         }
         if header.classes.len() != header.head.num_classes {
             return Err(damaged("its class names do not match its head"));
+        }
+        if let Some(t) = &header.threshold
+            && (header.head.num_classes != 2 || !(0.0..=1.0).contains(&t.value))
+        {
+            return Err(damaged(
+                "its decision threshold is not a probability of a two-class model",
+            ));
         }
         let expected: Vec<(String, Vec<usize>)> = header
             .head
@@ -329,6 +358,7 @@ mod tests {
             kept_epoch: 4,
             stop_reason: StopReason::EarlyStopped,
             validation: None,
+            threshold: None,
         };
         ModelFile::from_trained(&trained, "medtransfer test")
     }

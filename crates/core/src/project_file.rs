@@ -444,6 +444,7 @@ mod tests {
             kept_epoch: 1,
             stop_reason: StopReason::Completed,
             validation: None,
+            threshold: None,
         };
         ModelFile::from_trained(&trained, "test").to_bytes()
     }

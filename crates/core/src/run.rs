@@ -8,48 +8,92 @@ use serde::{Deserialize, Serialize};
 
 use crate::head::HeadKind;
 use crate::metrics::{Evaluation, EvaluationOptions, evaluate};
+use crate::recipe::{Search, SearchOptions, automatic};
 use crate::split::{SplitError, stratified_folds, stratified_split};
+use crate::threshold::{ThresholdRule, choose_on_roc};
 pub use crate::train::Progress;
 use crate::train::{
     CancelToken, Classifier, DEFAULT_DROPOUT, DEFAULT_HIDDEN_UNITS, LabelledEmbeddings,
-    TrainConfig, TrainError, TrainedHead, Trainer, limits,
+    TrainConfig, TrainError, TrainedHead, fit_head, limits,
 };
 
 /// The validation share of [`RunConfig::default`].
 pub const DEFAULT_VALIDATION_SHARE: f64 = 0.2;
 
-/// Everything a user sets for a run: core's training configuration plus the share of each
-/// class held out for validation. The page edits, saves, exports and sends this; the CLI fills
-/// it from its flags.
+/// How the head and its settings are chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recipe {
+    /// Cross-validation on every item chooses the head and its settings from a small grid and
+    /// the winner is refitted on every item ([`crate::recipe`]); of [`RunConfig::train`] only
+    /// the seed applies, and no validation share is held out.
+    #[default]
+    Automatic,
+    /// [`RunConfig::train`] as set, with [`RunConfig::validation_share`] held out.
+    Manual,
+}
+
+/// Folds of [`RunConfig::default`]'s automatic recipe.
+pub const DEFAULT_FOLDS: usize = 5;
+
+/// Everything a user sets for a run: the recipe, core's training configuration, the share of
+/// each class held out for validation and the threshold rule. The page edits, saves, exports
+/// and sends this; the CLI fills it from its flags.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
+    /// Automatic (the default; also for settings saved before there was a choice) or manual.
+    #[serde(default)]
+    pub recipe: Recipe,
     /// The head, loss, optimiser and schedule.
     pub train: TrainConfig,
     /// Share of each class held out for validation, in [`limits::VALIDATION_SHARE`]; 0 trains
     /// on every item (no validation, no early stopping).
     #[serde(default = "default_validation_share")]
     pub validation_share: f64,
+    /// Most folds of the automatic recipe's cross-validation, in [`limits::FOLDS`].
+    #[serde(default = "default_folds")]
+    pub folds: usize,
+    /// Two classes: how the decision threshold is chosen (on the out-of-fold predictions, or
+    /// with a manual recipe on the validation items).
+    #[serde(default)]
+    pub threshold: ThresholdRule,
+    /// The automatic recipe's budget for the MLP candidate ([`SearchOptions::mlp_budget`],
+    /// floating-point operations): the caller's, as it knows its compute.
+    #[serde(default = "default_mlp_budget")]
+    pub mlp_budget: f64,
+}
+
+fn default_mlp_budget() -> f64 {
+    SearchOptions::default().mlp_budget
 }
 
 fn default_validation_share() -> f64 {
     DEFAULT_VALIDATION_SHARE
 }
 
+fn default_folds() -> usize {
+    DEFAULT_FOLDS
+}
+
 impl Default for RunConfig {
     fn default() -> Self {
         Self {
+            recipe: Recipe::Automatic,
             train: TrainConfig::default(),
             validation_share: DEFAULT_VALIDATION_SHARE,
+            folds: DEFAULT_FOLDS,
+            threshold: ThresholdRule::default(),
+            mlp_budget: default_mlp_budget(),
         }
     }
 }
 
 impl RunConfig {
     /// The same settings with every value inside [`limits`] (for settings read back from
-    /// storage or an imported file): epochs and batch size are clamped to their range; a
-    /// learning rate, weight decay, label smoothing or validation share outside its range (or
-    /// not a number) takes the default, as do a patience of 0 and an MLP head's hidden units or
-    /// dropout outside theirs.
+    /// storage or an imported file): epochs, batch size and folds are clamped to their range; a
+    /// learning rate, weight decay, label smoothing, validation share or sensitivity target
+    /// outside its range (or not a number) takes the default, as do a patience of 0 and an MLP
+    /// head's hidden units or dropout outside theirs.
     pub fn clamped(self) -> Self {
         let defaults = Self::default();
         let (d, t) = (defaults.train, self.train);
@@ -83,7 +127,7 @@ impl RunConfig {
                 } else {
                     d.learning_rate
                 },
-                weight_decay: if limits::WEIGHT_DECAY.contains(&t.weight_decay) {
+                weight_decay: if t.weight_decay_limits().0.contains(&t.weight_decay) {
                     t.weight_decay
                 } else {
                     d.weight_decay
@@ -105,6 +149,31 @@ impl RunConfig {
             } else {
                 defaults.validation_share
             },
+            folds: self
+                .folds
+                .clamp(*limits::FOLDS.start(), *limits::FOLDS.end()),
+            threshold: match self.threshold {
+                ThresholdRule::Sensitivity { target } if !(target > 0.0 && target <= 1.0) => {
+                    defaults.threshold
+                }
+                rule => rule,
+            },
+            recipe: self.recipe,
+            mlp_budget: if self.mlp_budget >= 0.0 {
+                self.mlp_budget
+            } else {
+                defaults.mlp_budget
+            },
+        }
+    }
+
+    /// The automatic recipe's search settings.
+    pub fn search_options(&self) -> SearchOptions {
+        SearchOptions {
+            folds: self.folds,
+            seed: self.train.seed,
+            threshold: self.threshold,
+            mlp_budget: self.mlp_budget,
         }
     }
 }
@@ -126,8 +195,10 @@ pub enum Validation<'a> {
 /// A finished run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Run {
-    /// The kept head, its history and its validation metrics.
+    /// The kept head, its history, its validation metrics and threshold.
     pub trained: TrainedHead,
+    /// The automatic recipe's search (`None` for a manual recipe).
+    pub search: Option<Search>,
     /// Indices of the items that trained (ascending).
     pub train_items: Vec<usize>,
     /// Indices of the items held out for validation (empty with [`Validation::Given`]).
@@ -135,7 +206,7 @@ pub struct Run {
 }
 
 /// One label per embedding, or [`TrainError::Data`].
-fn same_length(items: &LabelledEmbeddings) -> Result<(), TrainError> {
+pub(crate) fn same_length(items: &LabelledEmbeddings) -> Result<(), TrainError> {
     if items.embeddings.len() == items.labels.len() {
         Ok(())
     } else {
@@ -173,16 +244,21 @@ fn training_set(
     Ok(set)
 }
 
-/// Splits `items` (one embedding and label per item, labels indexing `classes`), trains a head
-/// on the training side with `config` on `device` until done, early-stopped or `cancel`led,
-/// keeps the epoch with the lowest validation loss and evaluates it on the validation side
-/// with bootstrap intervals.
+/// One run of `config`'s recipe on `items` (one embedding and label per item, labels indexing
+/// `classes`), on `device`, until done, early-stopped or `cancel`led.
+///
+/// [`Recipe::Automatic`]: [`crate::recipe::automatic`] cross-validates the grid on every item
+/// (folds grouped by the split's `groups`), refits the winner on every item, evaluates it on a
+/// [`Validation::Given`] set if any, and carries the search's out-of-fold threshold;
+/// [`Progress::extra_training`] is not asked. [`Recipe::Manual`]: splits the items, trains a
+/// head on the training side (plus [`Progress::extra_training`]'s rows), keeps the epoch with
+/// the lowest validation loss, evaluates it on the validation side with bootstrap intervals
+/// and, for two classes, chooses the threshold on the validation predictions.
 ///
 /// Errors: [`TrainError::Config`] for a validation share outside
 /// [`limits::VALIDATION_SHARE`] or a setting outside [`limits`]; [`TrainError::Split`] when a
 /// class has too few items (or groups) for the split; [`TrainError::Data`] when the extra
-/// training rows are inconsistent, and those of [`Trainer::new`] and
-/// [`Trainer::run_to_end`] (among them [`TrainError::Cancelled`]).
+/// training rows are inconsistent, and those of [`fit_head`] (among them [`TrainError::Cancelled`]).
 pub async fn run(
     classes: &[String],
     items: &LabelledEmbeddings,
@@ -200,6 +276,29 @@ pub async fn run(
         )));
     }
     same_length(items)?;
+    if config.recipe == Recipe::Automatic {
+        let (groups, given) = match validation {
+            Validation::Split { groups } => (groups, None),
+            Validation::Given(set) => (None, Some(set)),
+        };
+        let (trained, search) = automatic(
+            classes,
+            items,
+            groups,
+            given,
+            &config.search_options(),
+            device,
+            cancel,
+            progress,
+        )
+        .await?;
+        return Ok(Run {
+            trained,
+            search: Some(search),
+            train_items: (0..items.labels.len()).collect(),
+            validation_items: Vec::new(),
+        });
+    }
     let (train_items, validation_items) = match validation {
         Validation::Split { groups } if share > 0.0 => {
             let split = stratified_split(&items.labels, groups, share, config.train.seed).map_err(
@@ -219,11 +318,26 @@ pub async fn run(
         Validation::Split { .. } => Some(&held_out),
     }
     .filter(|set| !set.labels.is_empty());
-    let trained = Trainer::new(classes, &train_set, validation_set, &config.train, device)?
-        .run_to_end(cancel, progress)
-        .await?;
+    let mut trained = fit_head(
+        classes,
+        &train_set,
+        validation_set,
+        &config.train,
+        device,
+        cancel,
+        progress,
+    )
+    .await?;
+    if classes.len() == 2 {
+        trained.threshold = trained
+            .validation
+            .as_ref()
+            .and_then(|v| v.roc.first())
+            .and_then(|curve| choose_on_roc(curve, config.threshold));
+    }
     Ok(Run {
         trained,
+        search: None,
         train_items,
         validation_items,
     })
@@ -251,8 +365,7 @@ pub struct CrossValidation {
 ///
 /// Errors: [`TrainError::Config`] for `k < 2` or a setting outside [`limits`];
 /// [`TrainError::Split`] when a class has fewer than 2 items (or groups);
-/// [`TrainError::Cancelled`] when `cancel` is set; those of [`Trainer::new`],
-/// [`Trainer::run_to_end`], [`Classifier::predict`] and [`evaluate`].
+/// [`TrainError::Cancelled`] when `cancel` is set; those of [`fit_head`], [`Classifier::predict`] and [`evaluate`].
 #[allow(clippy::too_many_arguments)]
 pub async fn cross_validate(
     classes: &[String],
@@ -281,9 +394,7 @@ pub async fn cross_validate(
             continue;
         }
         let train_set = training_set(items, &train, &held, progress)?;
-        let trained = Trainer::new(classes, &train_set, None, config, device)?
-            .run_to_end(cancel, progress)
-            .await?;
+        let trained = fit_head(classes, &train_set, None, config, device, cancel, progress).await?;
         if cancel.is_cancelled() {
             return Err(TrainError::Cancelled);
         }

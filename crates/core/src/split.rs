@@ -194,6 +194,22 @@ pub fn stratified_split(
     Ok(Split { train, validation })
 }
 
+/// The fewest units (items, or with `groups` groups, classed by majority label) any class has:
+/// the most folds a stratified cross-validation can deal every class into.
+///
+/// Errors: those of [`stratified_folds`] for the same input (a class with fewer than 2
+/// units, a key count that differs from the label count).
+pub fn smallest_class_units(
+    labels: &[usize],
+    groups: Option<&[String]>,
+) -> Result<usize, SplitError> {
+    Ok(class_units(labels, groups)?
+        .values()
+        .map(Vec::len)
+        .min()
+        .unwrap_or(0))
+}
+
 /// The units (an item, or all items of one group) of each class, in order of first appearance
 /// (classes ascending). Errors: a key count that differs from the label count; a class with
 /// fewer than 2 units.

@@ -7,6 +7,9 @@
 //! [`train`] (a given split) and [`crate::run::run`] (split, then train) drive. Every read of a
 //! tensor is asynchronous and happens once per epoch (two numbers for the training loss and
 //! accuracy, the validation probabilities), so the GPU is not stalled per batch.
+//!
+//! A linear head with [`OptimizerKind::Lbfgs`] is fitted instead as the convex problem it is,
+//! on the host ([`logistic`]); [`fit_head`] picks the path.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,9 +24,12 @@ use crate::metrics::{Evaluation, EvaluationOptions, MetricsError, evaluate};
 use crate::readback::{ComputeError, read_f32};
 use crate::rng::SeededRng;
 use crate::split::SplitError;
+use crate::threshold::Threshold;
 
 mod classifier;
 mod config;
+mod lbfgs;
+pub(crate) mod logistic;
 mod loss;
 
 pub use classifier::Classifier;
@@ -219,6 +225,9 @@ pub trait Progress {
         std::future::ready(())
     }
 
+    /// Each event of the automatic recipe's search ([`crate::recipe::search`]).
+    fn search(&mut self, _event: &crate::recipe::SearchEvent) {}
+
     /// Called by [`crate::run::run`] once the items are split (indices into the run's items):
     /// extra training rows made from the training items only (e.g. embeddings of augmented
     /// views), appended to the training set. Validation items must not contribute, or
@@ -274,6 +283,9 @@ pub struct TrainedHead {
     pub stop_reason: StopReason,
     /// Metrics of the kept weights on the validation data (with bootstrap intervals).
     pub validation: Option<Evaluation>,
+    /// Two classes: the decision threshold chosen on predictions the head did not train on
+    /// (out-of-fold, or the validation items), used by every prediction; `None` = argmax.
+    pub threshold: Option<Threshold>,
 }
 
 /// Data prepared once on the device.
@@ -343,6 +355,70 @@ fn check_data(
     Ok(())
 }
 
+/// What every way of fitting a head needs, checked and derived once.
+struct Prepared<'v> {
+    loss: LossKind,
+    head_config: HeadConfig,
+    class_weights: Vec<f32>,
+    normalization: FeatureNormalization,
+    validation: Option<&'v LabelledEmbeddings>,
+}
+
+/// Checks the settings and the data (two classes at least, each with a training item, rows of
+/// one length with finite values) and derives the loss, head shape, class weights and the
+/// standardisation fitted on the training items.
+fn prepare<'v>(
+    classes: &[String],
+    train: &LabelledEmbeddings,
+    validation: Option<&'v LabelledEmbeddings>,
+    config: &TrainConfig,
+) -> Result<Prepared<'v>, TrainError> {
+    let num_classes = classes.len();
+    if num_classes < 2 {
+        return Err(TrainError::Data(format!(
+            "at least two classes are needed, got {num_classes}"
+        )));
+    }
+    config.validate(num_classes)?;
+    let dim = train.embeddings.first().map_or(0, Vec::len);
+    if dim == 0 {
+        return Err(TrainError::Data("there are no training items".into()));
+    }
+    check_data("training", train, num_classes, dim)?;
+    let mut counts = vec![0usize; num_classes];
+    for &label in &train.labels {
+        counts[label] += 1;
+    }
+    if let Some(empty) = counts.iter().position(|&c| c == 0) {
+        return Err(TrainError::Data(format!(
+            "class \"{}\" has no training items",
+            classes[empty]
+        )));
+    }
+    let validation = match validation {
+        Some(v) if !v.embeddings.is_empty() => {
+            check_data("validation", v, num_classes, dim)?;
+            Some(v)
+        }
+        _ => None,
+    };
+    let loss = config.resolved_loss(num_classes);
+    let head_config = HeadConfig {
+        kind: config.head,
+        output: loss.output(),
+        input_dim: dim,
+        num_classes,
+    };
+    head_config.validate()?;
+    Ok(Prepared {
+        loss,
+        head_config,
+        class_weights: class_weights_for(&train.labels, num_classes, config.class_weights),
+        normalization: FeatureNormalization::fit(&train.embeddings),
+        validation,
+    })
+}
+
 impl Trainer {
     /// Prepares a run: checks settings and data, standardises the features, uploads
     /// everything to `device` once and initialises the head from the seed.
@@ -353,46 +429,19 @@ impl Trainer {
         config: &TrainConfig,
         device: &Device,
     ) -> Result<Self, TrainError> {
+        let Prepared {
+            loss,
+            head_config,
+            class_weights,
+            normalization,
+            validation,
+        } = prepare(classes, train, validation, config)?;
+        if config.optimizer == OptimizerKind::Lbfgs {
+            return Err(TrainError::Config(
+                "an L-BFGS fit has no epochs to step through: use fit_head".into(),
+            ));
+        }
         let num_classes = classes.len();
-        if num_classes < 2 {
-            return Err(TrainError::Data(format!(
-                "at least two classes are needed, got {num_classes}"
-            )));
-        }
-        config.validate(num_classes)?;
-        let dim = train.embeddings.first().map_or(0, Vec::len);
-        if dim == 0 {
-            return Err(TrainError::Data("there are no training items".into()));
-        }
-        check_data("training", train, num_classes, dim)?;
-        let mut counts = vec![0usize; num_classes];
-        for &label in &train.labels {
-            counts[label] += 1;
-        }
-        if let Some(empty) = counts.iter().position(|&c| c == 0) {
-            return Err(TrainError::Data(format!(
-                "class \"{}\" has no training items",
-                classes[empty]
-            )));
-        }
-        let validation = match validation {
-            Some(v) if !v.embeddings.is_empty() => {
-                check_data("validation", v, num_classes, dim)?;
-                Some(v)
-            }
-            _ => None,
-        };
-
-        let loss = config.resolved_loss(num_classes);
-        let head_config = HeadConfig {
-            kind: config.head,
-            output: loss.output(),
-            input_dim: dim,
-            num_classes,
-        };
-        head_config.validate()?;
-        let class_weights = class_weights_for(&train.labels, num_classes, config.class_weights);
-        let normalization = FeatureNormalization::fit(&train.embeddings);
 
         let device = device.clone().autodiff();
         let plain = device.clone().without_autodiff();
@@ -442,7 +491,7 @@ impl Trainer {
                 }
                 adam.init()
             }
-            OptimizerKind::AdamW => AdamWConfig::new()
+            OptimizerKind::AdamW | OptimizerKind::Lbfgs => AdamWConfig::new()
                 .with_weight_decay(config.weight_decay as f32)
                 .init(),
         };
@@ -709,6 +758,7 @@ impl Trainer {
             kept_epoch,
             stop_reason,
             validation,
+            threshold: None,
         })
     }
 
@@ -753,11 +803,39 @@ impl Trainer {
     }
 }
 
+/// Fits a head with `config` on `train` until done, early-stopped or `cancel`led and reports
+/// through `progress`: a linear head with [`OptimizerKind::Lbfgs`] is solved on the host
+/// ([`logistic`]; one [`TrainEvent::Epoch`] per solver iteration), every other configuration
+/// runs the epoch loop on `device` ([`Trainer::run_to_end`]).
+///
+/// Errors: those of [`Trainer::new`] (settings and data) and of the path taken;
+/// [`TrainError::Cancelled`] when `cancel` is set before anything was fitted.
+pub async fn fit_head(
+    classes: &[String],
+    train: &LabelledEmbeddings,
+    validation: Option<&LabelledEmbeddings>,
+    config: &TrainConfig,
+    device: &Device,
+    cancel: &CancelToken,
+    progress: &mut impl Progress,
+) -> Result<TrainedHead, TrainError> {
+    if config.optimizer != OptimizerKind::Lbfgs {
+        return Trainer::new(classes, train, validation, config, device)?
+            .run_to_end(cancel, progress)
+            .await;
+    }
+    progress.between_epochs().await;
+    if cancel.is_cancelled() {
+        return Err(TrainError::Cancelled);
+    }
+    logistic::fit_linear_head(classes, train, validation, config, progress)
+}
+
 /// Trains a head start to finish on a given split: runs epochs until done, early-stopped or
 /// `cancel`led, reporting each step through `on_event`. [`crate::run::run`] also makes the
-/// split; both drive the same loop ([`Trainer::run_to_end`]).
+/// split; both go through [`fit_head`].
 ///
-/// Errors: those of [`Trainer::new`], [`Trainer::run_epoch`] and [`Trainer::finish`].
+/// Errors: those of [`fit_head`].
 pub async fn train(
     classes: &[String],
     train: &LabelledEmbeddings,
@@ -774,9 +852,16 @@ pub async fn train(
             (self.0)(event);
         }
     }
-    Trainer::new(classes, train, validation, config, device)?
-        .run_to_end(cancel, &mut Events(on_event))
-        .await
+    fit_head(
+        classes,
+        train,
+        validation,
+        config,
+        device,
+        cancel,
+        &mut Events(on_event),
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -18,6 +18,8 @@
 //! least one image per core, otherwise the pixels of each layer); in wasm it runs on the
 //! calling thread. Nothing here depends on Burn: `medtransfer-core` builds a [`Network`] from
 //! its Burn model's parameters and checks it against the Burn forward pass.
+//!
+//! [`vector`] holds the linear head solver's two loops, for the same full optimisation.
 
 #![deny(missing_docs)]
 
@@ -27,6 +29,7 @@ mod depthwise;
 mod network;
 mod pointwise;
 mod stem;
+pub mod vector;
 
 pub use depthwise::Depthwise;
 pub use network::{BatchOutput, Block, LayerTimes, Network};

@@ -36,6 +36,8 @@ fn quick(validation_share: f64) -> RunConfig {
             ..TrainConfig::default()
         },
         validation_share,
+        recipe: Recipe::Manual,
+        ..RunConfig::default()
     }
 }
 
@@ -292,6 +294,10 @@ fn read_back_settings_are_clamped_to_the_limits() {
             ..TrainConfig::default()
         },
         validation_share: 7.0,
+        folds: 1000,
+        threshold: ThresholdRule::Sensitivity { target: 1.5 },
+        recipe: Recipe::Manual,
+        mlp_budget: f64::NAN,
     }
     .clamped();
     let d = RunConfig::default();
@@ -310,6 +316,10 @@ fn read_back_settings_are_clamped_to_the_limits() {
     assert_eq!(wild.train.patience, d.train.patience);
     assert_eq!(wild.train.seed, 3);
     assert_eq!(wild.validation_share, 0.5);
+    assert_eq!(wild.folds, *limits::FOLDS.end());
+    assert_eq!(wild.threshold, ThresholdRule::BalancedAccuracy);
+    assert_eq!(wild.recipe, Recipe::Manual);
+    assert_eq!(wild.mlp_budget, d.mlp_budget);
     let negative = RunConfig {
         validation_share: -0.2,
         ..RunConfig::default()

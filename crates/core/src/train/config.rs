@@ -37,6 +37,11 @@ pub enum OptimizerKind {
     Adam,
     /// AdamW; `weight_decay` is decoupled from the gradient.
     AdamW,
+    /// Full-batch L-BFGS on the convex problem of a linear head (cross-entropy or binary
+    /// cross-entropy), on the host: `weight_decay` is the L2 penalty λ (mean loss + λ/2‖W‖²,
+    /// in [`limits::L2_PENALTY`]) and `epochs` the most solver iterations; the learning rate,
+    /// batch size, schedule and patience do not apply. See `train/logistic.rs`.
+    Lbfgs,
 }
 
 /// How the learning rate changes over training.
@@ -82,6 +87,9 @@ pub mod limits {
     pub const LEARNING_RATE: (f64, f64) = (0.0, 10.0);
     /// Weight decay (L2 for Adam, decoupled for AdamW), half-open.
     pub const WEIGHT_DECAY: Range<f64> = 0.0..1.0;
+    /// The L2 penalty λ of an L-BFGS fit, half-open (λ = 1 / (C·n) for scikit-learn's C: a
+    /// strong penalty on few items exceeds 1).
+    pub const L2_PENALTY: Range<f64> = 0.0..1e4;
     /// Hidden units of an MLP head.
     pub const HIDDEN_UNITS: RangeInclusive<usize> = 1..=65_536;
     /// Dropout of an MLP head's hidden units, half-open.
@@ -175,6 +183,14 @@ impl TrainConfig {
         })
     }
 
+    /// The valid range of [`TrainConfig::weight_decay`] for this optimiser, and its name.
+    pub fn weight_decay_limits(&self) -> (std::ops::Range<f64>, &'static str) {
+        match self.optimizer {
+            OptimizerKind::Lbfgs => (limits::L2_PENALTY, "the L2 penalty"),
+            OptimizerKind::Adam | OptimizerKind::AdamW => (limits::WEIGHT_DECAY, "weight decay"),
+        }
+    }
+
     pub(super) fn validate(&self, num_classes: usize) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::Config(m));
         if !limits::learning_rate_ok(self.learning_rate) {
@@ -184,10 +200,19 @@ impl TrainConfig {
                 self.learning_rate
             ));
         }
-        if !limits::WEIGHT_DECAY.contains(&self.weight_decay) {
+        if self.optimizer == OptimizerKind::Lbfgs {
+            if self.head != HeadKind::Linear {
+                return bad("L-BFGS fits the linear head only".into());
+            }
+            if self.resolved_loss(num_classes) == LossKind::MeanSquaredError {
+                return bad("L-BFGS fits the cross-entropy losses only".into());
+            }
+        }
+        let (decay, what) = self.weight_decay_limits();
+        if !decay.contains(&self.weight_decay) {
             return bad(format!(
-                "weight decay must be {}, got {}",
-                limits::half_open(&limits::WEIGHT_DECAY),
+                "{what} must be {}, got {}",
+                limits::half_open(&decay),
                 self.weight_decay
             ));
         }

@@ -1,31 +1,11 @@
 use super::*;
 
-/// Two Gaussian blobs per class in 8 dimensions, separable but noisy.
+/// Blobs per class in 8 dimensions, separable but noisy.
 fn blobs(n_per_class: &[usize], seed: u64) -> LabelledEmbeddings {
-    let mut rng = SeededRng::new(seed);
-    let mut data = LabelledEmbeddings::default();
-    for (class, &n) in n_per_class.iter().enumerate() {
-        for _ in 0..n {
-            let row: Vec<f32> = (0..8)
-                .map(|d| {
-                    let centre = if d % n_per_class.len() == class {
-                        2.0
-                    } else {
-                        0.0
-                    };
-                    centre + rng.normal()
-                })
-                .collect();
-            data.embeddings.push(row);
-            data.labels.push(class);
-        }
-    }
-    data
+    crate::test_support::blobs(n_per_class, 8, 2.0, seed)
 }
 
-fn names(k: usize) -> Vec<String> {
-    (0..k).map(|i| format!("class {i}")).collect()
-}
+use crate::test_support::names;
 
 fn run(
     config: &TrainConfig,
