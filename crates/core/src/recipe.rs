@@ -27,13 +27,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::head::{HeadKind, OutputKind};
 use crate::metrics::{Evaluation, EvaluationOptions, evaluate};
+use crate::run::{fit_and_predict, pick};
 use crate::split::{SplitError, smallest_class_units, stratified_folds};
 use crate::threshold::{Threshold, ThresholdRule, choose_threshold};
 use crate::train::logistic::{Design, LogisticProblem, fit, probabilities, solver_options};
 use crate::train::{
-    CancelToken, ClassWeighting, Classifier, FeatureNormalization, LabelledEmbeddings,
-    OptimizerKind, Progress, TrainConfig, TrainError, TrainedHead, class_weights_for, fit_head,
-    limits,
+    CancelToken, ClassWeighting, FeatureNormalization, LabelledEmbeddings, OptimizerKind, Progress,
+    TrainConfig, TrainError, TrainedHead, class_weights_for, fit_head, limits,
 };
 
 /// scikit-learn's inverse penalty C of the linear candidates (λ = 1 / (C·n)), ascending: the
@@ -315,6 +315,15 @@ fn linear_fold(
     out
 }
 
+/// Adds each held item's probabilities to its row of `sums`.
+fn add_rows(sums: &mut [Vec<f32>], held: &[usize], probabilities: Vec<Vec<f32>>) {
+    for (&i, row) in held.iter().zip(probabilities) {
+        if let Some(sum) = sums.get_mut(i) {
+            sum.iter_mut().zip(row).for_each(|(s, p)| *s += p);
+        }
+    }
+}
+
 /// `work` on every job, on up to as many threads as the machine has (one in wasm), results in
 /// job order.
 fn parallel_map<J: Sync, T: Send>(jobs: &[J], work: &(impl Fn(&J) -> T + Sync)) -> Vec<T> {
@@ -374,7 +383,7 @@ fn mlp_cost(
 /// Errors: [`TrainError::Config`] for folds outside [`limits::FOLDS`];
 /// [`TrainError::Split`] when a class has fewer than 2 items (or groups);
 /// [`TrainError::Data`] for inconsistent items; [`TrainError::Cancelled`] when `cancel` is
-/// set; those of [`fit_head`], [`Classifier::predict`] and [`evaluate`].
+/// set; those of [`fit_head`], `Classifier::predict` and [`evaluate`].
 #[allow(clippy::too_many_arguments)]
 pub async fn search(
     classes: &[String],
@@ -486,12 +495,7 @@ pub async fn search(
             let work = |job: &FoldJob| linear_fold(items, job, &linear, num_classes, options.seed);
             for (job, per_candidate) in batch.iter().zip(parallel_map(batch, &work)) {
                 for (&(index, _, _), probs) in linear.iter().zip(per_candidate) {
-                    for (&i, row) in job.held.iter().zip(probs) {
-                        sums[index][i]
-                            .iter_mut()
-                            .zip(row)
-                            .for_each(|(s, p)| *s += p);
-                    }
+                    add_rows(&mut sums[index], &job.held, probs);
                 }
                 done += 1;
                 progress.search(&SearchEvent::Fitted { done, total });
@@ -503,40 +507,18 @@ pub async fn search(
             if cancel.is_cancelled() {
                 return Err(TrainError::Cancelled);
             }
-            let pick = |indices: &[usize]| LabelledEmbeddings {
-                embeddings: indices
-                    .iter()
-                    .map(|&i| items.embeddings[i].clone())
-                    .collect(),
-                labels: indices.iter().map(|&i| items.labels[i]).collect(),
-            };
             let config = grid[index].config_for(job.train.len(), options.seed);
-            let trained = fit_head(
+            let probs = fit_and_predict(
                 classes,
-                &pick(&job.train),
-                None,
+                &pick(items, &job.train),
+                &pick(items, &job.held).embeddings,
                 &config,
                 device,
                 cancel,
                 &mut Quiet(progress),
             )
             .await?;
-            if cancel.is_cancelled() {
-                return Err(TrainError::Cancelled);
-            }
-            let classifier = Classifier::new(
-                &trained.config,
-                &trained.weights,
-                &trained.normalization,
-                device,
-            )?;
-            let probs = classifier.predict(&pick(&job.held).embeddings).await?;
-            for (&i, row) in job.held.iter().zip(probs) {
-                sums[index][i]
-                    .iter_mut()
-                    .zip(row)
-                    .for_each(|(s, p)| *s += p);
-            }
+            add_rows(&mut sums[index], &job.held, probs);
             done += 1;
             progress.search(&SearchEvent::Fitted { done, total });
         }

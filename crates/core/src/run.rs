@@ -219,7 +219,7 @@ pub(crate) fn same_length(items: &LabelledEmbeddings) -> Result<(), TrainError> 
 }
 
 /// The items at `indices` (each within `items`: callers index from `0..items.len()`).
-fn pick(items: &LabelledEmbeddings, indices: &[usize]) -> LabelledEmbeddings {
+pub(crate) fn pick(items: &LabelledEmbeddings, indices: &[usize]) -> LabelledEmbeddings {
     LabelledEmbeddings {
         embeddings: indices
             .iter()
@@ -343,6 +343,33 @@ pub async fn run(
     })
 }
 
+/// Fits a head with `config` on `train_set` and predicts `held` (class probabilities,
+/// `[rows][classes]`): one fold of a cross-validation.
+///
+/// Errors: [`TrainError::Cancelled`] when `cancel` is set; those of [`fit_head`],
+/// [`Classifier::new`] and [`Classifier::predict`].
+pub(crate) async fn fit_and_predict(
+    classes: &[String],
+    train_set: &LabelledEmbeddings,
+    held: &[Vec<f32>],
+    config: &TrainConfig,
+    device: &Device,
+    cancel: &CancelToken,
+    progress: &mut impl Progress,
+) -> Result<Vec<Vec<f32>>, TrainError> {
+    let trained = fit_head(classes, train_set, None, config, device, cancel, progress).await?;
+    if cancel.is_cancelled() {
+        return Err(TrainError::Cancelled);
+    }
+    let classifier = Classifier::new(
+        &trained.config,
+        &trained.weights,
+        &trained.normalization,
+        device,
+    )?;
+    Ok(classifier.predict(held).await?)
+}
+
 /// Out-of-fold results of a [`cross_validate`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct CrossValidation {
@@ -394,17 +421,11 @@ pub async fn cross_validate(
             continue;
         }
         let train_set = training_set(items, &train, &held, progress)?;
-        let trained = fit_head(classes, &train_set, None, config, device, cancel, progress).await?;
-        if cancel.is_cancelled() {
-            return Err(TrainError::Cancelled);
-        }
-        let classifier = Classifier::new(
-            &trained.config,
-            &trained.weights,
-            &trained.normalization,
-            device,
-        )?;
-        let probabilities = classifier.predict(&pick(items, &held).embeddings).await?;
+        let held_rows = pick(items, &held).embeddings;
+        let probabilities = fit_and_predict(
+            classes, &train_set, &held_rows, config, device, cancel, progress,
+        )
+        .await?;
         for (&i, row) in held.iter().zip(probabilities) {
             out_of_fold[i] = row;
         }

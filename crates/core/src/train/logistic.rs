@@ -210,6 +210,21 @@ impl<'a> LogisticProblem<'a> {
     }
 }
 
+/// The epoch summary of solver iteration `iteration` (its accepted `step`) on the training items.
+fn summary(iteration: usize, step: f64, stats: Stats) -> EpochSummary {
+    EpochSummary {
+        epoch: iteration,
+        learning_rate: step,
+        train_loss: stats.loss,
+        train_accuracy: stats.accuracy,
+        validation_loss: None,
+        validation_accuracy: None,
+        validation_balanced_accuracy: None,
+        validation_auc: None,
+        is_best: false,
+    }
+}
+
 /// A finished fit.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct LinearFit {
@@ -242,20 +257,7 @@ pub(crate) fn fit(
             last.set(stats);
             stats.objective
         },
-        &mut |iteration, _, step| {
-            let stats = last.get();
-            history.push(EpochSummary {
-                epoch: iteration,
-                learning_rate: step,
-                train_loss: stats.loss,
-                train_accuracy: stats.accuracy,
-                validation_loss: None,
-                validation_accuracy: None,
-                validation_balanced_accuracy: None,
-                validation_auc: None,
-                is_best: false,
-            });
-        },
+        &mut |iteration, _, step| history.push(summary(iteration, step, last.get())),
     );
     LinearFit {
         params,
@@ -378,18 +380,7 @@ pub(crate) fn fit_linear_head(
     if history.is_empty() {
         // Already optimal at the start (e.g. every feature constant): one summary of it.
         let mut grad = vec![0.0; params.len()];
-        let stats = problem.evaluate(&params, &mut grad);
-        history.push(EpochSummary {
-            epoch: 1,
-            learning_rate: 0.0,
-            train_loss: stats.loss,
-            train_accuracy: stats.accuracy,
-            validation_loss: None,
-            validation_accuracy: None,
-            validation_balanced_accuracy: None,
-            validation_auc: None,
-            is_best: false,
-        });
+        history.push(summary(1, 0.0, problem.evaluate(&params, &mut grad)));
     }
     let validation = match validation {
         Some(v) => {
