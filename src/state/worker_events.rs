@@ -264,9 +264,8 @@ impl Project {
                         return;
                     }
                 }
-                if let Some(t) = threshold {
-                    self.threshold.set(t.value);
-                }
+                // The new model's threshold, or argmax's 0.5 when it has none.
+                self.threshold.set(threshold.map_or(0.5, |t| t.value));
                 self.training.update(|t| {
                     t.running = false;
                     t.searching = None;

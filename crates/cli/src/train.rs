@@ -407,9 +407,10 @@ pub fn train(args: &TrainArgs) -> ExitCode {
         }
         None => None,
     };
-    // Group keys matter only to a split and to cross-validation; read once for both.
+    // Group keys matter to a split and to cross-validation (the automatic recipe's folds keep
+    // groups whole with or without --val); read once for all.
     let splits =
-        val_folder_set.is_none() && (config.validation_share > 0.0 || recipe == Recipe::Automatic);
+        recipe == Recipe::Automatic || (val_folder_set.is_none() && config.validation_share > 0.0);
     let groups = if splits || args.cv.is_some() {
         match group_keys(&usable, args.group_pattern.as_deref()) {
             Ok(g) => g,
@@ -419,7 +420,10 @@ pub fn train(args: &TrainArgs) -> ExitCode {
         None
     };
     let validation = match &val_folder_set {
-        Some((set, _)) => Validation::Given(set),
+        Some((set, _)) => Validation::Given {
+            set,
+            groups: groups.as_deref(),
+        },
         None => Validation::Split {
             groups: groups.as_deref(),
         },

@@ -188,8 +188,14 @@ pub enum Validation<'a> {
         /// One group key per item, or `None` to split items one by one.
         groups: Option<&'a [String]>,
     },
-    /// A separate validation set: every item trains.
-    Given(&'a LabelledEmbeddings),
+    /// A separate validation set: every item trains. `groups` (one key per item of the
+    /// run, e.g. a patient id) keep a group in one fold of the automatic recipe's search.
+    Given {
+        /// The validation items.
+        set: &'a LabelledEmbeddings,
+        /// One group key per item of the run, or `None`.
+        groups: Option<&'a [String]>,
+    },
 }
 
 /// A finished run.
@@ -279,7 +285,7 @@ pub async fn run(
     if config.recipe == Recipe::Automatic {
         let (groups, given) = match validation {
             Validation::Split { groups } => (groups, None),
-            Validation::Given(set) => (None, Some(set)),
+            Validation::Given { set, groups } => (groups, Some(set)),
         };
         let (trained, search) = automatic(
             classes,
@@ -314,7 +320,7 @@ pub async fn run(
     let train_set = training_set(items, &train_items, &validation_items, progress)?;
     let held_out = pick(items, &validation_items);
     let validation_set = match validation {
-        Validation::Given(set) => Some(set),
+        Validation::Given { set, .. } => Some(set),
         Validation::Split { .. } => Some(&held_out),
     }
     .filter(|set| !set.labels.is_empty());

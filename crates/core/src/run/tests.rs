@@ -180,7 +180,10 @@ fn a_share_of_zero_trains_on_everything_and_a_given_set_validates() {
     let given = blobs(&[4, 3], 3);
     let run = go(
         &items,
-        Validation::Given(&given),
+        Validation::Given {
+            set: &given,
+            groups: None,
+        },
         &quick(0.3),
         &CancelToken::new(),
         &mut Recorder::default(),
