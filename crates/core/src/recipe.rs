@@ -35,6 +35,9 @@ use crate::train::{
     CancelToken, ClassWeighting, FeatureNormalization, LabelledEmbeddings, OptimizerKind, Progress,
     TrainConfig, TrainError, TrainedHead, class_weights_for, fit_head, limits,
 };
+use folds::{
+    FoldJob, Quiet, add_rows, balanced_log_loss, linear_fold, mlp_cost, parallel_map, threads,
+};
 
 /// scikit-learn's inverse penalty C of the linear candidates (λ = 1 / (C·n)), ascending: the
 /// strongest penalty first.
@@ -234,147 +237,6 @@ pub fn candidates(items: &LabelledEmbeddings, num_classes: usize) -> Vec<Candida
     grid
 }
 
-/// Class-balanced mean of −ln p(true class), p clamped to `[1e-7, 1]`.
-fn balanced_log_loss(probabilities: &[Vec<f32>], labels: &[usize], num_classes: usize) -> f64 {
-    let mut sums = vec![(0.0f64, 0usize); num_classes];
-    for (row, &label) in probabilities.iter().zip(labels) {
-        if let (Some(slot), Some(&p)) = (sums.get_mut(label), row.get(label)) {
-            slot.0 -= f64::from(p).clamp(1e-7, 1.0).ln();
-            slot.1 += 1;
-        }
-    }
-    let present: Vec<f64> = sums
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(s, n)| s / *n as f64)
-        .collect();
-    present.iter().sum::<f64>() / present.len().max(1) as f64
-}
-
-/// One fold of one repeat: which items train and which are predicted.
-struct FoldJob {
-    train: Vec<usize>,
-    held: Vec<usize>,
-}
-
-/// The held items' probabilities from every linear candidate (in `grid` order) trained on the
-/// job's training items.
-fn linear_fold(
-    items: &LabelledEmbeddings,
-    job: &FoldJob,
-    grid: &[(usize, f64, ClassWeighting)],
-    num_classes: usize,
-    seed: u64,
-) -> Vec<Vec<Vec<f32>>> {
-    let rows: Vec<Vec<f32>> = job
-        .train
-        .iter()
-        .map(|&i| items.embeddings[i].clone())
-        .collect();
-    let labels: Vec<usize> = job.train.iter().map(|&i| items.labels[i]).collect();
-    let normalization = FeatureNormalization::fit(&rows);
-    let design = Design::new(&rows, &normalization);
-    drop(rows);
-    let held_rows: Vec<Vec<f32>> = job
-        .held
-        .iter()
-        .map(|&i| items.embeddings[i].clone())
-        .collect();
-    let held = Design::new(&held_rows, &normalization);
-    let output = if num_classes == 2 {
-        OutputKind::Sigmoid
-    } else {
-        OutputKind::Softmax
-    };
-    let mut out = Vec::with_capacity(grid.len());
-    let mut warm: Option<(ClassWeighting, Vec<f64>)> = None;
-    for &(_, c, weighting) in grid {
-        let config = Candidate::Linear {
-            c,
-            class_weights: weighting,
-        }
-        .config_for(labels.len(), seed);
-        let class_weights = class_weights_for(&labels, num_classes, weighting);
-        let problem = LogisticProblem::new(
-            &design,
-            &labels,
-            num_classes,
-            &class_weights,
-            output,
-            0.0,
-            config.weight_decay,
-        );
-        let start = warm
-            .as_ref()
-            .filter(|(w, _)| *w == weighting)
-            .map(|(_, p)| p.as_slice());
-        let fitted = fit(&problem, start, &solver_options(&config));
-        out.push(probabilities(&fitted.params, &held, output, num_classes));
-        warm = Some((weighting, fitted.params));
-    }
-    out
-}
-
-/// Adds each held item's probabilities to its row of `sums`.
-fn add_rows(sums: &mut [Vec<f32>], held: &[usize], probabilities: Vec<Vec<f32>>) {
-    for (&i, row) in held.iter().zip(probabilities) {
-        if let Some(sum) = sums.get_mut(i) {
-            sum.iter_mut().zip(row).for_each(|(s, p)| *s += p);
-        }
-    }
-}
-
-/// `work` on every job, on up to as many threads as the machine has (one in wasm), results in
-/// job order.
-fn parallel_map<J: Sync, T: Send>(jobs: &[J], work: &(impl Fn(&J) -> T + Sync)) -> Vec<T> {
-    let threads = if cfg!(target_arch = "wasm32") {
-        1
-    } else {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    };
-    if threads <= 1 || jobs.len() <= 1 {
-        return jobs.iter().map(work).collect();
-    }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = jobs
-            .chunks(jobs.len().div_ceil(threads))
-            .map(|chunk| scope.spawn(move || chunk.iter().map(work).collect::<Vec<T>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| {
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    })
-}
-
-/// Hears only the yield between epochs (a candidate's fold trainings are not the run's).
-struct Quiet<'a, P>(&'a mut P);
-
-impl<P: Progress> Progress for Quiet<'_, P> {
-    fn between_epochs(&mut self) -> impl std::future::Future<Output = ()> {
-        self.0.between_epochs()
-    }
-}
-
-/// Estimated floating-point operations of cross-validating `config` (6 per weight per item
-/// per epoch: forward and backward).
-fn mlp_cost(
-    config: &TrainConfig,
-    items: usize,
-    dim: usize,
-    num_classes: usize,
-    fits: usize,
-) -> f64 {
-    let weights = match config.head {
-        HeadKind::Mlp { hidden, .. } => dim * hidden + hidden * num_classes,
-        HeadKind::Linear => dim * num_classes,
-    };
-    6.0 * items as f64 * weights as f64 * config.epochs as f64 * fits as f64
-}
-
 /// Scores every candidate of [`candidates`] by cross-validation on `items` (labels index
 /// `classes`; `groups`, one key per item, keep a patient's items in one fold) and picks the
 /// winner (see the module's notes). `progress` hears [`SearchEvent`]s
@@ -481,11 +343,7 @@ pub async fn search(
     let mut sums = vec![vec![vec![0.0f32; num_classes]; n]; grid.len()];
     let total = jobs.len() * (usize::from(!linear.is_empty()) + mlp.len());
     let mut done = 0;
-    let threads = if cfg!(target_arch = "wasm32") {
-        1
-    } else {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    };
+    let threads = threads();
     if !linear.is_empty() {
         for batch in jobs.chunks(threads.max(1)) {
             progress.between_epochs().await;
@@ -606,6 +464,8 @@ pub async fn automatic(
     trained.threshold = found.threshold;
     Ok((trained, found))
 }
+
+mod folds;
 
 #[cfg(test)]
 mod tests;

@@ -60,13 +60,12 @@ pub fn choose_threshold(
     labels: &[usize],
     rule: ThresholdRule,
 ) -> Option<Threshold> {
-    if scores.len() != labels.len() || scores.iter().any(|s| !s.is_finite()) {
+    // roc_curve is empty for unequal lengths, NaN, or a missing class; infinities are refused
+    // here.
+    if scores.iter().any(|s| s.is_infinite()) {
         return None;
     }
     let positives: Vec<bool> = labels.iter().map(|&l| l == 1).collect();
-    if !positives.contains(&true) || !positives.contains(&false) {
-        return None;
-    }
     choose_on_roc(&roc_curve(scores, &positives), rule)
 }
 
