@@ -3,6 +3,7 @@
 mod backbone;
 mod dataset;
 mod device;
+mod embed;
 mod finetune;
 mod pretrained;
 mod train;
@@ -60,11 +61,9 @@ enum Command {
         #[command(flatten)]
         common: pretrained::PretrainedArgs,
     },
-    /// The 1280-d embedding (pooled features) of each image.
-    Embed {
-        #[command(flatten)]
-        common: pretrained::PretrainedArgs,
-    },
+    /// The 1280-d embedding (pooled features) of each image, or of a labelled folder's images,
+    /// through the embedding cache.
+    Embed(Box<embed::EmbedArgs>),
     /// Fine-tune a classifier head on a folder with one sub-folder of images per class.
     Train(Box<train::TrainArgs>),
     /// Evaluate a model on a labelled folder: accuracy, AUC, per-class figures, intervals.
@@ -80,7 +79,7 @@ fn main() -> ExitCode {
         Command::Device { backend, json } => device::run(backend, json),
         Command::ConvertWeights { from, to } => pretrained::convert(&from, &to),
         Command::Classify { common } => pretrained::classify(&common),
-        Command::Embed { common } => pretrained::embed(&common),
+        Command::Embed(args) => embed::embed(&args),
         Command::Train(args) => train::train(&args),
         Command::Eval(args) => finetune::eval(&args),
         Command::Predict(args) => finetune::predict(&args),

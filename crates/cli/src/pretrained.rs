@@ -1,4 +1,5 @@
-//! Commands that use the pretrained EfficientNet-Lite0: `convert-weights`, `classify`, `embed`.
+//! Commands that use the pretrained EfficientNet-Lite0's ImageNet classifier: `convert-weights`,
+//! `classify` (`embed` is in `embed.rs`, through the embedding cache).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -70,24 +71,16 @@ pub fn classify(args: &PretrainedArgs) -> ExitCode {
     run_on_images(args, &Report::Top5(labels))
 }
 
-/// `medtransfer embed`: the 1280-d embedding per image.
-pub fn embed(args: &PretrainedArgs) -> ExitCode {
-    run_on_images(args, &Report::Embedding)
-}
-
 /// What each command reports per image.
 enum Report {
     /// `classify`: the five most probable ImageNet classes.
     Top5(ImageNetLabels),
-    /// `embed`: the 1280-d embedding.
-    Embedding,
 }
 
 impl Report {
     /// The entry for one image's output.
     fn entry(&self, path: &str, output: &ImageOutput) -> Value {
         match self {
-            Report::Embedding => json!({ "path": path, "embedding": output.embedding }),
             Report::Top5(labels) => {
                 let top5: Vec<Value> = labels
                     .top_k(&output.logits, 5)
@@ -177,17 +170,6 @@ fn print_table(entries: &[Value]) {
                     p["prob"].as_f64().unwrap_or(f64::NAN) * 100.0
                 );
             }
-        } else if let Some(embedding) = entry["embedding"].as_array() {
-            let head: Vec<String> = embedding
-                .iter()
-                .take(4)
-                .map(|v| format!("{:.4}", v.as_f64().unwrap_or(f64::NAN)))
-                .collect();
-            println!(
-                "{path}: {} values [{}, …]",
-                embedding.len(),
-                head.join(", ")
-            );
         }
     }
 }

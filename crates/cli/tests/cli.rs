@@ -133,6 +133,92 @@ fn embed_gives_1280_finite_values_per_image() {
 }
 
 #[test]
+fn embed_a_labelled_folder_through_the_cache() {
+    let Some(weights) = ready_weights() else {
+        return;
+    };
+    let root = std::env::temp_dir().join(format!("mt-cli-embed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    tiny_dataset(&root.join("data"));
+    let data = root.join("data").to_string_lossy().to_string();
+    let cache = root.join("cache");
+    let cache_arg = cache.to_string_lossy().to_string();
+    let args = [
+        "embed",
+        "--json",
+        "--backend",
+        "cpu",
+        "--cache",
+        &cache_arg,
+        "--data",
+        &data,
+    ];
+    let first = medtransfer(&args, &weights);
+    // The broken file is reported in its entry; the others are embedded (exit 2).
+    assert_eq!(first.status.code(), Some(2), "{first:?}");
+    let entries = json_stdout(&first);
+    let entries = entries.as_array().expect("array");
+    assert_eq!(entries.len(), 9);
+    let classes: Vec<&str> = entries.iter().filter_map(|e| e["class"].as_str()).collect();
+    assert_eq!(classes.iter().filter(|c| **c == "bright").count(), 4);
+    assert_eq!(classes.iter().filter(|c| **c == "dark").count(), 5);
+    let broken: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e.get("error").is_some())
+        .collect();
+    assert_eq!(broken.len(), 1);
+    assert!(
+        broken[0]["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("broken.png"))
+    );
+    // Cached: one file per embedded image, and a second run gives the same numbers.
+    let cached = walk_count(&cache);
+    assert_eq!(cached, 8, "cache files");
+    let second = json_stdout(&medtransfer(&args, &weights));
+    assert_eq!(second, Value::Array(entries.clone()));
+    // The same values as embedding the file on its own, without the cache.
+    let one = entries
+        .iter()
+        .find(|e| e["class"] == "bright" && e.get("embedding").is_some())
+        .expect("a bright image");
+    let path = one["path"].as_str().expect("path");
+    let alone = json_stdout(&medtransfer(
+        &["embed", "--json", "--backend", "cpu", "--no-cache", path],
+        &weights,
+    ));
+    let (a, b) = (&alone[0]["embedding"], &one["embedding"]);
+    let a: Vec<f64> = a
+        .as_array()
+        .expect("a")
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    let b: Vec<f64> = b
+        .as_array()
+        .expect("b")
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    assert_eq!(a.len(), 1280);
+    assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-5));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Files below `dir`, recursively.
+fn walk_count(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|e| {
+                let path = e.path();
+                if path.is_dir() { walk_count(&path) } else { 1 }
+            })
+            .sum()
+    })
+}
+
+#[test]
 fn missing_weights_give_a_clear_error() {
     let empty = std::env::temp_dir().join("medtransfer-cli-test-no-weights");
     std::fs::create_dir_all(&empty).expect("temp dir");
