@@ -40,6 +40,21 @@ pub fn PredictSection() -> impl IntoView {
                 <input type="file" multiple accept=IMAGE_ACCEPT data-testid="predict-files"
                     disabled=move || !trained() on:change=on_pick />
             </label>
+            {move || {
+                // Which rule decides, for two classes: the threshold of the Results section.
+                let classes = project.training.get().result.map(|r| r.classes).unwrap_or_default();
+                (classes.len() == 2 && !project.predictions.get().is_empty()).then(|| {
+                    let positive = classes[1].clone();
+                    view! {
+                        <p data-testid="prediction-rule">
+                            {move || format!(
+                                "An image is called {positive} when its probability of {positive} is at least {:.2}, the decision threshold under Results.",
+                                project.threshold.get()
+                            )}
+                        </p>
+                    }
+                })
+            }}
             <ul class="predictions">
                 {move || {
                     let classes = project.training.get().result.map(|r| r.classes).unwrap_or_default();

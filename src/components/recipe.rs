@@ -4,6 +4,8 @@
 use leptos::prelude::*;
 use medtransfer_core::recipe::Search;
 use medtransfer_core::run::Recipe;
+use medtransfer_core::threshold::ThresholdRule;
+use medtransfer_core::train::limits;
 
 use crate::state::use_project;
 
@@ -21,6 +23,66 @@ pub fn RecipeChoice() -> impl IntoView {
             </select>
             <small>"Automatic: cross-validation on your images chooses the head (linear or MLP), its regularisation and the class weighting, then refits the winner on every image; its figures are out-of-fold. Manual: the settings below, with a validation share held out."</small>
         </label>
+    }
+}
+
+/// The automatic recipe's most folds (fewer when a class has fewer images or patients).
+#[component]
+pub fn FoldsInput() -> impl IntoView {
+    let settings = use_project().settings;
+    view! {
+        <label>
+            "Folds "
+            <input type="number" min=*limits::FOLDS.start() max=*limits::FOLDS.end()
+                disabled=move || settings.get().recipe != Recipe::Automatic
+                prop:value=move || settings.get().folds
+                on:change=move |e| if let Some(v) = number(&e) {
+                    settings.update(|s| { s.folds = v.max(0.0) as usize; *s = s.clone().clamped() })
+                } />
+            <small>"Automatic recipe: the cross-validation's folds, at most the images (or patients) of the smallest class; a class under 10 repeats the folds 3 times."</small>
+        </label>
+    }
+}
+
+/// An input's value as a number, if it is one.
+fn number(event: &leptos::ev::Event) -> Option<f64> {
+    event_target_value(event).parse().ok()
+}
+
+/// The sensitivity target offered first when the rule is switched to a target sensitivity.
+const SCREENING_SENSITIVITY: f64 = 0.95;
+
+/// How the two-class decision threshold is chosen: the best balanced accuracy, or the fewest
+/// false positives that keep a target sensitivity (screening).
+#[component]
+pub fn ThresholdRuleChoice() -> impl IntoView {
+    let settings = use_project().settings;
+    let target = move || match settings.get().threshold {
+        ThresholdRule::Sensitivity { target } => Some(target),
+        ThresholdRule::BalancedAccuracy => None,
+    };
+    view! {
+        <label>
+            "Decision threshold "
+            <select data-testid="threshold-rule" on:change=move |e| settings.update(|s| s.threshold = if event_target_value(&e) == "sensitivity" {
+                ThresholdRule::Sensitivity { target: SCREENING_SENSITIVITY }
+            } else {
+                ThresholdRule::BalancedAccuracy
+            })>
+                <option value="balanced" selected=move || target().is_none()>"Best balanced accuracy"</option>
+                <option value="sensitivity" selected=move || target().is_some()>"Target sensitivity"</option>
+            </select>
+            <small>"Two classes: where the second class (in alphabetical order, e.g. PNEUMONIA after NORMAL) is called, chosen on the out-of-fold or validation predictions. A target sensitivity (screening) misses at most that share of its images."</small>
+        </label>
+        {move || target().map(|t| view! {
+            <label>
+                "Sensitivity target "
+                <input type="number" step="0.01" min="0.5" max="1" data-testid="sensitivity-target" prop:value=t
+                    on:change=move |e| if let Some(v) = number(&e).filter(|v| *v > 0.0 && *v <= 1.0) {
+                        settings.update(|s| s.threshold = ThresholdRule::Sensitivity { target: v })
+                    } />
+            </label>
+        })}
     }
 }
 
@@ -47,7 +109,7 @@ pub fn SearchTable(search: Search) -> impl IntoView {
     view! {
         <table class="search" data-testid="search-table" tabindex="0"
             aria-label="Automatic recipe: every candidate's cross-validated score">
-            <caption>{format!("Candidates scored by {}: the lowest class-balanced log loss wins.", search_summary(&search))}</caption>
+            <caption>{format!("Candidates scored by {}: the lowest log loss wins.", search_summary(&search))}</caption>
             <thead><tr><th>"Candidate"</th><th>"Log loss"</th><th>"Accuracy"</th><th>"Bal. acc."</th><th>"AUC"</th></tr></thead>
             <tbody>
                 {search.scores.iter().enumerate().map(|(i, s)| view! {

@@ -10,7 +10,7 @@ use medtransfer_core::train::{ClassWeighting, limits};
 
 use medtransfer_core::run::Recipe;
 
-use super::recipe::{RecipeChoice, SearchTable, search_summary};
+use super::recipe::{FoldsInput, RecipeChoice, SearchTable, ThresholdRuleChoice, search_summary};
 use crate::state::{ModelOrigin, mlp_head, use_project};
 
 /// Settings, Train / Stop, and the epochs as they finish.
@@ -34,6 +34,8 @@ pub fn TrainSection() -> impl IntoView {
             <h2 id="train-heading">"2. Train"</h2>
             <div class="settings">
                 <RecipeChoice />
+                <FoldsInput />
+                <ThresholdRuleChoice />
                 <fieldset disabled=automatic>
                 <legend>"Manual recipe"</legend>
                 <label>

@@ -4,6 +4,7 @@
 use leptos::prelude::*;
 use medtransfer_core::head::HeadKind;
 use medtransfer_core::run::{Recipe, RunConfig};
+use medtransfer_core::threshold::ThresholdRule;
 use medtransfer_core::train::{ClassWeighting, DEFAULT_DROPOUT, DEFAULT_HIDDEN_UNITS, TrainConfig};
 use serde::Deserialize;
 
@@ -13,9 +14,10 @@ use crate::protocol::{Envelope, ImageId, ToWorker};
 /// The training settings as the page edits, saves, exports and sends them: core's
 /// [`RunConfig`] (its [`TrainConfig`] and the validation share), kept inside core's
 /// [`medtransfer_core::train::limits`] by [`RunConfig::clamped`]. The page edits the recipe
-/// (automatic or manual), and for a manual one the head (linear, or the default MLP), epochs,
-/// batch size, learning rate, class weights and validation share, and the seed; every other
-/// field is core's default (see [`settings_from_json`]).
+/// (automatic or manual), for an automatic one its folds, for a manual one the head (linear, or
+/// the default MLP), epochs, batch size, learning rate, class weights and validation share, and
+/// for both the two-class threshold rule and the seed; every other field is core's default (see
+/// [`settings_from_json`]).
 pub type Settings = RunConfig;
 
 /// The MLP head the page offers: the source recipe's hidden units and dropout.
@@ -31,7 +33,9 @@ pub fn mlp_head() -> HeadKind {
 #[derive(Deserialize)]
 #[serde(default)]
 struct PageFields {
-    recipe: Recipe,
+    /// Absent in settings saved before the automatic recipe existed: those trained by hand, so
+    /// they read as [`Recipe::Manual`] and keep training as they did.
+    recipe: Option<Recipe>,
     mlp: bool,
     epochs: usize,
     #[serde(alias = "batch")]
@@ -39,6 +43,8 @@ struct PageFields {
     learning_rate: f64,
     class_weights: ClassWeighting,
     validation_share: f64,
+    folds: usize,
+    threshold: ThresholdRule,
     seed: u64,
 }
 
@@ -46,13 +52,15 @@ impl Default for PageFields {
     fn default() -> Self {
         let d = RunConfig::default();
         Self {
-            recipe: d.recipe,
+            recipe: None,
             mlp: matches!(d.train.head, HeadKind::Mlp { .. }),
             epochs: d.train.epochs,
             batch_size: d.train.batch_size,
             learning_rate: d.train.learning_rate,
             class_weights: d.train.class_weights,
             validation_share: d.validation_share,
+            folds: d.folds,
+            threshold: d.threshold,
             seed: d.train.seed,
         }
     }
@@ -76,7 +84,9 @@ impl PageFields {
                 ..TrainConfig::default()
             },
             validation_share: self.validation_share,
-            recipe: self.recipe,
+            recipe: self.recipe.unwrap_or(Recipe::Manual),
+            folds: self.folds,
+            threshold: self.threshold,
             ..RunConfig::default()
         }
     }
@@ -114,14 +124,22 @@ impl Default for EditedTrain {
 #[derive(Deserialize)]
 struct EditedSettings {
     #[serde(default)]
-    recipe: Recipe,
+    recipe: Option<Recipe>,
     train: EditedTrain,
     #[serde(default = "default_share")]
     validation_share: f64,
+    #[serde(default = "default_folds")]
+    folds: usize,
+    #[serde(default)]
+    threshold: ThresholdRule,
 }
 
 fn default_share() -> f64 {
     RunConfig::default().validation_share
+}
+
+fn default_folds() -> usize {
+    RunConfig::default().folds
 }
 
 impl From<EditedSettings> for PageFields {
@@ -135,6 +153,8 @@ impl From<EditedSettings> for PageFields {
             learning_rate: t.learning_rate,
             class_weights: t.class_weights,
             validation_share: s.validation_share,
+            folds: s.folds,
+            threshold: s.threshold,
             seed: t.seed,
         }
     }
@@ -229,6 +249,7 @@ impl Project {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use medtransfer_core::train::limits;
 
     #[test]
     fn an_older_pages_settings_keep_their_values() {
@@ -245,6 +266,35 @@ mod tests {
         assert_eq!(read.train.learning_rate, 0.001);
         assert_eq!(read.train.class_weights, ClassWeighting::Off);
         assert_eq!(read.validation_share, 0.3);
+        // It trained by hand, and still does.
+        assert_eq!(read.recipe, Recipe::Manual);
+        let nested_without_recipe = serde_json::json!({"train": {"epochs": 4}});
+        assert_eq!(
+            settings_from_json(nested_without_recipe)
+                .expect("reads")
+                .recipe,
+            Recipe::Manual
+        );
+    }
+
+    #[test]
+    fn folds_and_the_threshold_rule_are_kept_and_clamped() {
+        let config = RunConfig {
+            folds: 7,
+            threshold: ThresholdRule::Sensitivity { target: 0.95 },
+            recipe: Recipe::Automatic,
+            ..RunConfig::default()
+        };
+        let read =
+            settings_from_json(serde_json::to_value(&config).expect("serialises")).expect("reads");
+        assert_eq!(read.folds, 7);
+        assert_eq!(read.threshold, ThresholdRule::Sensitivity { target: 0.95 });
+        assert_eq!(read.recipe, Recipe::Automatic);
+        let wild = serde_json::json!({"recipe": "automatic", "folds": 500,
+            "threshold": {"rule": "sensitivity", "target": 3.0}, "train": {}});
+        let read = settings_from_json(wild).expect("reads");
+        assert_eq!(read.folds, *limits::FOLDS.end());
+        assert_eq!(read.threshold, ThresholdRule::default());
     }
 
     #[test]

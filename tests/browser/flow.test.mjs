@@ -60,6 +60,13 @@ for (const mode of [
       assert.match(await cards.nth(1).getByTestId('class-rejected').innerText(), /report\.jpeg/);
       await screenshot(page, `flow-${mode.name}-2-embedded`);
 
+      // On the CPU path the user picks the screening rule: a target sensitivity of 0.9.
+      const screening = !mode.webgpu;
+      if (screening) {
+        await page.getByTestId('threshold-rule').selectOption('sensitivity');
+        await page.getByTestId('sensitivity-target').fill('0.9');
+        await page.getByTestId('sensitivity-target').dispatchEvent('change');
+      }
       await page.getByTestId('train').click();
       const accuracy = page.getByTestId('metric-accuracy');
       await accuracy.waitFor({ timeout: 600_000 });
@@ -76,6 +83,13 @@ for (const mode of [
       assert.equal(await page.getByTestId('training-curves').locator('svg').count() >= 2, true);
       assert.ok(await page.getByTestId('training-curves').locator('path').count() >= 4);
       assert.ok(await page.getByTestId('roc-curve').locator('path').count() >= 1);
+      const chosenRule = await page.getByTestId('threshold-chosen').innerText();
+      assert.match(chosenRule, screening ? /sensitivity at least 0\.9 on the out-of-fold/ : /best balanced accuracy on the out-of-fold/);
+      if (screening) {
+        const [sensitivityAtModel] = (await page.getByTestId('threshold-effect').innerText())
+          .match(/sensitivity ([01]\.\d+)/).slice(1).map(Number);
+        assert.ok(sensitivityAtModel >= 0.9, `sensitivity ${sensitivityAtModel} at the model's threshold`);
+      }
       await screenshot(page, `flow-${mode.name}-3-trained`);
 
       const heldOut = [pick(join(chest, 'test', 'NORMAL'), 1)[0], pick(join(chest, 'test', 'PNEUMONIA'), 1)[0]];
@@ -92,6 +106,9 @@ for (const mode of [
         const pneumonia = label === 'PNEUMONIA' ? prob : 1 - prob;
         assert.ok(Math.abs(pneumonia - threshold) < 0.006 || (pneumonia >= threshold) === (label === 'PNEUMONIA'), `${label} ${prob} at ${threshold}`);
       }
+      // The predictions say which threshold decided them.
+      const rule = page.getByTestId('prediction-rule');
+      assert.match(await rule.innerText(), new RegExp(`called PNEUMONIA when its probability of PNEUMONIA is at least ${threshold.toFixed(2)}`));
       await screenshot(page, `flow-${mode.name}-4-predicted`);
 
       // Two classes: the threshold slider says what it does on the out-of-fold predictions and
@@ -110,6 +127,7 @@ for (const mode of [
         const prob = Number(await predictions.nth(i).getAttribute('data-prob'));
         assert.ok(label === 'PNEUMONIA' ? prob >= 0.99 : prob > 0.01, `${label} ${prob} at 0.99`);
       }
+      assert.match(await rule.innerText(), /at least 0\.99,/);
       // Usable in a narrow window too: nothing wider than 400 px once results are shown.
       await page.setViewportSize({ width: 400, height: 800 });
       const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
