@@ -28,8 +28,8 @@ pub enum SplitError {
     BadFraction(f64),
     /// A class has too few items to put at least one in validation and keep one for training.
     #[error(
-        "class {class} has only {count} item(s); each class needs at least 2 items \
-         for a validation split"
+        "class {class} has only {count} item(s); each class needs at least 2 items, one to \
+         train on and one to check the model on (a validation split or a cross-validation fold)"
     )]
     TooFewItems {
         /// The class index (label).
@@ -41,7 +41,7 @@ pub enum SplitError {
     /// least one in validation and keep one for training.
     #[error(
         "class {class} has only {count} group(s) (groups whose majority label is {class}); \
-         each class needs at least 2 groups for a grouped validation split"
+         each class needs at least 2 groups, one to train on and one to check the model on"
     )]
     TooFewGroups {
         /// The class index (label).
@@ -74,13 +74,14 @@ impl SplitError {
         };
         match self {
             Self::TooFewItems { class, count } => format!(
-                "{} has only {count} item(s); each class needs at least 2 items for a \
-                 validation split",
+                "{} has only {count} item(s); each class needs at least 2 items, one to train \
+                 on and one to check the model on (a validation split or a cross-validation \
+                 fold)",
                 name(*class)
             ),
             Self::TooFewGroups { class, count } => format!(
                 "{} has only {count} group(s) (groups whose majority label it is); each class \
-                 needs at least 2 groups for a grouped validation split",
+                 needs at least 2 groups, one to train on and one to check the model on",
                 name(*class)
             ),
             other => other.to_string(),
