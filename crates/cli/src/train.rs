@@ -66,8 +66,8 @@ pub enum RecipeArg {
     Manual,
 }
 
-/// `medtransfer train` arguments. The manual recipe's flags (`--head` … `--augment`,
-/// `--val-split`, `--cv`) imply `--recipe manual`.
+/// `medtransfer train` arguments. The manual recipe's flags (`--head` … `--label-smoothing`,
+/// `--val-split`, `--cv`) imply `--recipe manual`; `--augment` serves both recipes.
 #[derive(Args)]
 pub struct TrainArgs {
     /// Training images: one sub-folder per class.
@@ -140,8 +140,9 @@ pub struct TrainArgs {
     /// Manual: label smoothing ε in [0, 0.5) (default 0).
     #[arg(long, value_parser = within(limits::LABEL_SMOOTHING, limits::half_open))]
     label_smoothing: Option<f32>,
-    /// Manual: extra augmented views (flip, rotation, zoom, brightness, contrast) embedded per
-    /// training image (default 0).
+    /// Extra augmented views (flip, rotation, zoom, brightness, contrast) embedded per training
+    /// image (default 0). The automatic recipe scores its linear candidates with and without
+    /// them and keeps them only when cross-validation says they help.
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=MAX_AUGMENTED_VIEWS))]
     augment: Option<u32>,
     /// Fixes the split, initial weights, shuffling, dropout and augmentation.
@@ -271,7 +272,6 @@ fn recipe(args: &TrainArgs) -> Result<Recipe, String> {
         ("--patience", args.patience.is_some()),
         ("--class-weights", args.class_weights.is_some()),
         ("--label-smoothing", args.label_smoothing.is_some()),
-        ("--augment", args.augment.is_some()),
         ("--val-split", args.val_split.is_some()),
         ("--cv", args.cv.is_some()),
     ];
@@ -452,6 +452,7 @@ pub fn train(args: &TrainArgs) -> ExitCode {
         train_rows: 0,
         search_bar: None,
         search_started: None,
+        announced: false,
     };
     let finished = match pollster::block_on(run(
         &dataset.classes,

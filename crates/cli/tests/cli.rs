@@ -409,3 +409,73 @@ fn train_predict_eval_on_a_tiny_set_and_refuse_bad_model_files() {
     }
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn the_automatic_recipe_tries_augmented_views_when_asked() {
+    let Some(weights) = ready_weights() else {
+        return;
+    };
+    let root = std::env::temp_dir().join(format!("mt-cli-auto-augment-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    tiny_dataset(&root.join("data"));
+    let data = root.join("data").to_string_lossy().to_string();
+    let cache = root.join("cache").to_string_lossy().to_string();
+    let model = root.join("m.mtmodel").to_string_lossy().to_string();
+    let output = medtransfer(
+        &[
+            "train",
+            "--data",
+            &data,
+            "--backend",
+            "cpu",
+            "--cache",
+            &cache,
+            "--augment",
+            "2",
+            "--out",
+            &model,
+            "--json",
+        ],
+        &weights,
+    );
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let report = json_stdout(&output);
+    assert_eq!(report["recipe"], "automatic");
+    let candidates = report["search"]["candidates"]
+        .as_array()
+        .expect("candidates");
+    let described: Vec<&str> = candidates
+        .iter()
+        .filter_map(|c| c["description"].as_str())
+        .collect();
+    let augmented = described
+        .iter()
+        .filter(|d| d.ends_with("augmented views"))
+        .count();
+    // Every linear candidate, once without and once with the views.
+    assert_eq!(augmented, 13, "{described:?}");
+    assert_eq!(
+        described
+            .iter()
+            .filter(|d| d.starts_with("linear") && !d.ends_with("augmented views"))
+            .count(),
+        13
+    );
+    // The refit trains on the views only when they were chosen.
+    let chosen = report["search"]["chosen_description"]
+        .as_str()
+        .expect("chosen");
+    let rows = report["train_rows"].as_u64().expect("rows");
+    let images = report["train_images"].as_u64().expect("images");
+    assert_eq!(images, 8);
+    assert_eq!(
+        rows,
+        if chosen.ends_with("augmented views") {
+            24
+        } else {
+            8
+        },
+        "{chosen}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -12,9 +12,14 @@
 //!   fold), `k = min(SearchOptions::folds, the fewest items or groups of a class)`; when a
 //!   class has fewer than [`SMALL_CLASS`], the k-fold split is repeated [`SMALL_REPEATS`] times
 //!   with other seeds and each item's out-of-fold probabilities are averaged over the repeats.
-//! - **Score**: the class-balanced out-of-fold log loss (each class's mean −ln p(true class),
-//!   averaged over the classes): a proper score, so calibrated probabilities win, and balanced,
-//!   so a large class cannot carry it. The lowest wins; ties go to the earlier candidate (the
+//! - **Score**: the out-of-fold log loss (the mean −ln p(true class) over every item): a proper
+//!   score, so the candidate whose probabilities are best calibrated on data like the user's
+//!   wins, class weights included only when they improve it. Imbalance is then met where it
+//!   belongs, at the decision: for two classes by the threshold chosen out of fold
+//!   ([`ThresholdRule`], balanced accuracy by default). (scikit-learn makes the same choice:
+//!   `LogisticRegressionCV` scores by `neg_log_loss` by default from version 1.11. A
+//!   class-balanced log loss, used first, gave test figures within noise of this one on the
+//!   shared sets: docs/RESULTS.md.) The lowest wins; ties go to the earlier candidate (the
 //!   stronger penalty, linear before MLP). Same items, groups and seed: same choice.
 //!
 //! Within a fold the linear candidates share the fold's standardisation and each starts from
@@ -35,9 +40,7 @@ use crate::train::{
     CancelToken, ClassWeighting, FeatureNormalization, LabelledEmbeddings, OptimizerKind, Progress,
     TrainConfig, TrainError, TrainedHead, class_weights_for, fit_head, limits,
 };
-use folds::{
-    FoldJob, Quiet, add_rows, balanced_log_loss, linear_fold, mlp_cost, parallel_map, threads,
-};
+use folds::{FoldJob, Quiet, add_rows, linear_fold, log_loss, mlp_cost, parallel_map, threads};
 
 /// scikit-learn's inverse penalty C of the linear candidates (λ = 1 / (C·n)), ascending: the
 /// strongest penalty first.
@@ -61,6 +64,10 @@ pub enum Candidate {
         c: f64,
         /// Inverse-frequency class weights or none.
         class_weights: ClassWeighting,
+        /// Trained on the items' augmented views too ([`search`]'s `views`), each view a row
+        /// with its item's label.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        augmented: bool,
     },
     /// An MLP trained by the epoch loop with these settings (all epochs: no validation inside
     /// a fold to stop early on).
@@ -71,10 +78,13 @@ pub enum Candidate {
 }
 
 impl Candidate {
-    /// The training settings for `n` training items and `seed`.
+    /// The training settings for `n` training rows (items, plus their views for an augmented
+    /// candidate) and `seed`.
     pub fn config_for(&self, n: usize, seed: u64) -> TrainConfig {
         match self {
-            Self::Linear { c, class_weights } => TrainConfig {
+            Self::Linear {
+                c, class_weights, ..
+            } => TrainConfig {
                 head: HeadKind::Linear,
                 optimizer: OptimizerKind::Lbfgs,
                 weight_decay: (1.0 / (c * n.max(1) as f64)).min(limits::L2_PENALTY.end * 0.999),
@@ -91,15 +101,20 @@ impl Candidate {
         }
     }
 
-    /// As a user reads it: "linear, C = 0.01, class weights on".
+    /// As a user reads it: "linear, C = 0.01, class weights on, augmented views".
     pub fn describe(&self) -> String {
         match self {
-            Self::Linear { c, class_weights } => format!(
-                "linear, C = {c}{}",
+            Self::Linear {
+                c,
+                class_weights,
+                augmented,
+            } => format!(
+                "linear, C = {c}{}{}",
                 match class_weights {
                     ClassWeighting::On => ", class weights on",
                     ClassWeighting::Off | ClassWeighting::Auto => "",
-                }
+                },
+                if *augmented { ", augmented views" } else { "" }
             ),
             Self::Mlp { train } => match train.head {
                 HeadKind::Mlp { hidden, dropout } => format!(
@@ -144,7 +159,7 @@ impl Default for SearchOptions {
 pub struct CandidateScore {
     /// The candidate.
     pub candidate: Candidate,
-    /// Class-balanced out-of-fold log loss (lower is better): the score.
+    /// Out-of-fold log loss, the mean over items (lower is better): the score.
     pub log_loss: f64,
     /// Out-of-fold accuracy (argmax).
     pub accuracy: f64,
@@ -216,8 +231,9 @@ pub enum SearchEvent {
     },
 }
 
-/// The grid for `items` (see the module's notes).
-pub fn candidates(items: &LabelledEmbeddings, num_classes: usize) -> Vec<Candidate> {
+/// The grid for `items` (see the module's notes); with `views`, every linear candidate also
+/// trained on the augmented views.
+pub fn candidates(items: &LabelledEmbeddings, num_classes: usize, views: bool) -> Vec<Candidate> {
     let weights = class_weights_for(&items.labels, num_classes, ClassWeighting::Auto);
     let imbalanced = weights.iter().any(|&w| w != 1.0);
     let mut grid = Vec::new();
@@ -226,9 +242,15 @@ pub fn candidates(items: &LabelledEmbeddings, num_classes: usize) -> Vec<Candida
     } else {
         &[ClassWeighting::Off]
     };
-    for &class_weights in weightings {
-        for &c in &INVERSE_PENALTIES {
-            grid.push(Candidate::Linear { c, class_weights });
+    for augmented in [false, true].into_iter().take(1 + usize::from(views)) {
+        for &class_weights in weightings {
+            for &c in &INVERSE_PENALTIES {
+                grid.push(Candidate::Linear {
+                    c,
+                    class_weights,
+                    augmented,
+                });
+            }
         }
     }
     grid.push(Candidate::Mlp {
@@ -239,18 +261,24 @@ pub fn candidates(items: &LabelledEmbeddings, num_classes: usize) -> Vec<Candida
 
 /// Scores every candidate of [`candidates`] by cross-validation on `items` (labels index
 /// `classes`; `groups`, one key per item, keep a patient's items in one fold) and picks the
-/// winner (see the module's notes). `progress` hears [`SearchEvent`]s
+/// winner (see the module's notes). `views` are extra embeddings of items (augmented views,
+/// each `(item index, embedding)`, any number per item): when there are some, every linear
+/// candidate is also scored with them, a fold training on the views of its training items
+/// only (a held-out item's views never train the heads that predict it; held-out items are
+/// predicted from their original embedding). `progress` hears [`SearchEvent`]s
 /// ([`Progress::search`]) and is awaited between folds.
 ///
 /// Errors: [`TrainError::Config`] for folds outside [`limits::FOLDS`];
 /// [`TrainError::Split`] when a class has fewer than 2 items (or groups);
-/// [`TrainError::Data`] for inconsistent items; [`TrainError::Cancelled`] when `cancel` is
-/// set; those of [`fit_head`], `Classifier::predict` and [`evaluate`].
+/// [`TrainError::Data`] for inconsistent items or a view whose item index or length is wrong;
+/// [`TrainError::Cancelled`] when `cancel` is set; those of [`fit_head`],
+/// `Classifier::predict` and [`evaluate`].
 #[allow(clippy::too_many_arguments)]
 pub async fn search(
     classes: &[String],
     items: &LabelledEmbeddings,
     groups: Option<&[String]>,
+    views: &[(usize, Vec<f32>)],
     options: &SearchOptions,
     device: &Device,
     cancel: &CancelToken,
@@ -274,6 +302,19 @@ pub async fn search(
         return Err(TrainError::Data(format!(
             "item {row} has label {} but there are {num_classes} classes",
             items.labels[row]
+        )));
+    }
+    let dim = items.embeddings.first().map_or(0, Vec::len);
+    if let Some((row, (item, view))) = views
+        .iter()
+        .enumerate()
+        .find(|(_, (item, view))| *item >= items.labels.len() || view.len() != dim)
+    {
+        return Err(TrainError::Data(format!(
+            "augmented view {row} (of item {item}) has {} values or no such item; there are {} \
+             items of {dim} values",
+            view.len(),
+            items.labels.len()
         )));
     }
     let split_error = |error: SplitError| TrainError::Split {
@@ -304,14 +345,17 @@ pub async fn search(
             }
         }
     }
-    let grid = candidates(items, num_classes);
-    let dim = items.embeddings.first().map_or(0, Vec::len);
+    let grid = candidates(items, num_classes, !views.is_empty());
     let mut skipped = Vec::new();
     let mut mlp = Vec::new();
     let mut linear = Vec::new();
     for (index, candidate) in grid.iter().enumerate() {
         match candidate {
-            Candidate::Linear { c, class_weights } => linear.push((index, *c, *class_weights)),
+            Candidate::Linear {
+                c,
+                class_weights,
+                augmented,
+            } => linear.push((index, *c, *class_weights, *augmented)),
             Candidate::Mlp { train } => {
                 let n_train = items.labels.len() * (k - 1) / k;
                 let cost = mlp_cost(train, n_train, dim, num_classes, jobs.len());
@@ -332,6 +376,11 @@ pub async fn search(
             }
         }
     }
+    let (augmented, plain): (Vec<_>, Vec<_>) = linear
+        .iter()
+        .map(|&(index, c, weighting, augmented)| (index, c, weighting, augmented))
+        .partition(|l| l.3);
+    let linear: Vec<_> = plain.iter().chain(&augmented).copied().collect();
     let scored = linear.len() + mlp.len();
     progress.search(&SearchEvent::Started {
         candidates: scored,
@@ -350,9 +399,24 @@ pub async fn search(
             if cancel.is_cancelled() {
                 return Err(TrainError::Cancelled);
             }
-            let work = |job: &FoldJob| linear_fold(items, job, &linear, num_classes, options.seed);
+            let work = |job: &FoldJob| {
+                // The plain candidates, then the augmented ones (the grid's order), each
+                // group along its own C path.
+                let mut out = linear_fold(items, &[], job, &plain, num_classes, options.seed);
+                if !augmented.is_empty() {
+                    out.extend(linear_fold(
+                        items,
+                        views,
+                        job,
+                        &augmented,
+                        num_classes,
+                        options.seed,
+                    ));
+                }
+                out
+            };
             for (job, per_candidate) in batch.iter().zip(parallel_map(batch, &work)) {
-                for (&(index, _, _), probs) in linear.iter().zip(per_candidate) {
+                for (&(index, ..), probs) in linear.iter().zip(per_candidate) {
                     add_rows(&mut sums[index], &job.held, probs);
                 }
                 done += 1;
@@ -388,13 +452,19 @@ pub async fn search(
     let mut scores = Vec::new();
     let mut chosen: Option<(usize, f64)> = None;
     let mut chosen_probs = Vec::new();
-    for index in linear.iter().map(|l| l.0).chain(mlp.iter().copied()) {
+    let mut order: Vec<usize> = linear
+        .iter()
+        .map(|l| l.0)
+        .chain(mlp.iter().copied())
+        .collect();
+    order.sort_unstable();
+    for index in order {
         let probs: Vec<Vec<f32>> = sums[index]
             .iter()
             .map(|row| row.iter().map(|s| s / repeats as f32).collect())
             .collect();
         let evaluation = evaluate(&probs, &items.labels, classes, &quick)?;
-        let log_loss = balanced_log_loss(&probs, &items.labels, num_classes);
+        let log_loss = log_loss(&probs, &items.labels);
         if chosen.is_none_or(|(_, best)| log_loss < best) {
             chosen = Some((scores.len(), log_loss));
             chosen_probs = probs;
@@ -436,9 +506,10 @@ pub async fn search(
     })
 }
 
-/// The automatic recipe start to end: [`search`], then the winner refitted on every item
-/// (reported through `progress` like any training; evaluated on `validation` when a separate
-/// validation set is given) with the search's threshold.
+/// The automatic recipe start to end: [`search`], then the winner refitted on every item (and,
+/// for an augmented candidate, every view; reported through `progress` like any training;
+/// evaluated on `validation` when a separate validation set is given) with the search's
+/// threshold.
 ///
 /// Errors: those of [`search`] and [`fit_head`].
 #[allow(clippy::too_many_arguments)]
@@ -446,23 +517,45 @@ pub async fn automatic(
     classes: &[String],
     items: &LabelledEmbeddings,
     groups: Option<&[String]>,
+    views: &[(usize, Vec<f32>)],
     validation: Option<&LabelledEmbeddings>,
     options: &SearchOptions,
     device: &Device,
     cancel: &CancelToken,
     progress: &mut impl Progress,
 ) -> Result<(TrainedHead, Search), TrainError> {
-    let found = search(classes, items, groups, options, device, cancel, progress).await?;
+    let found = search(
+        classes, items, groups, views, options, device, cancel, progress,
+    )
+    .await?;
+    let train_set = match found.chosen().candidate {
+        Candidate::Linear {
+            augmented: true, ..
+        } => with_views(items, views),
+        _ => items.clone(),
+    };
     let config = found
         .chosen()
         .candidate
-        .config_for(items.labels.len(), options.seed);
+        .config_for(train_set.labels.len(), options.seed);
     let mut trained = fit_head(
-        classes, items, validation, &config, device, cancel, progress,
+        classes, &train_set, validation, &config, device, cancel, progress,
     )
     .await?;
     trained.threshold = found.threshold;
     Ok((trained, found))
+}
+
+/// `items` followed by every view as a row with its item's label.
+fn with_views(items: &LabelledEmbeddings, views: &[(usize, Vec<f32>)]) -> LabelledEmbeddings {
+    let mut set = items.clone();
+    for (item, view) in views {
+        if let Some(&label) = items.labels.get(*item) {
+            set.embeddings.push(view.clone());
+            set.labels.push(label);
+        }
+    }
+    set
 }
 
 mod folds;

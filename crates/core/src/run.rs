@@ -256,7 +256,8 @@ fn training_set(
 /// [`Recipe::Automatic`]: [`crate::recipe::automatic`] cross-validates the grid on every item
 /// (folds grouped by the split's `groups`), refits the winner on every item, evaluates it on a
 /// [`Validation::Given`] set if any, and carries the search's out-of-fold threshold;
-/// [`Progress::extra_training`] is not asked. [`Recipe::Manual`]: splits the items, trains a
+/// [`Progress::augmented_views`] is asked for views of every item (the search keeps each
+/// fold's to its training items), [`Progress::extra_training`] is not. [`Recipe::Manual`]: splits the items, trains a
 /// head on the training side (plus [`Progress::extra_training`]'s rows), keeps the epoch with
 /// the lowest validation loss, evaluates it on the validation side with bootstrap intervals
 /// and, for two classes, chooses the threshold on the validation predictions.
@@ -287,10 +288,13 @@ pub async fn run(
             Validation::Split { groups } => (groups, None),
             Validation::Given { set, groups } => (groups, Some(set)),
         };
+        let all: Vec<usize> = (0..items.labels.len()).collect();
+        let views = progress.augmented_views(&all);
         let (trained, search) = automatic(
             classes,
             items,
             groups,
+            &views,
             given,
             &config.search_options(),
             device,

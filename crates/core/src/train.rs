@@ -238,6 +238,15 @@ pub trait Progress {
     fn extra_training(&mut self, _train: &[usize], _validation: &[usize]) -> LabelledEmbeddings {
         LabelledEmbeddings::default()
     }
+
+    /// Called by [`crate::run::run`] before the automatic recipe's search, with every item
+    /// (indices into the run's items): embeddings of augmented views of them, each with its
+    /// item's index (any number per item; none by default). The search tries the linear head
+    /// with and without them, a fold training only on its own training items' views
+    /// ([`crate::recipe::search`]).
+    fn augmented_views(&mut self, _items: &[usize]) -> Vec<(usize, Vec<f32>)> {
+        Vec::new()
+    }
 }
 
 /// A flag another thread or task sets to stop training after the current epoch.

@@ -41,12 +41,14 @@ pub(super) struct CliProgress<'a> {
     pub search_bar: Option<ProgressBar>,
     /// When the search started.
     pub search_started: Option<Instant>,
+    /// Whether the class counts were printed and the embedding bar finished.
+    pub announced: bool,
 }
 
 impl CliProgress<'_> {
     /// Prints the class counts and the skipped files once it is known which images train.
     fn items_known(&mut self, train: usize, validation: usize) {
-        if self.args.json {
+        if self.args.json || self.announced {
             return;
         }
         let mut counts = vec![0; self.classes.len()];
@@ -68,6 +70,10 @@ impl CliProgress<'_> {
     }
 
     fn embedding_done(&mut self) {
+        if self.announced {
+            return;
+        }
+        self.announced = true;
         self.embedding_bar.finish_and_clear();
         self.embed_seconds = self.embed_started.elapsed().as_secs_f64();
         if !self.args.json {
@@ -93,6 +99,23 @@ impl Progress for CliProgress<'_> {
         );
         self.embedding_done();
         extra
+    }
+
+    fn augmented_views(&mut self, items: &[usize]) -> Vec<(usize, Vec<f32>)> {
+        if self.args.augment.unwrap_or(0) == 0 {
+            return Vec::new();
+        }
+        self.items_known(items.len(), 0);
+        let views = views_of(
+            self.backbone,
+            items
+                .iter()
+                .filter_map(|&i| self.usable.get(i).map(|file| (i, *file))),
+            self.args,
+            &self.embedding_bar,
+        );
+        self.embedding_done();
+        views
     }
 
     fn search(&mut self, event: &SearchEvent) {
@@ -174,31 +197,45 @@ pub(super) fn augmented_views<'f>(
     bar: &ProgressBar,
 ) -> LabelledEmbeddings {
     let mut extra = LabelledEmbeddings::default();
+    let files: Vec<&LabelledFile> = files.collect();
+    for (i, embedding) in views_of(backbone, files.iter().copied().enumerate(), args, bar) {
+        extra.embeddings.push(embedding);
+        extra.labels.push(files[i].label);
+    }
+    extra
+}
+
+/// `--augment N` views of each `(item, file)`, embedded through the cache: `(item, embedding)`
+/// per view that could be made (a file that fails is already reported for its original).
+fn views_of<'f>(
+    backbone: &mut Backbone,
+    files: impl Iterator<Item = (usize, &'f LabelledFile)>,
+    args: &TrainArgs,
+    bar: &ProgressBar,
+) -> Vec<(usize, Vec<f32>)> {
     let views = args.augment.unwrap_or(0);
     if views == 0 {
-        return extra;
+        return Vec::new();
     }
-    let mut items = Vec::new();
-    let mut labels = Vec::new();
-    for file in files {
+    let mut requests = Vec::new();
+    let mut owners = Vec::new();
+    for (item, file) in files {
         for index in 1..=views {
             let view = View::Augmented {
                 index,
                 seed: args.seed,
             };
-            items.push((file.path.clone(), view));
-            labels.push(file.label);
+            requests.push((file.path.clone(), view));
+            owners.push(item);
         }
     }
-    bar.inc_length(items.len() as u64);
-    let results = backbone.embed(&items, &AugmentConfig::default(), bar);
-    for (result, label) in results.into_iter().zip(labels) {
-        if let Ok(embedding) = result {
-            extra.embeddings.push(embedding);
-            extra.labels.push(label);
-        }
-    }
-    extra
+    bar.inc_length(requests.len() as u64);
+    let results = backbone.embed(&requests, &AugmentConfig::default(), bar);
+    results
+        .into_iter()
+        .zip(owners)
+        .filter_map(|(result, item)| result.ok().map(|embedding| (item, embedding)))
+        .collect()
 }
 
 /// `--cv`: each fold's training side gets its augmented views; nothing is printed per fold.

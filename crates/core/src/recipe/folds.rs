@@ -3,25 +3,18 @@
 
 use super::*;
 
-/// Class-balanced mean of −ln p(true class), p clamped to `[1e-7, 1]`.
-pub(super) fn balanced_log_loss(
-    probabilities: &[Vec<f32>],
-    labels: &[usize],
-    num_classes: usize,
-) -> f64 {
-    let mut sums = vec![(0.0f64, 0usize); num_classes];
-    for (row, &label) in probabilities.iter().zip(labels) {
-        if let (Some(slot), Some(&p)) = (sums.get_mut(label), row.get(label)) {
-            slot.0 -= f64::from(p).clamp(1e-7, 1.0).ln();
-            slot.1 += 1;
-        }
-    }
-    let present: Vec<f64> = sums
+/// Mean of −ln p(true class) over the items, p clamped to `[1e-7, 1]`.
+pub(super) fn log_loss(probabilities: &[Vec<f32>], labels: &[usize]) -> f64 {
+    let total: f64 = probabilities
         .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(s, n)| s / *n as f64)
-        .collect();
-    present.iter().sum::<f64>() / present.len().max(1) as f64
+        .zip(labels)
+        .map(|(row, &label)| {
+            -f64::from(row.get(label).copied().unwrap_or(0.0))
+                .clamp(1e-7, 1.0)
+                .ln()
+        })
+        .sum();
+    total / labels.len().max(1) as f64
 }
 
 /// One fold of one repeat: which items train and which are predicted.
@@ -31,20 +24,30 @@ pub(super) struct FoldJob {
 }
 
 /// The held items' probabilities from every linear candidate (in `grid` order) trained on the
-/// job's training items.
+/// job's training items and those items' `views` (none: pass `&[]`).
 pub(super) fn linear_fold(
     items: &LabelledEmbeddings,
+    views: &[(usize, Vec<f32>)],
     job: &FoldJob,
-    grid: &[(usize, f64, ClassWeighting)],
+    grid: &[(usize, f64, ClassWeighting, bool)],
     num_classes: usize,
     seed: u64,
 ) -> Vec<Vec<Vec<f32>>> {
-    let rows: Vec<Vec<f32>> = job
+    let mut rows: Vec<Vec<f32>> = job
         .train
         .iter()
         .map(|&i| items.embeddings[i].clone())
         .collect();
-    let labels: Vec<usize> = job.train.iter().map(|&i| items.labels[i]).collect();
+    let mut labels: Vec<usize> = job.train.iter().map(|&i| items.labels[i]).collect();
+    if !views.is_empty() {
+        // Only the views of this fold's training items (job.train is sorted).
+        for (item, view) in views {
+            if job.train.binary_search(item).is_ok() {
+                rows.push(view.clone());
+                labels.push(items.labels[*item]);
+            }
+        }
+    }
     let normalization = FeatureNormalization::fit(&rows);
     let design = Design::new(&rows, &normalization);
     drop(rows);
@@ -61,10 +64,11 @@ pub(super) fn linear_fold(
     };
     let mut out = Vec::with_capacity(grid.len());
     let mut warm: Option<(ClassWeighting, Vec<f64>)> = None;
-    for &(_, c, weighting) in grid {
+    for &(_, c, weighting, augmented) in grid {
         let config = Candidate::Linear {
             c,
             class_weights: weighting,
+            augmented,
         }
         .config_for(labels.len(), seed);
         let class_weights = class_weights_for(&labels, num_classes, weighting);

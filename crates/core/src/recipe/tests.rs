@@ -8,11 +8,21 @@ fn searched(
     groups: Option<&[String]>,
     options: &SearchOptions,
 ) -> Result<Search, TrainError> {
+    searched_with_views(items, groups, &[], options)
+}
+
+fn searched_with_views(
+    items: &LabelledEmbeddings,
+    groups: Option<&[String]>,
+    views: &[(usize, Vec<f32>)],
+    options: &SearchOptions,
+) -> Result<Search, TrainError> {
     let k = items.labels.iter().max().map_or(0, |m| m + 1);
     pollster::block_on(search(
         &names(k),
         items,
         groups,
+        views,
         options,
         &Device::flex(),
         &CancelToken::new(),
@@ -147,6 +157,7 @@ fn progress_is_reported_and_a_stop_ends_the_search() {
         &names(2),
         &items,
         None,
+        &[],
         &no_mlp(),
         &Device::flex(),
         &CancelToken::new(),
@@ -171,6 +182,7 @@ fn progress_is_reported_and_a_stop_ends_the_search() {
         &names(2),
         &items,
         None,
+        &[],
         &no_mlp(),
         &Device::flex(),
         &token,
@@ -186,6 +198,7 @@ fn the_automatic_recipe_refits_the_winner_and_its_file_keeps_the_threshold_and_s
         &names(2),
         &items,
         None,
+        &[],
         None,
         &no_mlp(),
         &Device::flex(),
@@ -193,7 +206,10 @@ fn the_automatic_recipe_refits_the_winner_and_its_file_keeps_the_threshold_and_s
         &mut Events::default(),
     ))
     .expect("runs");
-    let Candidate::Linear { c, class_weights } = found.chosen().candidate.clone() else {
+    let Candidate::Linear {
+        c, class_weights, ..
+    } = found.chosen().candidate.clone()
+    else {
         panic!("only linear candidates were scored");
     };
     assert_eq!(trained.config.kind, HeadKind::Linear);
@@ -207,4 +223,104 @@ fn the_automatic_recipe_refits_the_winner_and_its_file_keeps_the_threshold_and_s
     let stored = back.header.search.expect("the search is kept");
     assert_eq!(stored.scores, found.scores);
     assert!(stored.out_of_fold.is_empty());
+}
+
+#[test]
+fn views_add_augmented_candidates_and_a_held_out_items_views_never_train_its_heads() {
+    // Pure-noise labels, and each item's "view" is a copy of its own embedding: if a held-out
+    // item's view trained the heads that predict it, the weakly penalised augmented candidates
+    // would recall its label out of fold.
+    let mut rng = SeededRng::new(21);
+    let noise = LabelledEmbeddings {
+        embeddings: (0..60)
+            .map(|_| (0..40).map(|_| rng.normal()).collect())
+            .collect(),
+        labels: (0..60).map(|i| i % 2).collect(),
+    };
+    let views: Vec<(usize, Vec<f32>)> = noise.embeddings.iter().cloned().enumerate().collect();
+    let found = searched_with_views(&noise, None, &views, &no_mlp()).expect("searches");
+    assert_eq!(found.scores.len(), 2 * INVERSE_PENALTIES.len());
+    let augmented: Vec<&CandidateScore> = found
+        .scores
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.candidate,
+                Candidate::Linear {
+                    augmented: true,
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(augmented.len(), INVERSE_PENALTIES.len());
+    for score in augmented {
+        assert!(
+            score.accuracy < 0.75,
+            "{}: out-of-fold accuracy {} on noise",
+            score.candidate.describe(),
+            score.accuracy
+        );
+    }
+    // Same seed, same choice.
+    let again = searched_with_views(&noise, None, &views, &no_mlp()).expect("searches");
+    assert_eq!(again.scores, found.scores);
+    assert_eq!(again.chosen, found.chosen);
+    // A view of no item, or of the wrong length, is refused.
+    let bad = [(60, vec![0.0; 40])];
+    assert!(matches!(
+        searched_with_views(&noise, None, &bad, &no_mlp()),
+        Err(TrainError::Data(_))
+    ));
+    let short = [(0, vec![0.0; 39])];
+    assert!(matches!(
+        searched_with_views(&noise, None, &short, &no_mlp()),
+        Err(TrainError::Data(_))
+    ));
+}
+
+#[test]
+fn views_that_carry_the_class_are_chosen_and_the_refit_trains_on_them() {
+    // Few, overlapping items; each item's views sit near its class's centre, so training on
+    // them is better out of fold (the held-out items are still predicted from themselves).
+    let items = blobs(&[8, 8], 6, 0.3, 22);
+    // blobs' class c is shifted on the features d with d % 2 == c.
+    let mut rng = SeededRng::new(23);
+    let views: Vec<(usize, Vec<f32>)> = (0..16)
+        .flat_map(|i| std::iter::repeat_n(i, 4))
+        .map(|i| {
+            let label = items.labels[i];
+            let view = (0..6)
+                .map(|d| if d % 2 == label { 0.8 } else { 0.0 } + 0.3 * rng.normal())
+                .collect();
+            (i, view)
+        })
+        .collect();
+    let (trained, found) = pollster::block_on(automatic(
+        &names(2),
+        &items,
+        None,
+        &views,
+        None,
+        &no_mlp(),
+        &Device::flex(),
+        &CancelToken::new(),
+        &mut Events::default(),
+    ))
+    .expect("runs");
+    let Candidate::Linear {
+        c, augmented: true, ..
+    } = found.chosen().candidate
+    else {
+        panic!("chose {}", found.chosen().candidate.describe());
+    };
+    assert!(
+        found
+            .chosen()
+            .candidate
+            .describe()
+            .ends_with("augmented views")
+    );
+    // Refitted on the 16 items and their 64 views: λ = 1 / (C · 80).
+    assert!((trained.train_config.weight_decay - 1.0 / (c * 80.0)).abs() < 1e-12);
 }
