@@ -48,7 +48,7 @@ pub fn PredictSection() -> impl IntoView {
                     view! {
                         <p data-testid="prediction-rule">
                             {move || format!(
-                                "An image is called {positive} when its probability of {positive} is at least {:.2}, the decision threshold under Results.",
+                                "An image is called {positive} when its probability of {positive} is at least {:.3}, the decision threshold under Results.",
                                 project.threshold.get()
                             )}
                         </p>

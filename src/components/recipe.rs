@@ -56,7 +56,17 @@ const SCREENING_SENSITIVITY: f64 = 0.95;
 /// false positives that keep a target sensitivity (screening).
 #[component]
 pub fn ThresholdRuleChoice() -> impl IntoView {
-    let settings = use_project().settings;
+    let project = use_project();
+    let settings = project.settings;
+    // The class a threshold calls: the second class card (label 1), as trained.
+    let positive = move || {
+        project.classes.with(|c| {
+            c.get(1)
+                .map(|e| e.name.get())
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| "the second class".into())
+        })
+    };
     let target = move || match settings.get().threshold {
         ThresholdRule::Sensitivity { target } => Some(target),
         ThresholdRule::BalancedAccuracy => None,
@@ -72,14 +82,16 @@ pub fn ThresholdRuleChoice() -> impl IntoView {
                 <option value="balanced" selected=move || target().is_none()>"Best balanced accuracy"</option>
                 <option value="sensitivity" selected=move || target().is_some()>"Target sensitivity"</option>
             </select>
-            <small>"Two classes: where the second class (in alphabetical order, e.g. PNEUMONIA after NORMAL) is called, chosen on the out-of-fold or validation predictions. A target sensitivity (screening) misses at most that share of its images."</small>
+            <small>{move || format!("Two classes: the probability from which an image is called {}, chosen on the out-of-fold or validation predictions. A target sensitivity (screening) misses at most 1 − target of the {} images (5% at 0.95), at the cost of more false alarms.", positive(), positive())}</small>
         </label>
         {move || target().map(|t| view! {
             <label>
-                "Sensitivity target "
-                <input type="number" step="0.01" min="0.5" max="1" data-testid="sensitivity-target" prop:value=t
-                    on:change=move |e| if let Some(v) = number(&e).filter(|v| *v > 0.0 && *v <= 1.0) {
-                        settings.update(|s| s.threshold = ThresholdRule::Sensitivity { target: v })
+                {move || format!("Sensitivity target for {} ", positive())}
+                <input type="number" step="0.01" min="0.01" max="1" data-testid="sensitivity-target" prop:value=t
+                    on:change=move |e| match number(&e).filter(|v| *v > 0.0 && *v <= 1.0) {
+                        Some(v) => settings.update(|s| s.threshold = ThresholdRule::Sensitivity { target: v }),
+                        // Refused: the box shows the target in use again.
+                        None => settings.update(|_| {}),
                     } />
             </label>
         })}

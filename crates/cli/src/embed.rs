@@ -11,7 +11,7 @@ use medtransfer_core::augment::AugmentConfig;
 use medtransfer_core::embeddings::View;
 use serde_json::{Value, json};
 
-use crate::backbone::{Backbone, BackboneArgs, progress_bar};
+use crate::backbone::{Backbone, BackboneArgs, folder_skipped, progress_bar};
 use crate::dataset::FolderDataset;
 
 /// Exit status when some input files could not be embedded (the others were).
@@ -37,16 +37,22 @@ pub struct EmbedArgs {
 /// Embeds the images (cached embeddings are read, the rest computed and cached) and prints, in
 /// input order (for `--data`: class by class, each class's files sorted by path), one entry per
 /// image: `{"path", "embedding": [1280 numbers in [0, 6]]}` plus `"class"` with `--data`, or
-/// `{"path", "error"}` for a file that could not be read or decoded. Exit status 1 when the
-/// weights or the folder cannot be read (nothing printed on stdout), 2 when some file failed.
+/// `{"path", "error"}` for a file that could not be read or decoded; with `--data`, the files
+/// the folder walk left out (dangling or duplicate links) follow as `{"path", "error"}`. Exit
+/// status 1 when the weights or the folder cannot be read (nothing printed on stdout), 2 when
+/// some file failed or was left out.
 pub fn embed(args: &EmbedArgs) -> ExitCode {
+    let mut left_out = Vec::new();
     let (paths, classes): (Vec<PathBuf>, Vec<Option<String>>) = match &args.data {
         Some(root) => match FolderDataset::open(root) {
-            Ok(dataset) => dataset
-                .files
-                .iter()
-                .map(|f| (f.path.clone(), Some(dataset.classes[f.label].clone())))
-                .unzip(),
+            Ok(dataset) => {
+                left_out = folder_skipped(&dataset);
+                dataset
+                    .files
+                    .iter()
+                    .map(|f| (f.path.clone(), dataset.classes.get(f.label).cloned()))
+                    .unzip()
+            }
             Err(error) => {
                 eprintln!("error: {error}");
                 return ExitCode::FAILURE;
@@ -68,8 +74,8 @@ pub fn embed(args: &EmbedArgs) -> ExitCode {
     let bar = progress_bar(items.len(), "embedding", args.json);
     let results = backbone.embed(&items, &AugmentConfig::default(), &bar);
     bar.finish_and_clear();
-    let mut failed = false;
-    let entries: Vec<Value> = paths
+    let mut failed = !left_out.is_empty();
+    let mut entries: Vec<Value> = paths
         .iter()
         .zip(classes)
         .zip(results)
@@ -88,6 +94,7 @@ pub fn embed(args: &EmbedArgs) -> ExitCode {
             entry
         })
         .collect();
+    entries.extend(left_out);
     if args.json {
         println!("{}", Value::Array(entries));
     } else {

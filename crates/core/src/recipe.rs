@@ -5,7 +5,8 @@
 //! - **Grid** ([`candidates`]): the linear head (logistic regression, L-BFGS,
 //!   `train/logistic.rs`) at [`INVERSE_PENALTIES`], scikit-learn's C from 10⁻⁴ to 10² in half
 //!   decades, without and (when the largest class has more than [`crate::train::IMBALANCE_RATIO`]× the items
-//!   of the smallest) with inverse-frequency class weights; and the source recipe's MLP
+//!   of the smallest) with inverse-frequency class weights, each also trained on the items'
+//!   augmented views when there are some ([`search`]'s `views`); and the source recipe's MLP
 //!   ([`TrainConfig::default`], its epochs run in full) when its folds fit
 //!   [`SearchOptions::mlp_budget`].
 //! - **Folds**: stratified, grouped when group keys are given (a patient never straddles a
@@ -16,14 +17,15 @@
 //!   score, so the candidate whose probabilities are best calibrated on data like the user's
 //!   wins, class weights included only when they improve it. Imbalance is then met where it
 //!   belongs, at the decision: for two classes by the threshold chosen out of fold
-//!   ([`ThresholdRule`], balanced accuracy by default). (scikit-learn makes the same choice:
-//!   `LogisticRegressionCV` scores by `neg_log_loss` by default from version 1.11. A
-//!   class-balanced log loss, used first, gave test figures within noise of this one on the
-//!   shared sets: docs/RESULTS.md.) The lowest wins; ties go to the earlier candidate (the
-//!   stronger penalty, linear before MLP). Same items, groups and seed: same choice.
+//!   ([`ThresholdRule`], balanced accuracy by default). (scikit-learn 1.8 announces the same
+//!   default for `LogisticRegressionCV`, `scoring="neg_log_loss"`, from 1.11. A class-balanced
+//!   log loss, used first, gave test figures within noise of this one: docs/RESULTS.md.) The
+//!   lowest wins; a NaN never does; ties go to the earlier candidate (the stronger penalty,
+//!   without views before with them, linear before MLP). Same items, groups and seed: same choice.
 //!
-//! Within a fold the linear candidates share the fold's standardisation and each starts from
-//! the previous C's solution (a warm start along the regularisation path). Natively the folds
+//! Within a fold the linear candidates without views share the fold's standardisation (those
+//! with views share one fitted on the items and views) and each starts from the previous C's
+//! solution (a warm start along the regularisation path). Natively the folds
 //! run on all cores; in wasm one after another, with [`Progress::between_epochs`] awaited
 //! between them so a stop arrives.
 
@@ -51,6 +53,8 @@ pub const INVERSE_PENALTIES: [f64; 13] = [
 pub const LINEAR_ITERATIONS: usize = 200;
 /// A class with fewer items (or groups) than this repeats the k-fold split.
 pub const SMALL_CLASS: usize = 10;
+/// Above this many values (4 bytes each) of augmented views, the folds run one at a time.
+const MANY_VIEW_VALUES: usize = 50_000_000;
 /// Repeats of the k-fold split for small classes.
 pub const SMALL_REPEATS: usize = 3;
 
@@ -60,7 +64,7 @@ pub const SMALL_REPEATS: usize = 3;
 pub enum Candidate {
     /// Logistic regression on the standardised embeddings, fitted by L-BFGS.
     Linear {
-        /// scikit-learn's inverse penalty C; λ = 1 / (C·n) for n training items.
+        /// scikit-learn's inverse penalty C; λ = 1 / (C·n) for n training rows.
         c: f64,
         /// Inverse-frequency class weights or none.
         class_weights: ClassWeighting,
@@ -376,10 +380,7 @@ pub async fn search(
             }
         }
     }
-    let (augmented, plain): (Vec<_>, Vec<_>) = linear
-        .iter()
-        .map(|&(index, c, weighting, augmented)| (index, c, weighting, augmented))
-        .partition(|l| l.3);
+    let (augmented, plain): (Vec<_>, Vec<_>) = linear.iter().copied().partition(|l| l.3);
     let linear: Vec<_> = plain.iter().chain(&augmented).copied().collect();
     let scored = linear.len() + mlp.len();
     progress.search(&SearchEvent::Started {
@@ -392,7 +393,13 @@ pub async fn search(
     let mut sums = vec![vec![vec![0.0f32; num_classes]; n]; grid.len()];
     let total = jobs.len() * (usize::from(!linear.is_empty()) + mlp.len());
     let mut done = 0;
-    let threads = threads();
+    // Each concurrent fold copies its training rows twice; with many views, one at a time.
+    let view_values: usize = views.iter().map(|(_, v)| v.len()).sum();
+    let threads = if view_values > MANY_VIEW_VALUES {
+        1
+    } else {
+        threads()
+    };
     if !linear.is_empty() {
         for batch in jobs.chunks(threads.max(1)) {
             progress.between_epochs().await;
@@ -465,7 +472,7 @@ pub async fn search(
             .collect();
         let evaluation = evaluate(&probs, &items.labels, classes, &quick)?;
         let log_loss = log_loss(&probs, &items.labels);
-        if chosen.is_none_or(|(_, best)| log_loss < best) {
+        if log_loss.is_finite() && chosen.is_none_or(|(_, best)| log_loss < best) {
             chosen = Some((scores.len(), log_loss));
             chosen_probs = probs;
         }

@@ -41,7 +41,8 @@ pub const DEFAULT_FOLDS: usize = 5;
 /// and sends this; the CLI fills it from its flags.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
-    /// Automatic (the default; also for settings saved before there was a choice) or manual.
+    /// Automatic (the default) or manual. (Serde's default when absent is automatic; the page
+    /// reads its own settings saved before there was a choice as manual.)
     #[serde(default)]
     pub recipe: Recipe,
     /// The head, loss, optimiser and schedule.
@@ -288,6 +289,17 @@ pub async fn run(
             Validation::Split { groups } => (groups, None),
             Validation::Given { set, groups } => (groups, Some(set)),
         };
+        // The checks the search would make, before any view is embedded (minutes for a
+        // large set): too few items or groups in a class.
+        crate::split::smallest_class_units(&items.labels, groups).map_err(|error| {
+            TrainError::Split {
+                error,
+                classes: classes.to_vec(),
+            }
+        })?;
+        if cancel.is_cancelled() {
+            return Err(TrainError::Cancelled);
+        }
         let all: Vec<usize> = (0..items.labels.len()).collect();
         let views = progress.augmented_views(&all);
         let (trained, search) = automatic(
