@@ -121,7 +121,7 @@ pub fn SearchTable(search: Search) -> impl IntoView {
     view! {
         <table class="search" data-testid="search-table" tabindex="0"
             aria-label="Automatic recipe: every candidate's cross-validated score">
-            <caption>{format!("Candidates scored by {}: the lowest log loss wins.", search_summary(&search))}</caption>
+            <caption>{format!("Candidates scored by {}: the lowest class-balanced log loss wins.", search_summary(&search))}</caption>
             <thead><tr><th>"Candidate"</th><th>"Log loss"</th><th>"Accuracy"</th><th>"Bal. acc."</th><th>"AUC"</th></tr></thead>
             <tbody>
                 {search.scores.iter().enumerate().map(|(i, s)| view! {

@@ -13,15 +13,14 @@
 //!   fold), `k = min(SearchOptions::folds, the fewest items or groups of a class)`; when a
 //!   class has fewer than [`SMALL_CLASS`], the k-fold split is repeated [`SMALL_REPEATS`] times
 //!   with other seeds and each item's out-of-fold probabilities are averaged over the repeats.
-//! - **Score**: the out-of-fold log loss (the mean −ln p(true class) over every item): a proper
-//!   score, so the candidate whose probabilities are best calibrated on data like the user's
-//!   wins, class weights included only when they improve it. Imbalance is then met where it
-//!   belongs, at the decision: for two classes by the threshold chosen out of fold
-//!   ([`ThresholdRule`], balanced accuracy by default). (scikit-learn 1.8 announces the same
-//!   default for `LogisticRegressionCV`, `scoring="neg_log_loss"`, from 1.11. A class-balanced
-//!   log loss, used first, gave test figures within noise of this one: docs/RESULTS.md.) The
-//!   lowest wins; a NaN never does; ties go to the earlier candidate (the stronger penalty,
-//!   without views before with them, linear before MLP). Same items, groups and seed: same choice.
+//! - **Score**: the class-balanced out-of-fold log loss (each class's mean −ln p(true class),
+//!   averaged over the classes): a proper score, so calibrated probabilities win, and balanced,
+//!   so a large class cannot carry it (with equal classes it is the plain mean). The plain
+//!   mean, tried on 2026-12-03, lost balanced accuracy on BUSI's three imbalanced classes
+//!   (0.818 against 0.851 on its test split) and was within noise elsewhere
+//!   (docs/RESULTS.md). The lowest wins; a NaN never does; ties go to the earlier candidate
+//!   (the stronger penalty, without views before with them, linear before MLP). Same items,
+//!   groups and seed: same choice.
 //!
 //! Within a fold the linear candidates without views share the fold's standardisation (those
 //! with views share one fitted on the items and views) and each starts from the previous C's
@@ -42,7 +41,9 @@ use crate::train::{
     CancelToken, ClassWeighting, FeatureNormalization, LabelledEmbeddings, OptimizerKind, Progress,
     TrainConfig, TrainError, TrainedHead, class_weights_for, fit_head, limits,
 };
-use folds::{FoldJob, Quiet, add_rows, linear_fold, log_loss, mlp_cost, parallel_map, threads};
+use folds::{
+    FoldJob, Quiet, add_rows, balanced_log_loss, linear_fold, mlp_cost, parallel_map, threads,
+};
 
 /// scikit-learn's inverse penalty C of the linear candidates (λ = 1 / (C·n)), ascending: the
 /// strongest penalty first.
@@ -163,7 +164,7 @@ impl Default for SearchOptions {
 pub struct CandidateScore {
     /// The candidate.
     pub candidate: Candidate,
-    /// Out-of-fold log loss, the mean over items (lower is better): the score.
+    /// Class-balanced out-of-fold log loss (lower is better): the score.
     pub log_loss: f64,
     /// Out-of-fold accuracy (argmax).
     pub accuracy: f64,
@@ -471,7 +472,7 @@ pub async fn search(
             .map(|row| row.iter().map(|s| s / repeats as f32).collect())
             .collect();
         let evaluation = evaluate(&probs, &items.labels, classes, &quick)?;
-        let log_loss = log_loss(&probs, &items.labels);
+        let log_loss = balanced_log_loss(&probs, &items.labels, num_classes);
         if log_loss.is_finite() && chosen.is_none_or(|(_, best)| log_loss < best) {
             chosen = Some((scores.len(), log_loss));
             chosen_probs = probs;

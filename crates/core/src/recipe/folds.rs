@@ -3,18 +3,26 @@
 
 use super::*;
 
-/// Mean of −ln p(true class) over the items, p clamped to `[1e-7, 1]`.
-pub(super) fn log_loss(probabilities: &[Vec<f32>], labels: &[usize]) -> f64 {
-    let total: f64 = probabilities
+/// Class-balanced mean of −ln p(true class): each class's mean over its items, averaged over
+/// the classes present; p clamped to `[1e-7, 1]`. With equal classes, the plain mean.
+pub(super) fn balanced_log_loss(
+    probabilities: &[Vec<f32>],
+    labels: &[usize],
+    num_classes: usize,
+) -> f64 {
+    let mut sums = vec![(0.0f64, 0usize); num_classes];
+    for (row, &label) in probabilities.iter().zip(labels) {
+        if let (Some(slot), Some(&p)) = (sums.get_mut(label), row.get(label)) {
+            slot.0 -= f64::from(p).clamp(1e-7, 1.0).ln();
+            slot.1 += 1;
+        }
+    }
+    let present: Vec<f64> = sums
         .iter()
-        .zip(labels)
-        .map(|(row, &label)| {
-            -f64::from(row.get(label).copied().unwrap_or(0.0))
-                .clamp(1e-7, 1.0)
-                .ln()
-        })
-        .sum();
-    total / labels.len().max(1) as f64
+        .filter(|(_, n)| *n > 0)
+        .map(|(s, n)| s / *n as f64)
+        .collect();
+    present.iter().sum::<f64>() / present.len().max(1) as f64
 }
 
 /// One fold of one repeat: which items train and which are predicted.
