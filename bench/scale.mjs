@@ -9,6 +9,8 @@
 // the tab costs the machine.
 // Usage (after `trunk build`, from the repository root; part B needs ../shared/data):
 //   node bench/scale.mjs [images=5000] [classes=100] [embed-seconds=60]
+// (embed-seconds 0 skips part B; `node bench/scale.mjs 1000 8 0` is the automatic recipe's
+// page figure of issue 19: its search on 1,000 embeddings of 8 classes on the CPU path).
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, mkdir, copyFile, rm } from 'node:fs/promises';
@@ -80,6 +82,13 @@ try {
       await page.locator('[data-testid="project"][data-restored="true"]').waitFor({ timeout: 600_000 });
       await ready();
       note('reloaded from IndexedDB', Date.now() - t, pid, await page.getByTestId('embed-status').innerText());
+      // The automatic recipe (the default): the whole search on the CPU path, then the refit.
+      t = Date.now();
+      await page.getByTestId('train').click();
+      await page.getByTestId('train-status').filter({ hasText: /automatic recipe chose/ }).waitFor({ timeout: 1_800_000 });
+      note('automatic recipe: cross-validated search + refit + out-of-fold metrics', Date.now() - t, pid,
+        `${await page.getByTestId('train-status').innerText()}; out-of-fold accuracy ${await page.getByTestId('metric-accuracy').innerText()}`);
+      await page.getByLabel(/^Recipe/).selectOption('manual');
       await page.getByLabel(/^Head/).selectOption('linear');
       const epochs = page.getByRole('spinbutton', { name: /^Epochs/ });
       await epochs.fill('10');
@@ -88,7 +97,7 @@ try {
       await page.getByLabel(/^Learning rate/).dispatchEvent('change');
       t = Date.now();
       await page.getByTestId('train').click();
-      await page.getByTestId('metric-accuracy').waitFor({ timeout: 1_800_000 });
+      await page.getByTestId('train-status').filter({ hasText: /kept epoch/ }).waitFor({ timeout: 1_800_000 });
       note('trained a linear head (10 epochs) + validation metrics', Date.now() - t, pid,
         `accuracy ${await page.getByTestId('metric-accuracy').innerText()}`);
     } finally {
@@ -97,7 +106,7 @@ try {
   }
   // B. a real pick of 5,000 files in 100 folders.
   const xray = join(sharedData, 'chest-xray-pneumonia', 'train', 'NORMAL', 'IM-0115-0001.jpeg');
-  if (existsSync(xray)) {
+  if (embedSeconds > 0 && existsSync(xray)) {
     const root = join(work, 'dataset');
     for (let c = 0; c < classes; c++) {
       await mkdir(join(root, `class-${String(c).padStart(3, '0')}`), { recursive: true });
