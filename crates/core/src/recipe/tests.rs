@@ -85,15 +85,20 @@ fn the_same_seed_gives_the_same_choice_and_another_seed_other_folds() {
     assert!(first.threshold.is_none(), "three classes have no threshold");
 }
 
-#[test]
-fn noise_chooses_a_strong_penalty_and_separable_data_a_weaker_one() {
-    let mut rng = SeededRng::new(3);
-    let noise = LabelledEmbeddings {
+/// 60 items of 40 standard-normal values, labelled 0, 1, 0, 1, …: nothing to learn.
+fn noise_labels(seed: u64) -> LabelledEmbeddings {
+    let mut rng = SeededRng::new(seed);
+    LabelledEmbeddings {
         embeddings: (0..60)
             .map(|_| (0..40).map(|_| rng.normal()).collect())
             .collect(),
         labels: (0..60).map(|i| i % 2).collect(),
-    };
+    }
+}
+
+#[test]
+fn noise_chooses_a_strong_penalty_and_separable_data_a_weaker_one() {
+    let noise = noise_labels(3);
     let found = searched(&noise, None, &no_mlp()).expect("searches");
     assert!(
         matches!(found.chosen().candidate, Candidate::Linear { c, .. } if c <= 1e-2),
@@ -230,13 +235,7 @@ fn views_add_augmented_candidates_and_a_held_out_items_views_never_train_its_hea
     // Pure-noise labels, and each item's "view" is a copy of its own embedding: if a held-out
     // item's view trained the heads that predict it, the weakly penalised augmented candidates
     // would recall its label out of fold.
-    let mut rng = SeededRng::new(21);
-    let noise = LabelledEmbeddings {
-        embeddings: (0..60)
-            .map(|_| (0..40).map(|_| rng.normal()).collect())
-            .collect(),
-        labels: (0..60).map(|i| i % 2).collect(),
-    };
+    let noise = noise_labels(21);
     let views: Vec<(usize, Vec<f32>)> = noise.embeddings.iter().cloned().enumerate().collect();
     let found = searched_with_views(&noise, None, &views, &no_mlp()).expect("searches");
     assert_eq!(found.scores.len(), 2 * INVERSE_PENALTIES.len());
