@@ -10,7 +10,9 @@
 // Usage (after `trunk build`, from the repository root; part B needs ../shared/data):
 //   node bench/scale.mjs [images=5000] [classes=100] [embed-seconds=60]
 // (embed-seconds 0 skips part B; `node bench/scale.mjs 1000 8 0` is the automatic recipe's
-// page figure of issue 19: its search on 1,000 embeddings of 8 classes on the CPU path).
+// page figure of issue 19: its search on 1,000 embeddings of 8 classes on the CPU path; with
+// MEDTRANSFER_BENCH_EMBEDDINGS=FILE.json, from `medtransfer embed --json --data DIR`, part A
+// imports those real embeddings instead of synthetic ones).
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, mkdir, copyFile, rm } from 'node:fs/promises';
@@ -59,9 +61,12 @@ function note(step, ms, _pid, extra = '') {
 const server = await serveStatic();
 try {
   // A. import, reload, train.
+  // MEDTRANSFER_BENCH_EMBEDDINGS: `medtransfer embed --json --data DIR` output, so that part A
+  // trains on real embeddings (the images/classes arguments are then only labels).
   const projectFile = join(work, 'synthetic.mtproject');
+  const real = process.env.MEDTRANSFER_BENCH_EMBEDDINGS;
   execFileSync('cargo', ['run', '-q', '-p', 'medtransfer-cli', '--example', 'synthetic_project', '--',
-    projectFile, String(images), String(classes)], { cwd: repoRoot, stdio: 'inherit' });
+    projectFile, ...(real ? ['--from-embed', real] : [String(images), String(classes)])], { cwd: repoRoot, stdio: 'inherit' });
   {
     const browser = await launch({ webgpu: false });
     const pid = browser.process?.()?.pid;
