@@ -11,6 +11,10 @@ use crate::protocol::{EMBEDDING_BYTES, Envelope, FromWorker, ImageId, ToWorker};
 use crate::storage::{ImageRecord, MODEL_KEY};
 use crate::worker_client::{WorkerClient, WorkerEvent};
 
+/// What a prediction of a replaced model says once a new model is trained.
+const STALE_PREDICTION: &str =
+    "predicted by the previous model; pick the image again to predict it with the new one";
+
 /// Worker deaths in a row, with no reply in between that shows progress, before the page gives
 /// up (a worker that dies at once each time would otherwise restart forever).
 const MAX_WORKER_RESTARTS: u32 = 3;
@@ -266,6 +270,12 @@ impl Project {
                 }
                 // The new model's threshold, or argmax's 0.5 when it has none.
                 self.threshold.set(threshold.map_or(0.5, |t| t.value));
+                // Predictions of the model this one replaces no longer hold: each says so.
+                self.predictions.update(|list| {
+                    for p in list.iter_mut().filter(|p| matches!(p.result, Some(Ok(_)))) {
+                        p.result = Some(Err(STALE_PREDICTION.into()));
+                    }
+                });
                 self.training.update(|t| {
                     t.running = false;
                     t.searching = None;

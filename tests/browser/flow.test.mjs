@@ -129,6 +129,11 @@ for (const mode of [
         assert.ok(label === 'PNEUMONIA' ? prob >= 0.99 : prob > 0.01, `${label} ${prob} at 0.99`);
       }
       assert.equal(await ruleAt(), 0.99);
+      // Training again replaces the model: the earlier predictions say they are the old one's.
+      await page.getByTestId('train').click();
+      await page.getByTestId('prediction-error').nth(1).waitFor({ timeout: 600_000 });
+      assert.match(await page.getByTestId('prediction-error').nth(0).innerText(), /predicted by the previous model/);
+      assert.equal(await predictions.count(), 0);
       // Usable in a narrow window too: nothing wider than 400 px once results are shown.
       await page.setViewportSize({ width: 400, height: 800 });
       const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
