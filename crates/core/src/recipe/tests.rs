@@ -30,6 +30,25 @@ fn searched_with_views(
     ))
 }
 
+/// The automatic recipe on two classes without the MLP.
+fn automatic_two_classes(
+    items: &LabelledEmbeddings,
+    views: &[(usize, Vec<f32>)],
+) -> (TrainedHead, Search) {
+    pollster::block_on(automatic(
+        &names(2),
+        items,
+        None,
+        views,
+        None,
+        &no_mlp(),
+        &Device::flex(),
+        &CancelToken::new(),
+        &mut Events::default(),
+    ))
+    .expect("runs")
+}
+
 #[derive(Default)]
 struct Events(Vec<SearchEvent>);
 impl Progress for Events {
@@ -199,18 +218,7 @@ fn progress_is_reported_and_a_stop_ends_the_search() {
 #[test]
 fn the_automatic_recipe_refits_the_winner_and_its_file_keeps_the_threshold_and_search() {
     let items = blobs(&[15, 15], 8, 1.5, 9);
-    let (trained, found) = pollster::block_on(automatic(
-        &names(2),
-        &items,
-        None,
-        &[],
-        None,
-        &no_mlp(),
-        &Device::flex(),
-        &CancelToken::new(),
-        &mut Events::default(),
-    ))
-    .expect("runs");
+    let (trained, found) = automatic_two_classes(&items, &[]);
     let Candidate::Linear {
         c, class_weights, ..
     } = found.chosen().candidate.clone()
@@ -295,18 +303,7 @@ fn views_that_carry_the_class_are_chosen_and_the_refit_trains_on_them() {
             (i, view)
         })
         .collect();
-    let (trained, found) = pollster::block_on(automatic(
-        &names(2),
-        &items,
-        None,
-        &views,
-        None,
-        &no_mlp(),
-        &Device::flex(),
-        &CancelToken::new(),
-        &mut Events::default(),
-    ))
-    .expect("runs");
+    let (trained, found) = automatic_two_classes(&items, &views);
     let Candidate::Linear {
         c, augmented: true, ..
     } = found.chosen().candidate
