@@ -13,7 +13,7 @@ use medtransfer_core::embeddings::{decode_embedding, encode_embedding};
 use medtransfer_core::inference::run_each;
 use medtransfer_core::model_file::ModelFile;
 use medtransfer_core::preprocess::{decode_image, preprocess_decoded, preprocess_image};
-use medtransfer_core::recipe::{Search, SearchEvent};
+use medtransfer_core::recipe::SearchEvent;
 use medtransfer_core::run::{Progress, Recipe, RunConfig, Validation, run};
 use medtransfer_core::thumbnail::thumbnail_of;
 use medtransfer_core::train::{
@@ -517,12 +517,10 @@ async fn run_training(
                 .iter()
                 .filter_map(|&i| ids.get(i).copied())
                 .collect(),
-            search: finished.search.map(|search| {
-                Box::new(Search {
-                    out_of_fold: Vec::new(),
-                    ..search
-                })
-            }),
+            search: finished
+                .search
+                .as_ref()
+                .map(|search| Box::new(search.without_probabilities())),
             threshold: trained.threshold,
             millis: js_sys::Date::now() - started,
         },

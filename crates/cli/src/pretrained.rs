@@ -68,34 +68,22 @@ pub fn classify(args: &PretrainedArgs) -> ExitCode {
         Ok(labels) => labels,
         Err(error) => return setup_error(&labels_path, &error),
     };
-    run_on_images(args, &Report::Top5(labels))
+    run_on_images(args, &labels)
 }
 
-/// What each command reports per image.
-enum Report {
-    /// `classify`: the five most probable ImageNet classes.
-    Top5(ImageNetLabels),
-}
-
-impl Report {
-    /// The entry for one image's output.
-    fn entry(&self, path: &str, output: &ImageOutput) -> Value {
-        match self {
-            Report::Top5(labels) => {
-                let top5: Vec<Value> = labels
-                    .top_k(&output.logits, 5)
-                    .into_iter()
-                    .map(|(p, label)| json!({ "index": p.class, "label": label, "prob": p.probability }))
-                    .collect();
-                json!({ "path": path, "top5": top5 })
-            }
-        }
-    }
+/// The `classify` entry for one image's output: its five most probable ImageNet classes.
+fn top5_entry(labels: &ImageNetLabels, path: &str, output: &ImageOutput) -> Value {
+    let top5: Vec<Value> = labels
+        .top_k(&output.logits, 5)
+        .into_iter()
+        .map(|(p, label)| json!({ "index": p.class, "label": label, "prob": p.probability }))
+        .collect();
+    json!({ "path": path, "top5": top5 })
 }
 
 /// Loads the model, runs it on every image in batches and prints one entry per image, in input
 /// order, or `{"path", "error"}` for a file that failed. Exit status 2 when any file failed.
-fn run_on_images(args: &PretrainedArgs, report: &Report) -> ExitCode {
+fn run_on_images(args: &PretrainedArgs, labels: &ImageNetLabels) -> ExitCode {
     let weights_path = args.weights.join(CONVERTED_WEIGHTS_FILE_NAME);
     let device = crate::device::open(args.backend);
     let model = match std::fs::read(&weights_path)
@@ -110,7 +98,7 @@ fn run_on_images(args: &PretrainedArgs, report: &Report) -> ExitCode {
     }
     let mut entries = Vec::with_capacity(args.images.len());
     for chunk in args.images.chunks(usize::from(args.batch)) {
-        entries.extend(process_chunk(&model, chunk, &device.device, report));
+        entries.extend(process_chunk(&model, chunk, &device.device, labels));
     }
     let failed = entries.iter().any(|e| e.get("error").is_some());
     if args.json {
@@ -131,7 +119,7 @@ fn process_chunk(
     model: &EfficientNetLite0,
     paths: &[PathBuf],
     device: &burn::tensor::Device,
-    report: &Report,
+    labels: &ImageNetLabels,
 ) -> Vec<Value> {
     let inputs = paths
         .iter()
@@ -147,7 +135,7 @@ fn process_chunk(
         .map(|(path, output)| {
             let path = path.display().to_string();
             match output {
-                Ok(output) => report.entry(&path, &output),
+                Ok(output) => top5_entry(labels, &path, &output),
                 Err(error) => json!({ "path": path, "error": error }),
             }
         })

@@ -176,10 +176,7 @@ impl ModelFile {
     /// The same file recording the automatic recipe's `search` (without its per-item
     /// out-of-fold probabilities).
     pub fn with_search(mut self, search: &Search) -> Self {
-        self.header.search = Some(Search {
-            out_of_fold: Vec::new(),
-            ..search.clone()
-        });
+        self.header.search = Some(search.without_probabilities());
         self
     }
 

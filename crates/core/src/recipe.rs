@@ -134,6 +134,22 @@ impl Search {
     pub fn chosen(&self) -> &CandidateScore {
         &self.scores[self.chosen]
     }
+
+    /// The search without its out-of-fold probabilities (`out_of_fold` empty): what a model
+    /// file keeps and the page is sent.
+    pub fn without_probabilities(&self) -> Self {
+        Self {
+            folds: self.folds,
+            repeats: self.repeats,
+            grouped: self.grouped,
+            scores: self.scores.clone(),
+            skipped: self.skipped.clone(),
+            chosen: self.chosen,
+            out_of_fold: Vec::new(),
+            evaluation: self.evaluation.clone(),
+            threshold: self.threshold,
+        }
+    }
 }
 
 /// What the search reports as it goes.
@@ -316,7 +332,7 @@ pub async fn search(
                 }
                 out
             };
-            for (job, per_candidate) in batch.iter().zip(parallel_map(batch, &work)) {
+            for (job, per_candidate) in batch.iter().zip(parallel_map(batch, threads, &work)) {
                 for (&(index, ..), probs) in linear.iter().zip(per_candidate) {
                     add_rows(&mut sums[index], &job.held, probs);
                 }

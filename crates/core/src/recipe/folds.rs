@@ -118,13 +118,13 @@ pub(super) fn threads() -> usize {
     }
 }
 
-/// `work` on every job, on up to as many threads as the machine has (one in wasm), results in
-/// job order.
+/// `work` on every job, on up to `threads` threads (see [`threads`]; one runs them in turn),
+/// results in job order.
 pub(super) fn parallel_map<J: Sync, T: Send>(
     jobs: &[J],
+    threads: usize,
     work: &(impl Fn(&J) -> T + Sync),
 ) -> Vec<T> {
-    let threads = threads();
     if threads <= 1 || jobs.len() <= 1 {
         return jobs.iter().map(work).collect();
     }
