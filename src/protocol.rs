@@ -8,6 +8,7 @@
 //! reload or a crash ([`ToWorker::Restore`]).
 
 use js_sys::{Array, ArrayBuffer, Uint8Array};
+use medtransfer_core::embeddings::{decode_embedding, decode_rows};
 use medtransfer_core::metrics::Evaluation;
 use medtransfer_core::recipe::Search;
 use medtransfer_core::run::RunConfig;
@@ -33,11 +34,15 @@ pub enum ToWorker {
         /// Use the CPU even if WebGPU works (after the GPU was lost).
         force_cpu: bool,
     },
-    /// Embeddings computed earlier follow as bytes (little-endian `f32`, one row of
-    /// [`EMBEDDING_BYTES`] per id, in order): keep them as if just computed.
+    /// Embeddings computed earlier follow as bytes (little-endian `f32` rows of
+    /// [`EMBEDDING_BYTES`]; per id, in order, its embedding then its `views[i]` augmented
+    /// views' embeddings; read by [`restore_rows`]): keep them as if just computed.
     Restore {
         /// The images, in the order of their rows.
         ids: Vec<ImageId>,
+        /// Rows of augmented views after each id's embedding row (0 for ids past its end).
+        #[serde(default)]
+        views: Vec<u32>,
     },
     /// A model file (`.mtmodel`) follows as bytes: predict with it.
     LoadClassifier,
@@ -53,10 +58,18 @@ pub enum ToWorker {
         /// Whether the panic says the GPU device was lost.
         device_lost: bool,
     },
-    /// An image's bytes follow: compute (or take from the cache) its embedding.
+    /// An image's bytes follow: compute its embedding and those of `views` augmented views
+    /// ([`medtransfer_core::embeddings::inputs_with_views`], drawn with `seed`).
     Embed {
         /// The image.
         id: ImageId,
+        /// Augmented views to embed with it (0: none; the worker makes at most
+        /// [`medtransfer_core::train::limits::AUGMENTED_VIEWS`]' end).
+        #[serde(default)]
+        views: u32,
+        /// The seed the views are drawn with.
+        #[serde(default)]
+        seed: u64,
     },
     /// Forget an image's embedding.
     Forget {
@@ -106,12 +119,16 @@ pub enum FromWorker {
         error: String,
     },
     /// An image's embedding is ready, or why it could not be computed. When it worked, the bytes
-    /// are the embedding ([`EMBEDDING_BYTES`]) followed by the JPEG thumbnail.
+    /// are the embedding ([`EMBEDDING_BYTES`]), then its `views` augmented views' embeddings
+    /// (as many bytes each), then the JPEG thumbnail.
     Embedded {
         /// The image.
         id: ImageId,
         /// `None` when it worked.
         error: Option<String>,
+        /// Augmented views embedded with it.
+        #[serde(default)]
+        views: u32,
     },
     /// Training started.
     TrainStarted {
@@ -175,6 +192,50 @@ pub enum FromWorker {
         /// One probability per class, or the error.
         result: Result<Vec<f32>, String>,
     },
+}
+
+/// One image's embedding and its augmented views' embeddings
+/// ([`medtransfer_core::efficientnet::EMBEDDING_DIM`] values each).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageRows {
+    /// The image's embedding.
+    pub embedding: Vec<f32>,
+    /// Its augmented views' embeddings (finite rows only).
+    pub views: Vec<Vec<f32>>,
+}
+
+/// Reads the bytes of [`ToWorker::Restore`]: per id, its block of `1 + views[i]` rows. An id
+/// whose embedding row is missing or not finite is left out; a damaged or short block never
+/// shifts the blocks of the ids after it.
+pub fn restore_rows(ids: &[ImageId], views: &[u32], bytes: &[u8]) -> Vec<(ImageId, ImageRows)> {
+    let mut offset = 0usize;
+    let mut out = Vec::with_capacity(ids.len());
+    for (i, &id) in ids.iter().enumerate() {
+        let rows = 1 + views.get(i).copied().unwrap_or(0) as usize;
+        let end = offset
+            .saturating_add(rows.saturating_mul(EMBEDDING_BYTES))
+            .min(bytes.len());
+        let block = &bytes[offset.min(end)..end];
+        offset = end;
+        let Some(embedding) = block.get(..EMBEDDING_BYTES).and_then(decode_embedding) else {
+            continue;
+        };
+        let views = decode_rows(&block[EMBEDDING_BYTES..]);
+        out.push((id, ImageRows { embedding, views }));
+    }
+    out
+}
+
+/// Splits the bytes of [`FromWorker::Embedded`] with `views` augmented views into (embedding
+/// row, view rows, JPEG thumbnail), or `None` when they are shorter than `1 + views` rows.
+pub fn split_embedded(bytes: &[u8], views: u32) -> Option<(&[u8], &[u8], &[u8])> {
+    let rows_end = (1 + views as usize).checked_mul(EMBEDDING_BYTES)?;
+    if bytes.len() < rows_end {
+        return None;
+    }
+    let (rows, thumbnail) = bytes.split_at(rows_end);
+    let (embedding, views) = rows.split_at(EMBEDDING_BYTES);
+    Some((embedding, views, thumbnail))
 }
 
 /// One message with the bytes that travel with it: the single framing of page ↔ worker
@@ -247,5 +308,56 @@ impl<M: DeserializeOwned> Envelope<M> {
             .ok()
             .map(|buffer| Uint8Array::new(&buffer).to_vec());
         Ok(Self { message, bytes })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medtransfer_core::embeddings::{encode_embedding, encode_rows};
+
+    fn row(v: f32) -> Vec<f32> {
+        vec![v; EMBEDDING_BYTES / 4]
+    }
+
+    #[test]
+    fn restored_rows_stay_with_their_images_even_after_a_damaged_one() {
+        let mut bytes = encode_rows(&[row(1.0), row(1.5), row(1.6)]);
+        let mut damaged = row(2.0);
+        damaged[0] = f32::NAN;
+        bytes.extend(encode_rows(&[damaged, row(2.5)]));
+        bytes.extend(encode_embedding(&row(3.0)));
+        // Image 30 is listed without a view count; image 40 has no bytes left.
+        let restored = restore_rows(&[10, 20, 30, 40], &[2, 1], &bytes);
+        let ids: Vec<ImageId> = restored.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [10, 30], "20's embedding is not finite, 40 has no row");
+        assert_eq!(restored[0].1.embedding, row(1.0));
+        assert_eq!(restored[0].1.views, [row(1.5), row(1.6)]);
+        assert_eq!(
+            restored[1].1,
+            ImageRows {
+                embedding: row(3.0),
+                views: Vec::new()
+            }
+        );
+    }
+
+    #[test]
+    fn embedded_bytes_split_into_embedding_views_and_thumbnail() {
+        let mut bytes = encode_rows(&[row(1.0), row(2.0), row(3.0)]);
+        bytes.extend([0xFF, 0xD8, 9]);
+        let (embedding, views, thumbnail) = split_embedded(&bytes, 2).expect("three rows");
+        assert_eq!(decode_embedding(embedding), Some(row(1.0)));
+        assert_eq!(decode_rows(views), [row(2.0), row(3.0)]);
+        assert_eq!(thumbnail, [0xFF, 0xD8, 9]);
+        let (_, views, thumbnail) = split_embedded(&bytes, 0).expect("one row");
+        assert!(views.is_empty());
+        assert_eq!(thumbnail.len(), 2 * EMBEDDING_BYTES + 3);
+        assert_eq!(
+            split_embedded(&bytes, 3),
+            None,
+            "four rows announced, three sent"
+        );
+        assert_eq!(split_embedded(&bytes, u32::MAX), None);
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! Database `medtransfer`, two object stores:
 //! - `images` (key: the image id): class key, original name, and either the original file's
-//!   bytes (still waiting for its embedding) or its thumbnail and embedding (embedded; the
-//!   original is then dropped);
+//!   bytes (still waiting for its embedding) or its thumbnail, embedding and its augmented
+//!   views' embeddings (embedded; the original is then dropped);
 //! - `meta` (keys below): the project's JSON ([`PROJECT_KEY`]) and the trained model file's
 //!   bytes ([`MODEL_KEY`]).
 
@@ -39,6 +39,18 @@ pub struct ImageRecord {
     pub thumbnail: Option<Vec<u8>>,
     /// Its embedding as little-endian `f32` bytes, once embedded.
     pub embedding: Option<Vec<u8>>,
+    /// Its augmented views' embeddings, one row of [`crate::protocol::EMBEDDING_BYTES`] each,
+    /// when it has any.
+    pub views: Option<Vec<u8>>,
+}
+
+impl ImageRecord {
+    /// Augmented views stored with it (whole rows only).
+    pub fn view_count(&self) -> u32 {
+        self.views
+            .as_ref()
+            .map_or(0, |v| (v.len() / crate::protocol::EMBEDDING_BYTES) as u32)
+    }
 }
 
 /// The open database (cheap to clone).
@@ -85,6 +97,7 @@ impl ImageRecord {
             ("original", &self.original),
             ("thumbnail", &self.thumbnail),
             ("embedding", &self.embedding),
+            ("views", &self.views),
         ] {
             if let Some(bytes) = value {
                 set(&object, key, &Uint8Array::from(bytes.as_slice()).into());
@@ -102,6 +115,7 @@ impl ImageRecord {
             original: bytes_field(value, "original"),
             thumbnail: bytes_field(value, "thumbnail"),
             embedding: bytes_field(value, "embedding"),
+            views: bytes_field(value, "views"),
         })
     }
 }

@@ -7,6 +7,7 @@ use crate::dom::{
     IMAGE_ACCEPT, dropped_entries, dropped_files, entry_files, files_of_input,
     folder_files_of_input,
 };
+use crate::state::images::AUGMENTED_VIEW_CHOICES;
 use crate::state::{ClassEntry, ImageStatus, NoticeKind, use_project};
 
 /// Thumbnails shown per class: drawing thousands would hold the page's thread for seconds.
@@ -107,7 +108,57 @@ pub fn ClassesSection() -> impl IntoView {
                 }}
             </p>
             <progress aria-label="Embeddings" value=progress_value max=progress_max></progress>
+            <AugmentedViewsChoice />
         </section>
+    }
+}
+
+/// The select's value as a view count.
+fn chosen_views(event: &leptos::ev::Event) -> Option<u32> {
+    event_target_value(event).parse().ok()
+}
+
+/// How many augmented views each image added gets, and how many images have some.
+#[component]
+fn AugmentedViewsChoice() -> impl IntoView {
+    let project = use_project();
+    let views = project.augmented_views;
+    // (images with views, embedded images).
+    let with_views = move || {
+        project.classes.with(|classes| {
+            classes.iter().fold((0, 0), |(with, all), c| {
+                c.images.with(|images| {
+                    let ready = images.iter().filter(|i| i.status == ImageStatus::Ready);
+                    let (w, a) =
+                        ready.fold((0, 0), |(w, a), i| (w + usize::from(i.views > 0), a + 1));
+                    (with + w, all + a)
+                })
+            })
+        })
+    };
+    view! {
+        <label>
+            "Augmented views per image "
+            <select data-testid="augmented-views" on:change=move |e| {
+                if let Some(n) = chosen_views(&e) {
+                    views.set(n);
+                }
+            }>
+                {AUGMENTED_VIEW_CHOICES.into_iter().map(|n| view! {
+                    <option value=n.to_string() selected=move || views.get() == n>
+                        {if n == 0 { "None".to_string() } else { n.to_string() }}
+                    </option>
+                }).collect_view()}
+            </select>
+            <small>"Each image embedded from now on (added, or still waiting) also gets this many randomly flipped, rotated, zoomed, shifted, brightened and contrasted copies, drawn with the seed below and embedded with it (one more forward pass each; the originals are not kept, so images already embedded keep what they have). The automatic recipe trains on them only when cross-validation says they help; the manual recipe trains on the training images' views."</small>
+        </label>
+        <p class="hint" data-testid="views-status">
+            {move || match with_views() {
+                (_, 0) => String::new(),
+                (0, _) => "No image has augmented views.".to_string(),
+                (w, all) => format!("{w} of {all} images have augmented views."),
+            }}
+        </p>
     }
 }
 

@@ -95,7 +95,7 @@ pub fn TrainSection() -> impl IntoView {
                 on:click=move |_| project.stop_training()>
                 "Stop"
             </button>
-            <p role="status" data-testid="train-status">
+            <p role="status" data-testid="train-status" data-running=move || project.training.get().running.to_string()>
                 {move || {
                     let t = project.training.get();
                     if let Some(error) = t.error {

@@ -2,15 +2,21 @@
 //! that stores the new project completely before the page switches to it.
 
 use leptos::prelude::*;
-use medtransfer_core::embeddings::{decode_embedding, encode_embedding};
+use medtransfer_core::embeddings::{decode_embedding, decode_rows, encode_embedding, encode_rows};
 use medtransfer_core::model_file::ModelFile;
 use medtransfer_core::project_file::{ProjectArchive, ProjectImage};
+use medtransfer_core::train::limits;
 
+use super::images::offered_views;
 use super::persistence::SavedProject;
 use super::training::settings_from_json;
 use super::{ModelOrigin, Project, Settings, TrainedResult};
 use crate::dom::{log_step, revoke_url};
 use crate::storage::ImageRecord;
+
+/// The key of the page's augmented views per image in an exported project's settings (beside
+/// core's [`Settings`]).
+const AUGMENTED_VIEWS_KEY: &str = "augmented_views";
 
 impl Project {
     /// The project as a `.mtproject` file: every embedded image (thumbnail, embedding, name,
@@ -35,6 +41,10 @@ impl Project {
             };
             match record.embedding.as_deref().and_then(decode_embedding) {
                 Some(embedding) => images.push(ProjectImage {
+                    views: decode_rows(record.views.as_deref().unwrap_or_default())
+                        .into_iter()
+                        .take(*limits::AUGMENTED_VIEWS.end() as usize)
+                        .collect(),
                     name: record.name,
                     class,
                     thumbnail: record.thumbnail,
@@ -43,11 +53,18 @@ impl Project {
                 None => left_out += 1,
             }
         }
+        let mut settings =
+            serde_json::to_value(self.settings.get_untracked()).map_err(|e| e.to_string())?;
+        if let Some(fields) = settings.as_object_mut() {
+            fields.insert(
+                AUGMENTED_VIEWS_KEY.into(),
+                self.augmented_views.get_untracked().into(),
+            );
+        }
         let archive = ProjectArchive {
             classes: classes.iter().map(|c| c.name.get_untracked()).collect(),
             images,
-            settings: serde_json::to_value(self.settings.get_untracked())
-                .map_err(|e| e.to_string())?,
+            settings,
             model: self
                 .model_file
                 .get_value()
@@ -93,6 +110,7 @@ impl Project {
                 original: None,
                 thumbnail: image.thumbnail.clone(),
                 embedding: Some(encode_embedding(&image.embedding)),
+                views: (!image.views.is_empty()).then(|| encode_rows(&image.views)),
             })
             .collect();
         let model = archive
@@ -103,6 +121,11 @@ impl Project {
             classes,
             next_id: first_id + records.len() as u32,
             settings,
+            augmented_views: archive
+                .settings
+                .get(AUGMENTED_VIEWS_KEY)
+                .and_then(serde_json::Value::as_u64)
+                .map_or(0, |n| offered_views(n.min(u64::from(u32::MAX)) as u32)),
             threshold: model
                 .as_ref()
                 .and_then(|(_, m)| m.header.threshold)

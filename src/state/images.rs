@@ -10,6 +10,20 @@ use crate::dom::{read_file, revoke_url};
 use crate::protocol::{Envelope, ImageId, ToWorker};
 use crate::storage::ImageRecord;
 
+/// The augmented views per image the page offers (0: none); each is one more forward pass
+/// per image added.
+pub const AUGMENTED_VIEW_CHOICES: [u32; 4] = [0, 2, 4, 8];
+
+/// The largest offered view count not above `n` (a saved or imported count the page does not
+/// offer would otherwise be used while the page shows another).
+pub fn offered_views(n: u32) -> u32 {
+    AUGMENTED_VIEW_CHOICES
+        .into_iter()
+        .filter(|&c| c <= n)
+        .max()
+        .unwrap_or(0)
+}
+
 impl Project {
     /// Adds a class named "Class N" at the end.
     pub fn add_class(self) {
@@ -63,6 +77,7 @@ impl Project {
                     name: file.name(),
                     thumb: None,
                     status: ImageStatus::Embedding,
+                    views: 0,
                 };
                 (entry, file)
             })
@@ -88,6 +103,7 @@ impl Project {
                     original: Some(bytes.clone()),
                     thumbnail: None,
                     embedding: None,
+                    views: None,
                 };
                 self.store_images(&entry.name, vec![record]).await;
                 // The project may have been replaced, or the image removed, while it was read.
@@ -196,5 +212,20 @@ impl Project {
             &entry.name,
             move |s| async move { s.delete_images(&[id]).await },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_count_the_page_does_not_offer_becomes_the_next_lower_one() {
+        assert_eq!(offered_views(0), 0);
+        assert_eq!(offered_views(1), 0);
+        assert_eq!(offered_views(2), 2);
+        assert_eq!(offered_views(5), 4);
+        assert_eq!(offered_views(64), 8);
+        assert_eq!(offered_views(u32::MAX), 8);
     }
 }

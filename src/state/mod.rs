@@ -47,6 +47,8 @@ pub struct ImageEntry {
     pub thumb: Option<String>,
     /// Its status.
     pub status: ImageStatus,
+    /// Augmented views embedded with it.
+    pub views: u32,
 }
 
 /// A class: an editable name, its images and the files that could not be used.
@@ -216,6 +218,8 @@ pub struct Project {
     pub predictions: RwSignal<Vec<PredictionEntry>>,
     /// The training settings.
     pub settings: RwSignal<Settings>,
+    /// Augmented views embedded with each image added from now on (0: none).
+    pub augmented_views: RwSignal<u32>,
     /// Two classes: the probability of the second class from which it is predicted.
     pub threshold: RwSignal<f64>,
     /// The project in IndexedDB, once open.
@@ -301,6 +305,7 @@ impl Project {
             training: RwSignal::new(TrainingState::default()),
             predictions: RwSignal::new(Vec::new()),
             settings: RwSignal::new(Settings::default()),
+            augmented_views: RwSignal::new(0),
             threshold: RwSignal::new(0.5),
             storage: StoredValue::new_local(None),
             restored: RwSignal::new(false),

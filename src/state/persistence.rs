@@ -8,6 +8,7 @@ use medtransfer_core::train::EpochSummary;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::JsValue;
 
+use super::images::offered_views;
 use super::{
     ClassEntry, ImageEntry, ImageStatus, NoticeKind, Ownership, Project, Settings, TrainedResult,
     TrainingState,
@@ -27,6 +28,9 @@ pub struct SavedProject {
     /// The training settings (an older page's are read too).
     #[serde(deserialize_with = "super::training::deserialize_settings")]
     pub settings: Settings,
+    /// Augmented views embedded with each image added (absent in older pages' saves: none).
+    #[serde(default)]
+    pub augmented_views: u32,
     /// The two-class decision threshold.
     pub threshold: f64,
     /// The epochs of the model in use.
@@ -34,6 +38,9 @@ pub struct SavedProject {
     /// The model in use and its metrics.
     pub result: Option<TrainedResult>,
 }
+
+/// Images per [`ToWorker::Restore`] message.
+const RESTORE_CHUNK: usize = 1000;
 
 impl Project {
     /// Reads the saved project (if any) into the page; then saves every change. Called once at
@@ -128,6 +135,7 @@ impl Project {
                 } else {
                     ImageStatus::Embedding
                 },
+                views: record.view_count(),
             };
             class.images.update(|images| images.push(entry));
         }
@@ -143,6 +151,8 @@ impl Project {
         self.next_id.set_value(max_id);
         self.classes.set(classes);
         self.settings.set(saved.settings);
+        self.augmented_views
+            .set(offered_views(saved.augmented_views));
         self.threshold.set(saved.threshold);
         let model = storage.model().await?;
         self.training.set(TrainingState {
@@ -176,6 +186,7 @@ impl Project {
                 .collect(),
             next_id: self.next_id.get_value(),
             settings: self.settings.get(),
+            augmented_views: self.augmented_views.get(),
             threshold: self.threshold.get(),
             epochs,
             result,
@@ -341,25 +352,36 @@ impl Project {
         };
         let records = self.with_unsaved(records);
         log_step("read the saved images for the worker", started);
-        let mut ids = Vec::new();
-        let mut rows = Vec::new();
+        let mut restore = Vec::new();
         for record in records {
             if self.embeds.with_value(|q| q.was_sent(record.id)) {
                 continue;
             }
-            match (record.embedding, record.original) {
+            match (&record.embedding, record.original) {
                 (Some(embedding), _) if embedding.len() == EMBEDDING_BYTES => {
-                    ids.push(record.id);
-                    rows.extend(embedding);
+                    restore.push((record.id, record.embedding, record.views))
                 }
                 (_, Some(original)) => self.embeds.update_value(|q| q.push(record.id, original)),
                 _ => {}
             }
         }
-        if !ids.is_empty() {
+        // In messages of at most RESTORE_CHUNK images: with many views, one message of every
+        // row would double a large project's memory at once.
+        for chunk in restore.chunks(RESTORE_CHUNK) {
+            let mut ids = Vec::with_capacity(chunk.len());
+            let mut views = Vec::with_capacity(chunk.len());
+            let mut rows = Vec::new();
+            for (id, embedding, view_rows) in chunk {
+                let view_rows = view_rows.as_deref().unwrap_or_default();
+                let whole = view_rows.len() / EMBEDDING_BYTES;
+                ids.push(*id);
+                views.push(whole as u32);
+                rows.extend(embedding.as_deref().unwrap_or_default());
+                rows.extend(&view_rows[..whole * EMBEDDING_BYTES]);
+            }
             self.embeds
                 .update_value(|q| q.mark_sent(ids.iter().copied()));
-            self.send(Envelope::with_bytes(ToWorker::Restore { ids }, rows));
+            self.send(Envelope::with_bytes(ToWorker::Restore { ids, views }, rows));
         }
         self.send_embeds();
         log_step("fed the worker", started);

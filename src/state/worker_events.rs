@@ -7,7 +7,7 @@ use leptos::task::spawn_local;
 
 use super::{ImageStatus, ModelOrigin, NoticeKind, Project, TrainedResult};
 use crate::dom::{jpeg_url, revoke_url};
-use crate::protocol::{EMBEDDING_BYTES, Envelope, FromWorker, ImageId, ToWorker};
+use crate::protocol::{Envelope, FromWorker, ImageId, ToWorker, split_embedded};
 use crate::storage::{ImageRecord, MODEL_KEY};
 use crate::worker_client::{WorkerClient, WorkerEvent};
 
@@ -96,8 +96,14 @@ impl Project {
             .embeds
             .try_update_value(|q| q.next_to_send())
             .unwrap_or_default();
+        // Views are drawn with the seed in the settings when the image is sent.
+        let views = self.augmented_views.get_untracked();
+        let seed = self.settings.with_untracked(|s| s.train.seed);
         for (id, bytes) in batch {
-            self.send(Envelope::with_bytes(ToWorker::Embed { id }, bytes));
+            self.send(Envelope::with_bytes(
+                ToWorker::Embed { id, views, seed },
+                bytes,
+            ));
         }
     }
 
@@ -231,10 +237,10 @@ impl Project {
                 });
                 self.classified.update(|c| c.push((id, result)));
             }
-            FromWorker::Embedded { id, error } => {
+            FromWorker::Embedded { id, error, views } => {
                 self.made_progress();
                 self.embeds.update_value(|q| q.answered(id));
-                self.on_embedded(id, error, bytes.unwrap_or_default());
+                self.on_embedded(id, error, views, bytes.unwrap_or_default());
                 self.send_embeds();
             }
             FromWorker::TrainStarted { epochs, .. } => self.training.update(|t| {
@@ -309,24 +315,27 @@ impl Project {
         }
     }
 
-    /// An image's embedding (bytes: embedding then JPEG thumbnail) or its per-file error.
-    fn on_embedded(self, id: ImageId, error: Option<String>, bytes: Vec<u8>) {
+    /// An image's embedding (bytes: embedding, its `views` augmented views' embeddings, JPEG
+    /// thumbnail) or its per-file error.
+    fn on_embedded(self, id: ImageId, error: Option<String>, views: u32, bytes: Vec<u8>) {
         // Removed while it was embedding: nothing to show or store.
         let Some((class, entry)) = self.find_image(id) else {
             return;
         };
+        let parts = split_embedded(&bytes, views);
         let error = error.or_else(|| {
-            (bytes.len() < EMBEDDING_BYTES)
+            parts
+                .is_none()
                 .then(|| "the compute worker returned no embedding".to_string())
         });
-        match error {
-            None => {
-                let (embedding, thumbnail) = bytes.split_at(EMBEDDING_BYTES);
+        match (error, parts) {
+            (None, Some((embedding, view_rows, thumbnail))) => {
                 let thumb = jpeg_url(thumbnail);
                 class.images.update(|images| {
                     if let Some(image) = images.iter_mut().find(|i| i.id == id) {
                         image.status = ImageStatus::Ready;
                         image.thumb = thumb;
+                        image.views = views;
                     }
                 });
                 let record = ImageRecord {
@@ -336,12 +345,13 @@ impl Project {
                     original: None,
                     thumbnail: (!thumbnail.is_empty()).then(|| thumbnail.to_vec()),
                     embedding: Some(embedding.to_vec()),
+                    views: (views > 0).then(|| view_rows.to_vec()),
                 };
                 // A record that cannot be written stays on the page to write again.
                 let name = entry.name;
                 spawn_local(async move { self.store_images(&name, vec![record]).await });
             }
-            Some(reason) => self.reject_image(id, reason),
+            (error, _) => self.reject_image(id, error.unwrap_or_default()),
         }
         self.embedded_count.update(|n| *n += 1);
     }

@@ -50,7 +50,7 @@ test('the worker is served with the policy as a header, and starts under it', { 
 test('test hooks are only in builds with the test-hooks feature', () => {
   const lib = readFileSync(join(repoRoot, 'src', 'lib.rs'), 'utf8');
   assert.match(lib, /#\[cfg\(feature = "test-hooks"\)\]\s*pub mod test_hooks;/);
-  const worker = readFileSync(join(repoRoot, 'src', 'worker.rs'), 'utf8');
+  const worker = readFileSync(join(repoRoot, 'src', 'worker', 'mod.rs'), 'utf8');
   assert.match(worker, /#\[cfg\(not\(feature = "test-hooks"\)\)\]\s*fn simulate_crash\(_device_lost: bool\) \{\}/);
   const run = readFileSync(join(repoRoot, 'scripts', 'run.sh'), 'utf8');
   assert.match(run, /trunk serve/);

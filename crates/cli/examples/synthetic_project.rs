@@ -64,6 +64,7 @@ fn main() -> ExitCode {
                 .iter()
                 .map(|c| (c + 0.5 * rng.normal()).max(0.0))
                 .collect(),
+            views: Vec::new(),
         });
     }
     write(out, &project)
@@ -110,6 +111,7 @@ fn from_embed(path: &str) -> Result<ProjectArchive, String> {
                 .filter_map(|v| v.as_f64())
                 .map(|v| v as f32)
                 .collect(),
+            views: Vec::new(),
         });
     }
     Ok(project)

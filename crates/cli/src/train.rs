@@ -54,7 +54,7 @@ pub enum LossArg {
 }
 
 /// Most augmented views per training image (`--augment`): each is a forward pass per image.
-const MAX_AUGMENTED_VIEWS: i64 = 64;
+const MAX_AUGMENTED_VIEWS: i64 = *limits::AUGMENTED_VIEWS.end() as i64;
 
 /// Recipes on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -8,13 +8,14 @@
 use std::collections::HashMap;
 
 use burn::tensor::Device;
+use image::{DynamicImage, RgbImage};
 use sha2::{Digest, Sha256};
 
 use crate::augment::{AugmentConfig, AugmentParams, apply};
 use crate::efficientnet::{EMBEDDING_DIM, EfficientNetLite0};
 use crate::formats::DECODER_ID;
 use crate::inference::run_each;
-use crate::preprocess::{decode_image, resize_for_network, rgb_to_chw};
+use crate::preprocess::{PreprocessError, decode_image, resize_for_network, rgb_to_chw};
 use crate::rng::SeededRng;
 
 /// Identifies the backbone (network and weights) whose embeddings are cached and that a model
@@ -76,6 +77,21 @@ pub fn decode_embedding(bytes: &[u8]) -> Option<Vec<f32>> {
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
     values.iter().all(|v| v.is_finite()).then_some(values)
+}
+
+/// Embeddings one after another in the byte format of [`encode_embedding`] (e.g. an image's
+/// augmented views, kept together).
+pub fn encode_rows(rows: &[Vec<f32>]) -> Vec<u8> {
+    rows.iter().flat_map(|row| encode_embedding(row)).collect()
+}
+
+/// Bytes of [`encode_rows`] back to embeddings: every whole row of [`EMBEDDING_DIM`] finite
+/// `f32`s, in order; a row with a non-finite value and trailing bytes are left out.
+pub fn decode_rows(bytes: &[u8]) -> Vec<Vec<f32>> {
+    bytes
+        .chunks_exact(EMBEDDING_DIM * 4)
+        .filter_map(decode_embedding)
+        .collect()
 }
 
 /// Where cached embeddings live.
@@ -153,12 +169,42 @@ pub fn prepare_input(
 ) -> Result<Vec<f32>, String> {
     let image = decode_image(bytes).map_err(|e| e.to_string())?;
     let rgb = resize_for_network(&image).map_err(|e| e.to_string())?;
-    Ok(match view {
-        View::Original => rgb_to_chw(&rgb),
+    Ok(view_input(&rgb, hash, view, augment))
+}
+
+/// The network input (flat CHW, [`crate::preprocess::INPUT_LEN`] values) of one view of an
+/// image already resized for the network ([`resize_for_network`]).
+fn view_input(rgb: &RgbImage, hash: &str, view: View, augment: &AugmentConfig) -> Vec<f32> {
+    match view {
+        View::Original => rgb_to_chw(rgb),
         View::Augmented { index, seed } => {
-            rgb_to_chw(&apply(&rgb, &view_params(hash, index, seed, augment)))
+            rgb_to_chw(&apply(rgb, &view_params(hash, index, seed, augment)))
         }
-    })
+    }
+}
+
+/// The network inputs of a decoded image and of its augmented views 1..=`views` drawn with
+/// `seed`, from one resize: `1 + views` flat CHW inputs ([`crate::preprocess::INPUT_LEN`]
+/// values each, about −1..1; 602 kB each, so callers bound `views`, e.g. by
+/// [`crate::train::limits::AUGMENTED_VIEWS`]), the original first. `image` must be the decode of
+/// the bytes whose [`content_hash`] is `hash`: then view `k` is exactly the one
+/// [`prepare_input`] makes for [`View::Augmented`] `{ index: k, seed }` (the page's views are
+/// the CLI's).
+///
+/// # Errors
+/// The image cannot be resized for the network ([`crate::preprocess::PreprocessError`]).
+pub fn inputs_with_views(
+    image: &DynamicImage,
+    hash: &str,
+    views: u32,
+    seed: u64,
+    augment: &AugmentConfig,
+) -> Result<Vec<Vec<f32>>, PreprocessError> {
+    let rgb = resize_for_network(image)?;
+    Ok(std::iter::once(View::Original)
+        .chain((1..=views).map(|index| View::Augmented { index, seed }))
+        .map(|view| view_input(&rgb, hash, view, augment))
+        .collect())
 }
 
 /// Embeddings of `requests`, in order: taken from `store` when cached, else computed in one
@@ -230,6 +276,17 @@ mod tests {
     }
 
     #[test]
+    fn rows_round_trip_and_damaged_rows_are_left_out() {
+        let rows: Vec<Vec<f32>> = (0..3).map(|r| vec![r as f32; EMBEDDING_DIM]).collect();
+        let mut bytes = encode_rows(&rows);
+        assert_eq!(bytes.len(), 3 * EMBEDDING_DIM * 4);
+        assert_eq!(decode_rows(&bytes), rows);
+        bytes[EMBEDDING_DIM * 4..EMBEDDING_DIM * 4 + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        bytes.push(7);
+        assert_eq!(decode_rows(&bytes), [rows[0].clone(), rows[2].clone()]);
+    }
+
+    #[test]
     fn embedding_bytes_round_trip_and_damage_is_refused() {
         let e: Vec<f32> = (0..EMBEDDING_DIM).map(|i| i as f32 * 0.5 - 3.0).collect();
         let bytes = encode_embedding(&e);
@@ -256,6 +313,33 @@ mod tests {
             view_params(&h, 1, 5, &config),
             view_params(&content_hash(b"y"), 1, 5, &config)
         );
+    }
+
+    #[test]
+    fn views_from_one_decode_are_the_cli_views() {
+        let image = image::RgbImage::from_fn(40, 30, |x, y| {
+            image::Rgb([(x * 6) as u8, (y * 8) as u8, ((x + y) * 3) as u8])
+        });
+        let mut png = Vec::new();
+        image::DynamicImage::ImageRgb8(image.clone())
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .expect("encodes");
+        let hash = content_hash(&png);
+        let config = AugmentConfig::default();
+        let inputs = inputs_with_views(&DynamicImage::ImageRgb8(image), &hash, 3, 9, &config)
+            .expect("resizes");
+        assert_eq!(inputs.len(), 4);
+        let views = std::iter::once(View::Original)
+            .chain((1..=3).map(|index| View::Augmented { index, seed: 9 }));
+        for (input, view) in inputs.iter().zip(views) {
+            assert_eq!(
+                Ok(input.clone()),
+                prepare_input(&png, &hash, view, &config),
+                "{view:?}"
+            );
+        }
+        assert_ne!(inputs[1], inputs[0]);
+        assert_ne!(inputs[1], inputs[2]);
     }
 
     #[test]

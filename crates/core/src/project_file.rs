@@ -5,6 +5,9 @@
 //!   per image (original name, class, whether it has a thumbnail) and the app's settings;
 //! - `embeddings.f32`: the images' embeddings, little-endian `f32`, one row per image, in the
 //!   manifest's order;
+//! - `views.f32`: the embeddings of the images' augmented views, rows as above, each image's
+//!   `views` rows in the manifest's order, when any image has views (files without it, from
+//!   before views existed, read as images without views);
 //! - `thumbnails/<n>.jpg`: the n-th image's thumbnail, when it has one;
 //! - `model.mtmodel`: the trained model ([`crate::model_file`]), when there is one.
 //!
@@ -20,8 +23,11 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
 use crate::efficientnet::EMBEDDING_DIM;
-use crate::embeddings::{BACKBONE_ID, PREPROCESSING_ID, decode_embedding, encode_embedding};
+use crate::embeddings::{
+    BACKBONE_ID, PREPROCESSING_ID, decode_embedding, encode_embedding, encode_rows,
+};
 use crate::model_file::ModelFile;
+use crate::train::limits;
 
 /// File name extension of project files.
 pub const PROJECT_FILE_EXTENSION: &str = "mtproject";
@@ -40,6 +46,9 @@ pub const MAX_MODEL_BYTES: u64 = 256 * 1024 * 1024;
 
 const MANIFEST: &str = "manifest.json";
 const EMBEDDINGS: &str = "embeddings.f32";
+const VIEWS: &str = "views.f32";
+/// Most augmented views an image may have.
+const MAX_VIEWS: usize = *limits::AUGMENTED_VIEWS.end() as usize;
 const MODEL: &str = "model.mtmodel";
 const FORMAT: &str = "medtransfer-project";
 
@@ -87,6 +96,13 @@ pub struct ManifestImage {
     pub class: usize,
     /// Whether `thumbnails/<index>.jpg` exists.
     pub thumbnail: bool,
+    /// Rows of `views.f32` that are this image's augmented views (absent: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub views: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// `manifest.json`.
@@ -126,6 +142,9 @@ pub struct ProjectImage {
     pub thumbnail: Option<Vec<u8>>,
     /// The backbone's embedding ([`EMBEDDING_DIM`] values).
     pub embedding: Vec<f32>,
+    /// The embeddings of its augmented views ([`EMBEDDING_DIM`] values each; at most
+    /// [`limits::AUGMENTED_VIEWS`]' end of them).
+    pub views: Vec<Vec<f32>>,
 }
 
 /// A project read from or to be written to a file.
@@ -146,17 +165,19 @@ impl ProjectArchive {
     /// The project file's bytes.
     pub fn to_bytes(&self, created_by: &str) -> Result<Vec<u8>, ProjectFileError> {
         let invalid = |m: String| ProjectFileError::Invalid(m);
-        if let Some((i, image)) =
-            self.images.iter().enumerate().find(|(_, im)| {
-                im.embedding.len() != EMBEDDING_DIM || im.class >= self.classes.len()
-            })
-        {
+        if let Some((i, image)) = self.images.iter().enumerate().find(|(_, im)| {
+            im.embedding.len() != EMBEDDING_DIM
+                || im.class >= self.classes.len()
+                || im.views.len() > MAX_VIEWS
+                || im.views.iter().any(|v| v.len() != EMBEDDING_DIM)
+        }) {
             return Err(invalid(format!(
-                "image {i} ({}) has class {} of {} and {} features",
+                "image {i} ({}) has class {} of {}, {} features and {} views",
                 image.name,
                 image.class,
                 self.classes.len(),
-                image.embedding.len()
+                image.embedding.len(),
+                image.views.len()
             )));
         }
         let manifest = ProjectManifest {
@@ -174,6 +195,7 @@ impl ProjectArchive {
                     name: im.name.clone(),
                     class: im.class,
                     thumbnail: im.thumbnail.is_some(),
+                    views: im.views.len(),
                 })
                 .collect(),
             settings: self.settings.clone(),
@@ -194,6 +216,14 @@ impl ProjectArchive {
             .flat_map(|im| encode_embedding(&im.embedding))
             .collect();
         add(EMBEDDINGS, &embeddings)?;
+        let views: Vec<u8> = self
+            .images
+            .iter()
+            .flat_map(|im| encode_rows(&im.views))
+            .collect();
+        if !views.is_empty() {
+            add(VIEWS, &views)?;
+        }
         for (i, image) in self.images.iter().enumerate() {
             if let Some(thumbnail) = &image.thumbnail {
                 add(&thumbnail_path(i), thumbnail)?;
@@ -265,17 +295,19 @@ impl ProjectArchive {
             .images
             .iter()
             .enumerate()
-            .find(|(_, im)| im.class >= manifest.classes.len())
+            .find(|(_, im)| im.class >= manifest.classes.len() || im.views > MAX_VIEWS)
         {
             return Err(damaged(format!(
-                "image {i} ({}) has class {}, but there are {} classes",
+                "image {i} ({}) has class {} of {} and {} augmented views (at most {MAX_VIEWS})",
                 image.name,
                 image.class,
-                manifest.classes.len()
+                manifest.classes.len(),
+                image.views
             )));
         }
         let row_bytes = EMBEDDING_DIM * 4;
-        let expected = (manifest.images.len() * row_bytes) as u64;
+        // In u64: on wasm32 the largest counts allowed overflow a usize.
+        let expected = manifest.images.len() as u64 * row_bytes as u64;
         let embeddings = read_entry(zip, EMBEDDINGS, expected)?
             .ok_or_else(|| damaged("its embeddings are missing"))?;
         if embeddings.len() as u64 != expected {
@@ -285,6 +317,20 @@ impl ProjectArchive {
                 manifest.images.len()
             )));
         }
+        let view_rows: u64 = manifest.images.iter().map(|im| im.views as u64).sum();
+        let expected = view_rows * row_bytes as u64;
+        let views = match read_entry(zip, VIEWS, expected)? {
+            None if view_rows > 0 => return Err(damaged("its augmented views are missing")),
+            None => Vec::new(),
+            Some(views) if views.len() as u64 != expected => {
+                return Err(damaged(format!(
+                    "its augmented views have {} bytes, {view_rows} views need {expected}",
+                    views.len()
+                )));
+            }
+            Some(views) => views,
+        };
+        let mut view_rows = views.chunks_exact(row_bytes);
         let mut images = Vec::with_capacity(manifest.images.len());
         for (i, (entry, row)) in manifest
             .images
@@ -311,11 +357,24 @@ impl ProjectArchive {
             } else {
                 None
             };
+            let views = view_rows
+                .by_ref()
+                .take(entry.views)
+                .map(|row| {
+                    decode_embedding(row).ok_or_else(|| {
+                        damaged(format!(
+                            "an augmented view of image {i} ({}) is not finite",
+                            entry.name
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
             images.push(ProjectImage {
                 name: entry.name,
                 class: entry.class,
                 thumbnail,
                 embedding,
+                views,
             });
         }
         let model = if manifest.has_model {
@@ -383,209 +442,4 @@ fn read_entry(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn embedding(seed: f32) -> Vec<f32> {
-        (0..EMBEDDING_DIM).map(|i| seed + i as f32 * 1e-3).collect()
-    }
-
-    fn sample() -> ProjectArchive {
-        ProjectArchive {
-            classes: vec!["NORMAL".into(), "PNEUMONIA".into()],
-            images: vec![
-                ProjectImage {
-                    name: "a (1).jpeg".into(),
-                    class: 0,
-                    thumbnail: Some(vec![0xFF, 0xD8, 1, 2, 3]),
-                    embedding: embedding(0.5),
-                },
-                ProjectImage {
-                    name: "b.png".into(),
-                    class: 1,
-                    thumbnail: None,
-                    embedding: embedding(-2.0),
-                },
-            ],
-            settings: serde_json::json!({"epochs": 7}),
-            model: None,
-        }
-    }
-
-    #[test]
-    fn round_trips() {
-        let project = sample();
-        let bytes = project.to_bytes("test").expect("write");
-        assert_eq!(ProjectArchive::from_bytes(&bytes), Ok(project));
-    }
-
-    /// A linear two-class model on the real embedding size, trained "with" `classes`.
-    fn model_bytes(classes: &[&str]) -> Vec<u8> {
-        use crate::head::{HeadConfig, HeadKind, HeadWeights, OutputKind};
-        use crate::train::{FeatureNormalization, LossKind, StopReason, TrainConfig, TrainedHead};
-        let config = HeadConfig {
-            kind: HeadKind::Linear,
-            output: OutputKind::Sigmoid,
-            input_dim: EMBEDDING_DIM,
-            num_classes: 2,
-        };
-        let trained = TrainedHead {
-            classes: classes.iter().map(|c| c.to_string()).collect(),
-            config,
-            weights: HeadWeights::initial(&config, 1).expect("valid"),
-            normalization: FeatureNormalization {
-                mean: vec![0.0; EMBEDDING_DIM],
-                std: vec![1.0; EMBEDDING_DIM],
-            },
-            train_config: TrainConfig::default(),
-            loss: LossKind::BinaryCrossEntropy,
-            class_weights: vec![1.0, 1.0],
-            history: Vec::new(),
-            kept_epoch: 1,
-            stop_reason: StopReason::Completed,
-            validation: None,
-            threshold: None,
-        };
-        ModelFile::from_trained(&trained, "test").to_bytes()
-    }
-
-    #[test]
-    fn a_model_keeps_its_class_names_after_classes_were_renamed_or_added() {
-        let project = ProjectArchive {
-            classes: vec!["normal".into(), "pneumonia".into(), "covid".into()],
-            model: Some(model_bytes(&["NORMAL", "PNEUMONIA"])),
-            ..sample()
-        };
-        let back = ProjectArchive::from_bytes(&project.to_bytes("test").expect("write"))
-            .expect("a model trained before a rename is kept");
-        let model =
-            ModelFile::from_bytes(back.model.as_deref().expect("model kept")).expect("model reads");
-        assert_eq!(model.header.classes, ["NORMAL", "PNEUMONIA"]);
-        assert_eq!(back.classes, ["normal", "pneumonia", "covid"]);
-    }
-
-    #[test]
-    fn refuses_what_is_not_a_project() {
-        assert_eq!(
-            ProjectArchive::from_bytes(b"hello"),
-            Err(ProjectFileError::NotAProjectFile)
-        );
-        assert_eq!(
-            ProjectArchive::from_bytes(&[]),
-            Err(ProjectFileError::NotAProjectFile)
-        );
-    }
-
-    /// Rewrites the archive with its manifest changed by `edit`.
-    fn with_manifest(edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
-        let bytes = sample().to_bytes("test").expect("write");
-        let mut zip = ZipArchive::new(Cursor::new(bytes.as_slice())).expect("zip");
-        let mut out = ZipWriter::new(Cursor::new(Vec::new()));
-        for i in 0..zip.len() {
-            let mut file = zip.by_index(i).expect("entry");
-            let name = file.name().expect("entry name").to_string();
-            let mut content = Vec::new();
-            file.read_to_end(&mut content).expect("read");
-            if name == MANIFEST {
-                let mut json: serde_json::Value = serde_json::from_slice(&content).expect("json");
-                edit(&mut json);
-                content = serde_json::to_vec(&json).expect("json");
-            }
-            out.start_file(name, SimpleFileOptions::default())
-                .expect("start");
-            out.write_all(&content).expect("write");
-        }
-        out.finish().expect("finish").into_inner()
-    }
-
-    #[test]
-    fn refuses_newer_versions_other_backbones_and_bad_shapes() {
-        let newer = with_manifest(|m| m["format_version"] = 2.into());
-        assert_eq!(
-            ProjectArchive::from_bytes(&newer),
-            Err(ProjectFileError::NewerVersion(2))
-        );
-        let other = with_manifest(|m| m["backbone"] = "resnet18".into());
-        assert!(matches!(
-            ProjectArchive::from_bytes(&other),
-            Err(ProjectFileError::Incompatible { .. })
-        ));
-        let dim = with_manifest(|m| m["embedding_dim"] = 512.into());
-        assert!(matches!(
-            ProjectArchive::from_bytes(&dim),
-            Err(ProjectFileError::Incompatible { .. })
-        ));
-        let class = with_manifest(|m| m["images"][1]["class"] = 5.into());
-        let Err(ProjectFileError::Damaged(message)) = ProjectArchive::from_bytes(&class) else {
-            panic!("a class out of range must be refused");
-        };
-        assert!(message.contains("class 5"), "{message}");
-        let extra = with_manifest(|m| {
-            let mut third = m["images"][0].clone();
-            third["thumbnail"] = false.into();
-            m["images"].as_array_mut().expect("images").push(third);
-        });
-        let Err(ProjectFileError::Damaged(message)) = ProjectArchive::from_bytes(&extra) else {
-            panic!("an embedding count mismatch must be refused");
-        };
-        assert!(message.contains("embeddings"), "{message}");
-        let model = with_manifest(|m| m["has_model"] = true.into());
-        assert_eq!(
-            ProjectArchive::from_bytes(&model),
-            Err(damaged("its model is missing"))
-        );
-    }
-
-    #[test]
-    fn refuses_non_finite_embeddings_and_inconsistent_projects() {
-        let mut project = sample();
-        project.images[1].embedding[3] = f32::NAN;
-        let bytes = project.to_bytes("test").expect("write");
-        assert!(matches!(
-            ProjectArchive::from_bytes(&bytes),
-            Err(ProjectFileError::Damaged(_))
-        ));
-        let mut project = sample();
-        project.images[0].embedding.pop();
-        assert!(matches!(
-            project.to_bytes("test"),
-            Err(ProjectFileError::Invalid(_))
-        ));
-    }
-
-    #[test]
-    fn entries_cannot_read_more_than_the_budget() {
-        // A crafted file can point many entries at the same stored bytes; the reader's budget
-        // (the file's size) caps what all entries together may read.
-        let mut project = sample();
-        let mut thumb = vec![0x11; 4000];
-        thumb[..2].copy_from_slice(&[0xFF, 0xD8]);
-        project.images[0].thumbnail = Some(thumb);
-        let bytes = project.to_bytes("test").expect("write");
-        let read = ProjectArchive::from_bytes(&bytes).expect("a normal file reads");
-        assert_eq!(read.images[0].thumbnail, project.images[0].thumbnail);
-        let mut budget = 100u64;
-        let mut zip = ZipArchive::new(Cursor::new(bytes.as_slice())).expect("zip");
-        let mut reader = Reader {
-            zip: &mut zip,
-            budget: &mut budget,
-        };
-        assert!(
-            read_entry(&mut reader, &thumbnail_path(0), MAX_THUMBNAIL_BYTES).is_err(),
-            "an entry larger than what is left of the budget is refused"
-        );
-    }
-
-    #[test]
-    fn truncated_files_are_refused_without_panicking() {
-        let bytes = sample().to_bytes("test").expect("write");
-        for cut in (0..bytes.len()).step_by(97) {
-            let _ = ProjectArchive::from_bytes(&bytes[..cut]);
-        }
-        for i in (0..bytes.len()).step_by(61) {
-            let mut flipped = bytes.clone();
-            flipped[i] ^= 0x5A;
-            let _ = ProjectArchive::from_bytes(&flipped);
-        }
-    }
-}
+mod tests;

@@ -100,6 +100,8 @@ pub mod limits {
     pub const FOLDS: RangeInclusive<usize> = 2..=50;
     /// The share of each class held out for validation (0: none, train on everything).
     pub const VALIDATION_SHARE: RangeInclusive<f64> = 0.0..=0.5;
+    /// Augmented views embedded per image (each is one more forward pass per image).
+    pub const AUGMENTED_VIEWS: RangeInclusive<u32> = 0..=64;
 
     /// Whether `rate` is a valid learning rate (finite, strictly inside [`LEARNING_RATE`]).
     pub fn learning_rate_ok(rate: f64) -> bool {

@@ -4,29 +4,30 @@
 //! never block the page.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
 use js_sys::{Function, Promise, Reflect};
+use medtransfer_core::augment::AugmentConfig;
 use medtransfer_core::efficientnet::{EMBEDDING_DIM, EfficientNetLite0, load_from_bytes};
-use medtransfer_core::embeddings::{decode_embedding, encode_embedding};
+use medtransfer_core::embeddings::{
+    content_hash, encode_embedding, encode_rows, inputs_with_views,
+};
 use medtransfer_core::inference::run_each;
 use medtransfer_core::model_file::ModelFile;
 use medtransfer_core::preprocess::{decode_image, preprocess_decoded, preprocess_image};
-use medtransfer_core::recipe::SearchEvent;
-use medtransfer_core::run::{Progress, Recipe, RunConfig, Validation, run};
 use medtransfer_core::thumbnail::thumbnail_of;
-use medtransfer_core::train::{
-    CancelToken, Classifier, LabelledEmbeddings, TrainError, TrainEvent,
-};
+use medtransfer_core::train::{CancelToken, Classifier, limits};
 use medtransfer_core::{BackendKind, ComputeDevice, select_device};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::{JsFuture, spawn_local};
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
+mod training;
+
 use crate::gpu_probe::probe_webgpu;
-use crate::protocol::{EMBEDDING_BYTES, Envelope, FromWorker, ImageId, ToWorker};
+use crate::protocol::{Envelope, FromWorker, ImageId, ImageRows, ToWorker, restore_rows};
 
 /// Images embedded per forward pass (the core splits larger batches anyway).
 const BATCH: usize = 8;
@@ -43,6 +44,26 @@ struct Job {
     id: ImageId,
     bytes: Vec<u8>,
     kind: JobKind,
+    /// Augmented views to embed with the image ([`JobKind::Embed`] only) and their seed.
+    views: u32,
+    seed: u64,
+}
+
+impl Job {
+    fn new(id: ImageId, bytes: Option<Vec<u8>>, kind: JobKind) -> Self {
+        Self {
+            id,
+            bytes: bytes.unwrap_or_default(),
+            kind,
+            views: 0,
+            seed: 0,
+        }
+    }
+
+    /// Forward passes it takes.
+    fn inputs(&self) -> usize {
+        1 + self.views as usize
+    }
 }
 
 #[derive(Default)]
@@ -50,11 +71,27 @@ struct State {
     device: Option<ComputeDevice>,
     model: Option<Rc<EfficientNetLite0>>,
     embeddings: HashMap<ImageId, Vec<f32>>,
+    /// The augmented views' embeddings of the images that have them.
+    views: HashMap<ImageId, Vec<Vec<f32>>>,
+    /// Images being embedded now: one forgotten meanwhile is not kept when its rows arrive.
+    embedding_now: HashSet<ImageId>,
     queue: VecDeque<Job>,
     draining: bool,
     classifier: Option<Rc<Classifier>>,
     cancel: CancelToken,
     training: bool,
+}
+
+impl State {
+    /// Keeps an image's embedding and its views' (replacing what it had).
+    fn keep(&mut self, id: ImageId, rows: ImageRows) {
+        self.embeddings.insert(id, rows.embedding);
+        if rows.views.is_empty() {
+            self.views.remove(&id);
+        } else {
+            self.views.insert(id, rows.views);
+        }
+    }
 }
 
 thread_local! {
@@ -114,35 +151,27 @@ fn on_message(event: MessageEvent) {
         ToWorker::LoadModel { force_cpu } => {
             spawn_local(load_model(bytes.unwrap_or_default(), force_cpu))
         }
-        ToWorker::Restore { ids } => {
-            let bytes = bytes.unwrap_or_default();
+        ToWorker::Restore { ids, views } => {
+            let rows = restore_rows(&ids, &views, &bytes.unwrap_or_default());
             STATE.with_borrow_mut(|s| {
-                for (id, row) in ids.into_iter().zip(bytes.chunks_exact(EMBEDDING_BYTES)) {
-                    if let Some(embedding) = decode_embedding(row) {
-                        s.embeddings.insert(id, embedding);
-                    }
+                for (id, rows) in rows {
+                    s.keep(id, rows);
                 }
             });
         }
         ToWorker::LoadClassifier => load_classifier(&bytes.unwrap_or_default()),
-        ToWorker::Classify { id } => enqueue(Job {
-            id,
-            bytes: bytes.unwrap_or_default(),
-            kind: JobKind::Classify,
-        }),
+        ToWorker::Classify { id } => enqueue(Job::new(id, bytes, JobKind::Classify)),
         ToWorker::SimulateCrash { device_lost } => simulate_crash(device_lost),
-        ToWorker::Embed { id } => enqueue(Job {
-            id,
-            bytes: bytes.unwrap_or_default(),
-            kind: JobKind::Embed,
+        ToWorker::Embed { id, views, seed } => enqueue(Job {
+            views: views.min(*limits::AUGMENTED_VIEWS.end()),
+            seed,
+            ..Job::new(id, bytes, JobKind::Embed)
         }),
-        ToWorker::Predict { id } => enqueue(Job {
-            id,
-            bytes: bytes.unwrap_or_default(),
-            kind: JobKind::Predict,
-        }),
+        ToWorker::Predict { id } => enqueue(Job::new(id, bytes, JobKind::Predict)),
         ToWorker::Forget { id } => STATE.with_borrow_mut(|s| {
             s.embeddings.remove(&id);
+            s.views.remove(&id);
+            s.embedding_now.remove(&id);
             s.queue
                 .retain(|job| job.id != id || job.kind != JobKind::Embed);
         }),
@@ -150,7 +179,7 @@ fn on_message(event: MessageEvent) {
             classes,
             items,
             config,
-        } => spawn_local(train(classes, items, config)),
+        } => spawn_local(training::train(classes, items, config)),
         ToWorker::Stop => STATE.with_borrow(|s| s.cancel.cancel()),
     }
 }
@@ -251,12 +280,14 @@ async fn yield_now() {
     let _ = JsFuture::from(promise).await;
 }
 
-/// Decodes one file once and gives the network's input (or the per-file message) and, when
-/// `with_thumbnail`, the thumbnail of the same pixels; the decoded image is dropped on return.
-fn network_input_and_thumbnail(
-    bytes: &[u8],
-    with_thumbnail: bool,
-) -> (Result<Vec<f32>, String>, Option<Vec<u8>>) {
+/// A job's network inputs (flat CHW, the image's then its views'), or its per-file message.
+type NetworkInputs = Result<Vec<Vec<f32>>, String>;
+
+/// Decodes a job's file once and gives the network's inputs (the image's, then its augmented
+/// views', or the per-file message) and the thumbnail of the same pixels; the decoded image is
+/// dropped on return.
+fn network_inputs_and_thumbnail(job: &Job) -> (NetworkInputs, Option<Vec<u8>>) {
+    let bytes = &job.bytes;
     if bytes.is_empty() {
         return (
             Err("empty file (0 bytes), or it could not be read".to_string()),
@@ -270,13 +301,37 @@ fn network_input_and_thumbnail(
     match decode_image(bytes) {
         Err(error) => (Err(error.to_string()), None),
         Ok(image) => {
-            let thumbnail = with_thumbnail.then(|| thumbnail_of(&image).ok()).flatten();
-            (
-                preprocess_decoded(&image).map_err(|e| e.to_string()),
-                thumbnail,
-            )
+            let thumbnail = thumbnail_of(&image).ok();
+            let inputs = if job.views == 0 {
+                preprocess_decoded(&image).map(|input| vec![input])
+            } else {
+                let hash = content_hash(bytes);
+                inputs_with_views(
+                    &image,
+                    &hash,
+                    job.views,
+                    job.seed,
+                    &AugmentConfig::default(),
+                )
+            };
+            (inputs.map_err(|e| e.to_string()), thumbnail)
         }
     }
+}
+
+/// How many of the queued jobs, costing `passes` forward passes each, go in one batch: as many
+/// as fit in [`BATCH`] passes, and at least one when any is queued (however many views it
+/// has).
+fn jobs_in_batch(passes: impl Iterator<Item = usize>) -> usize {
+    let (mut jobs, mut total) = (0, 0);
+    for p in passes {
+        if jobs > 0 && total + p > BATCH {
+            break;
+        }
+        jobs += 1;
+        total += p;
+    }
+    jobs
 }
 
 /// Embeds queued images a batch at a time until the queue is empty.
@@ -291,8 +346,13 @@ async fn drain() {
                 s.draining = false;
                 return None;
             }
-            let n = s.queue.len().min(BATCH);
+            let n = jobs_in_batch(s.queue.iter().map(Job::inputs));
             let jobs: Vec<Job> = s.queue.drain(..n).collect();
+            s.embedding_now.extend(
+                jobs.iter()
+                    .filter(|job| job.kind == JobKind::Embed)
+                    .map(|job| job.id),
+            );
             Some((jobs, model, device, s.classifier.clone()))
         });
         let Some((jobs, model, device, classifier)) = next else {
@@ -322,36 +382,75 @@ async fn drain() {
         // Each file is decoded once: the thumbnail (of images being added or predicted: the page
         // cannot show a DICOM or a 16-bit TIFF itself) and the network's input come from the
         // same pixels; the decoded image is dropped as soon as both exist.
-        let (inputs, thumbnails): (Vec<_>, Vec<_>) = jobs
+        // A job's inputs are its image's and its views'; one bad file fails alone.
+        let (inputs, thumbnails): (Vec<_>, Vec<_>) =
+            jobs.iter().map(network_inputs_and_thumbnail).unzip();
+        let counts: Vec<usize> = inputs
             .iter()
-            .map(|job| network_input_and_thumbnail(&job.bytes, job.kind != JobKind::Classify))
-            .unzip();
+            .map(|inputs| inputs.as_ref().map_or(1, Vec::len))
+            .collect();
+        let flat: Vec<Result<Vec<f32>, String>> = inputs
+            .into_iter()
+            .flat_map(|inputs| match inputs {
+                Ok(inputs) => inputs.into_iter().map(Ok).collect(),
+                Err(error) => vec![Err(error)],
+            })
+            .collect();
+        let mut outputs = run_each(&model, flat, &device.device).await.into_iter();
+        let results = counts.into_iter().map(|count| {
+            outputs
+                .by_ref()
+                .take(count)
+                // Every output of the job is taken before its first error decides, so that
+                // the next job's outputs stay its own.
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|output| output.map(|o| o.embedding))
+                .collect::<Result<Vec<Vec<f32>>, String>>()
+        });
         let jobs: Vec<(ImageId, JobKind)> =
             jobs.into_iter().map(|job| (job.id, job.kind)).collect();
-        let results = run_each(&model, inputs, &device.device)
-            .await
-            .into_iter()
-            .map(|output| output.map(|o| o.embedding));
         for (((id, kind), result), thumbnail) in jobs.into_iter().zip(results).zip(thumbnails) {
+            let result = result.and_then(|mut rows| {
+                if rows.is_empty() {
+                    return Err("no embedding was returned".to_string());
+                }
+                let embedding = rows.remove(0);
+                Ok((embedding, rows))
+            });
             match kind {
                 JobKind::Embed => match result {
-                    Ok(embedding) => {
+                    Ok((embedding, views)) => {
                         let mut bytes = encode_embedding(&embedding);
+                        bytes.extend(encode_rows(&views));
                         bytes.extend(thumbnail.unwrap_or_default());
-                        STATE.with_borrow_mut(|s| s.embeddings.insert(id, embedding));
-                        post_with(&FromWorker::Embedded { id, error: None }, Some(bytes));
+                        let message = FromWorker::Embedded {
+                            id,
+                            error: None,
+                            views: views.len() as u32,
+                        };
+                        STATE.with_borrow_mut(|s| {
+                            if s.embedding_now.remove(&id) {
+                                s.keep(id, ImageRows { embedding, views });
+                            }
+                        });
+                        post_with(&message, Some(bytes));
                     }
-                    Err(error) => post(&FromWorker::Embedded {
-                        id,
-                        error: Some(error),
-                    }),
+                    Err(error) => {
+                        STATE.with_borrow_mut(|s| s.embedding_now.remove(&id));
+                        post(&FromWorker::Embedded {
+                            id,
+                            error: Some(error),
+                            views: 0,
+                        });
+                    }
                 },
                 JobKind::Classify => {}
                 JobKind::Predict => {
                     let result = match (result, &classifier) {
                         (Err(error), _) => Err(error),
                         (Ok(_), None) => Err("train a model first".to_string()),
-                        (Ok(embedding), Some(classifier)) => classifier
+                        (Ok((embedding, _)), Some(classifier)) => classifier
                             .predict(&[embedding])
                             .await
                             .map_err(|e| e.to_string())
@@ -369,162 +468,16 @@ async fn drain() {
     }
 }
 
-async fn train(classes: Vec<String>, items: Vec<(ImageId, usize)>, config: RunConfig) {
-    let started = STATE.with_borrow_mut(|s| {
-        if s.training {
-            return Err("training is already running".to_string());
-        }
-        let device = s
-            .device
-            .clone()
-            .ok_or("the network is not loaded yet".to_string())?;
-        let mut rows = LabelledEmbeddings::default();
-        for (id, label) in &items {
-            let embedding = s
-                .embeddings
-                .get(id)
-                .ok_or(format!("image {id} has no embedding yet"))?;
-            rows.embeddings.push(embedding.clone());
-            rows.labels.push(*label);
-        }
-        s.training = true;
-        s.cancel = CancelToken::new();
-        Ok((device, rows, s.cancel.clone()))
-    });
-    let ids: Vec<ImageId> = items.iter().map(|(id, _)| *id).collect();
-    let result = match started {
-        Ok((device, rows, cancel)) => {
-            run_training(classes, &ids, rows, config, device, cancel).await
-        }
-        Err(error) => {
-            post(&FromWorker::TrainFailed { error });
-            return;
-        }
-    };
-    STATE.with_borrow_mut(|s| s.training = false);
-    if let Err(error) = result {
-        post(&FromWorker::TrainFailed { error });
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_packs_jobs_up_to_its_forward_passes_and_takes_a_large_one_alone() {
+        assert_eq!(jobs_in_batch([1; 20].into_iter()), BATCH);
+        assert_eq!(jobs_in_batch([3, 3, 3, 1].into_iter()), 2);
+        assert_eq!(jobs_in_batch([9, 1].into_iter()), 1);
+        assert_eq!(jobs_in_batch([1, 9].into_iter()), 1);
+        assert_eq!(jobs_in_batch(std::iter::empty()), 0);
     }
-}
-
-/// The automatic recipe's MLP budget in the page (floating-point operations; the CLI's is
-/// 150 times larger): about ten seconds on the browser's CPU path.
-const PAGE_MLP_BUDGET: f64 = 2e9;
-
-/// The worker's side of a run: posts the start and each epoch, and yields to the event loop
-/// between epochs so that [`ToWorker::Stop`] can arrive.
-struct WorkerProgress;
-
-impl Progress for WorkerProgress {
-    fn event(&mut self, event: &TrainEvent) {
-        match event {
-            TrainEvent::Started {
-                epochs,
-                train_items,
-                validation_items,
-                ..
-            } => post(&FromWorker::TrainStarted {
-                epochs: *epochs,
-                train_items: *train_items,
-                validation_items: *validation_items,
-            }),
-            TrainEvent::Epoch(summary) => post(&FromWorker::Epoch(summary.clone())),
-            TrainEvent::Batch { .. } | TrainEvent::Finished { .. } => {}
-        }
-    }
-
-    fn search(&mut self, event: &SearchEvent) {
-        if let SearchEvent::Fitted { done, total } = event {
-            post(&FromWorker::Searching {
-                done: *done,
-                total: *total,
-            });
-        }
-    }
-
-    async fn between_epochs(&mut self) {
-        yield_now().await;
-    }
-}
-
-/// Runs core's [`run`] on `items` (image `ids[i]` is item `i`), keeps the classifier and posts
-/// [`FromWorker::Trained`] with the model file; the error is the message the page shows.
-async fn run_training(
-    classes: Vec<String>,
-    ids: &[ImageId],
-    items: LabelledEmbeddings,
-    config: RunConfig,
-    device: ComputeDevice,
-    cancel: CancelToken,
-) -> Result<(), String> {
-    let started = js_sys::Date::now();
-    // The page's compute (one thread in wasm, or a GPU that may be a software one): the
-    // automatic recipe tries the MLP only on the smallest sets.
-    let config = RunConfig {
-        mlp_budget: PAGE_MLP_BUDGET,
-        ..config
-    };
-    let finished = run(
-        &classes,
-        &items,
-        Validation::Split { groups: None },
-        &config,
-        &device.device,
-        &cancel,
-        &mut WorkerProgress,
-    )
-    .await
-    .map_err(|e| match e {
-        TrainError::Split { .. } if config.recipe == Recipe::Automatic => {
-            format!("{e}. The automatic recipe cross-validates: add images to that class")
-        }
-        TrainError::Split { .. } => {
-            format!("{e}. Add images, or set the validation share to 0 to train on all of them")
-        }
-        e => e.to_string(),
-    })?;
-    let trained = finished.trained;
-    let mut model_file = ModelFile::from_trained(&trained, "MedTransfer web app");
-    if let Some(search) = &finished.search {
-        model_file = model_file.with_search(search);
-    }
-    let model_file = model_file.to_bytes();
-    // The automatic recipe's figures are out of fold over every image.
-    let (validation, validation_items) = match &finished.search {
-        Some(search) => (
-            Some(search.evaluation.clone()),
-            (0..ids.len()).collect::<Vec<_>>(),
-        ),
-        None => (
-            trained.validation.clone(),
-            finished.validation_items.clone(),
-        ),
-    };
-    let classifier = Classifier::new(
-        &trained.config,
-        &trained.weights,
-        &trained.normalization,
-        &device.device,
-    )
-    .map_err(|e| e.to_string())?;
-    STATE.with_borrow_mut(|s| s.classifier = Some(Rc::new(classifier)));
-    post_with(
-        &FromWorker::Trained {
-            kept_epoch: trained.kept_epoch,
-            stop_reason: trained.stop_reason,
-            validation: validation.map(Box::new),
-            validation_ids: validation_items
-                .iter()
-                .filter_map(|&i| ids.get(i).copied())
-                .collect(),
-            search: finished
-                .search
-                .as_ref()
-                .map(|search| Box::new(search.without_probabilities())),
-            threshold: trained.threshold,
-            millis: js_sys::Date::now() - started,
-        },
-        Some(model_file),
-    );
-    Ok(())
 }
