@@ -14,7 +14,8 @@ Protocol (no choice looks at a test image):
 - training images: the official/seeded training part, all of it ("full") or n per class drawn
   without replacement (NumPy default_rng seeded with DRAW_SEED + 1000·n + draw), the same draw
   for all three methods; DRAWS[n] draws per size;
-- (a) `medtransfer train` with no setting (automatic recipe, seed 42); (b) `train --recipe
+- (a) `medtransfer train` with no setting (automatic recipe, seed 42; with `--augment N`, `train
+  --augment N`: the search may also train on N augmented views per image); (b) `train --recipe
   manual` (the old default: MLP-1024, AdamW, lr 1e-4, weight decay 0.1, 30 epochs, 20%
   validation split); (c) StandardScaler + LogisticRegressionCV(max_iter=5000) with its defaults
   (10 C values, 5-fold stratified, accuracy), predicting by argmax;
@@ -166,10 +167,12 @@ def group_keys(paths, pattern):
     return keys
 
 
-def product_probabilities(cli, folder, test_paths, classes, manual, pattern, model):
+def product_probabilities(cli, folder, test_paths, classes, manual, pattern, model, augment=0):
     args = ["train", "--data", folder, "--backend", "cpu", "--cache", cli.cache, "--out", model, "--json"]
     if manual:
         args += ["--recipe", "manual"]
+    if augment:
+        args += ["--augment", str(augment)]
     if pattern:
         args += ["--group-pattern", pattern]
     start = time.time()
@@ -249,6 +252,9 @@ def main():
     parser.add_argument("--out", type=Path, default=root / "docs" / "compare-recipes.json")
     parser.add_argument("--sets", nargs="*", help="only these sets (names as in the table)")
     parser.add_argument("--sizes", nargs="*", help="only these sizes (5, 20, 60, full)")
+    parser.add_argument(
+        "--augment", type=int, default=0, help="augmented views per image for (a) only (train --augment N)"
+    )
     args = parser.parse_args()
     if not args.shared.is_dir():
         sys.exit(f"SKIP: {args.shared} is absent (the shared data sets are needed)")
@@ -278,7 +284,14 @@ def main():
                 link_folder(items, folder / "train")
                 for key, manual in [("auto", False), ("old", True)]:
                     probs, pred, chosen, seconds = product_probabilities(
-                        cli, folder / "train", test_paths, classes, manual, pattern, folder / f"{key}.mtmodel"
+                        cli,
+                        folder / "train",
+                        test_paths,
+                        classes,
+                        manual,
+                        pattern,
+                        folder / f"{key}.mtmodel",
+                        0 if manual else args.augment,
                     )
                     runs[key].append((probs, pred))
                     if key == "auto" and len(classes) == 2:
@@ -318,7 +331,8 @@ def main():
             results.append(row)
             print(format_row(row), file=sys.stderr)
     report = {
-        "command": "bash scripts/compare-recipes.sh",
+        "command": "bash scripts/compare-recipes.sh " + " ".join(sys.argv[3:]),
+        "augment": args.augment,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "draw_seed": DRAW_SEED,

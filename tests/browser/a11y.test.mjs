@@ -4,18 +4,14 @@
 // tests keep the page's CSP.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { serveStatic, launch, openPage, screenshot, sharedData, waitForWorker } from './harness.mjs';
+import { serveStatic, launch, openPage, screenshot, sharedData, waitForWorker, pick } from './harness.mjs';
 
 const axePath = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 const chest = join(sharedData, 'chest-xray-pneumonia');
 const available = existsSync(chest);
-
-function pick(dir, n) {
-  return readdirSync(dir).filter((f) => f.endsWith('.jpeg')).sort().slice(0, n).map((f) => join(dir, f));
-}
 
 /** Violations of WCAG 2.1 A/AA rules with a serious or critical impact, as readable lines. */
 async function audit(page) {

@@ -4,32 +4,14 @@
 // and import. Three real chest X-rays a class from ../shared/data (skipped with a message when
 // absent), on the CPU path (SwiftShader's WebGPU would take minutes for the extra forward
 // passes; the views' forward passes are the same kernels as the originals').
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { serveStatic, launch, openPage, screenshot, sharedData, waitForWorker } from './harness.mjs';
+import { launch, openProject, screenshot, waitForWorker, chestXrays, pick, servedWithScratch } from './harness.mjs';
 
-const chest = join(sharedData, 'chest-xray-pneumonia');
-const available = existsSync(chest);
-if (!available) console.log(`SKIP augmentation test: no shared medical images at ${chest}`);
+const { chest, available } = chestXrays('augmentation test');
 
-function pick(dir, n, skip = 0) {
-  return readdirSync(dir).filter((f) => f.endsWith('.jpeg')).sort().slice(skip, skip + n).map((f) => join(dir, f));
-}
-
-let server;
-let scratch;
-before(async () => {
-  server = await serveStatic();
-  scratch = await mkdtemp(join(tmpdir(), 'mt-augment-'));
-});
-after(async () => {
-  await server?.close();
-  await rm(scratch, { recursive: true, force: true });
-});
+const served = servedWithScratch('mt-augment-');
 
 /** Trains and waits for the run to end; returns the search table's candidate names. */
 async function train(page) {
@@ -43,10 +25,8 @@ async function train(page) {
 test('augmented views are embedded, tried by the search, and kept across a reload and an export', { skip: !available, timeout: 900_000 }, async () => {
   const browser = await launch({ webgpu: false });
   try {
-    const { page, context, record } = await openPage(browser, server.origin);
-    await page.goto(server.origin + '/');
-    await page.locator('[data-testid="project"][data-restored="true"]').waitFor({ timeout: 60_000 });
-    assert.match(await waitForWorker(page), /CPU/);
+    const { page, context, record, worker } = await openProject(browser, served.server.origin);
+    assert.match(worker, /CPU/);
 
     // Two views per image, then three images a class.
     await page.getByTestId('augmented-views').selectOption('2');
@@ -96,15 +76,12 @@ test('augmented views are embedded, tried by the search, and kept across a reloa
       page.waitForEvent('download'),
       page.getByTestId('export-project').click(),
     ]);
-    const projectPath = join(scratch, 'views.mtproject');
+    const projectPath = join(served.scratch, 'views.mtproject');
     await download.saveAs(projectPath);
     assert.deepEqual(record.foreign, [], 'requests left the page origin');
     assert.deepEqual(record.errors, [], 'page errors');
     await context.close();
-    const other = await openPage(browser, server.origin);
-    await other.page.goto(server.origin + '/');
-    await other.page.locator('[data-testid="project"][data-restored="true"]').waitFor({ timeout: 60_000 });
-    await waitForWorker(other.page);
+    const other = await openProject(browser, served.server.origin);
     await other.page.getByTestId('import-project').setInputFiles(projectPath);
     await other.page.getByTestId('project-notice').filter({ hasText: /Imported/ }).waitFor({ timeout: 60_000 });
     assert.equal(await other.page.getByTestId('views-status').innerText(), '6 of 7 images have augmented views.');

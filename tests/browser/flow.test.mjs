@@ -5,17 +5,10 @@
 // each stage is screenshotted under target/screenshots/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { serveStatic, launch, openPage, screenshot, sharedData, waitForWorker } from './harness.mjs';
+import { serveStatic, launch, openPage, screenshot, waitForWorker, chestXrays, pick } from './harness.mjs';
 
-const chest = join(sharedData, 'chest-xray-pneumonia');
-const available = existsSync(chest);
-if (!available) console.log(`SKIP flow tests: no shared medical images at ${chest}`);
-
-function pick(dir, n, skip = 0) {
-  return readdirSync(dir).filter((f) => f.endsWith('.jpeg')).sort().slice(skip, skip + n).map((f) => join(dir, f));
-}
+const { chest, available } = chestXrays('flow tests');
 
 let server;
 before(async () => { server = await serveStatic(); });

@@ -1,9 +1,11 @@
 // Shared helpers for the browser tests: a static server for Trunk's `dist/`, Debian Chromium
 // launched through playwright-core, and a page wrapper that records every request, page error
 // and console error so that tests can assert that nothing leaves the page's origin.
+import { before, after } from 'node:test';
 import { createServer } from 'node:http';
-import { readFile, mkdir } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { readFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { existsSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { extname, join, normalize, resolve, dirname, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -13,6 +15,37 @@ export const repoRoot = resolve(here, '..', '..');
 export const distDir = resolve(process.env.MEDTRANSFER_DIST ?? join(repoRoot, 'dist'));
 export const screenshotDir = join(repoRoot, 'target', 'screenshots');
 export const sharedData = resolve(repoRoot, '..', 'shared', 'data');
+
+/** The shared chest X-rays (../shared/data), and whether they are there: when not, says that
+ * `what` is skipped. */
+export function chestXrays(what) {
+  const chest = join(sharedData, 'chest-xray-pneumonia');
+  const available = existsSync(chest);
+  if (!available) console.log(`SKIP ${what}: no shared medical images at ${chest}`);
+  return { chest, available };
+}
+
+/** The paths of `n` JPEGs of `dir`, by name, after the first `skip`. */
+export function pick(dir, n, skip = 0) {
+  return readdirSync(dir).filter((f) => f.endsWith('.jpeg')).sort().slice(skip, skip + n).map((f) => join(dir, f));
+}
+
+/**
+ * Serves `dist/` and makes a scratch folder named from `prefix` for the calling file's tests;
+ * both go after them. Returns `{ server, scratch }`, filled in before the first test.
+ */
+export function servedWithScratch(prefix) {
+  const served = {};
+  before(async () => {
+    served.server = await serveStatic();
+    served.scratch = await mkdtemp(join(tmpdir(), prefix));
+  });
+  after(async () => {
+    await served.server?.close();
+    if (served.scratch) await rm(served.scratch, { recursive: true, force: true });
+  });
+  return served;
+}
 
 const MIME = {
   '.html': 'text/html; charset=utf-8',
@@ -130,6 +163,18 @@ export async function screenshot(page, name) {
   const path = join(screenshotDir, `${name}.png`);
   await page.screenshot({ path, fullPage: true });
   return path;
+}
+
+/**
+ * Opens the page in a new context (see [`openPage`]), waits until the saved project is read
+ * back and the compute worker is ready, and returns `openPage`'s `{ page, context, record }`
+ * with `worker`, the worker line.
+ */
+export async function openProject(browser, origin) {
+  const opened = await openPage(browser, origin);
+  await opened.page.goto(origin + '/');
+  await opened.page.locator('[data-testid="project"][data-restored="true"]').waitFor({ timeout: 60_000 });
+  return { ...opened, worker: await waitForWorker(opened.page) };
 }
 
 /**

@@ -9,36 +9,20 @@
 //    (and an older page's settings are read, not reset).
 // Real chest X-rays from ../shared/data (skipped with a message when absent). The quota is
 // set through Chromium's DevTools protocol (Storage.overrideQuotaForOrigin).
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { zipSync, strToU8 } from 'fflate';
-import { serveStatic, launch, openPage, screenshot, sharedData, repoRoot, waitForWorker } from './harness.mjs';
+import { launch, openPage, screenshot, repoRoot, waitForWorker, chestXrays, pick, servedWithScratch } from './harness.mjs';
 
-const chest = join(sharedData, 'chest-xray-pneumonia');
-const available = existsSync(chest);
-if (!available) console.log(`SKIP nothing-lost tests: no shared medical images at ${chest}`);
+const { chest, available } = chestXrays('nothing-lost tests');
 
-function pick(dir, n, skip = 0) {
-  return readdirSync(dir).filter((f) => f.endsWith('.jpeg')).sort().slice(skip, skip + n).map((f) => join(dir, f));
-}
-
-let server;
-let scratch;
-before(async () => {
-  server = await serveStatic();
-  scratch = await mkdtemp(join(tmpdir(), 'mt-lost-'));
-});
-after(async () => {
-  await server?.close();
-  await rm(scratch, { recursive: true, force: true });
-});
+const served = servedWithScratch('mt-lost-');
 
 async function ready(page) {
-  await page.goto(server.origin + '/');
+  await page.goto(served.server.origin + '/');
   await page.locator('[data-testid="project"][data-restored="true"]').waitFor({ timeout: 60_000 });
   await waitForWorker(page);
 }
@@ -99,7 +83,7 @@ async function untilRefused(page) {
 test('a failed training keeps the model; an export after a new class keeps it too', { skip: !available, timeout: 900_000 }, async () => {
   const browser = await launch({ webgpu: false });
   try {
-    const { page, record } = await openPage(browser, server.origin);
+    const { page, record } = await openPage(browser, served.server.origin);
     await ready(page);
     await twoClasses(page, 3);
     await page.getByLabel(/^Recipe/).selectOption('manual');
@@ -139,11 +123,11 @@ test('a failed training keeps the model; an export after a new class keeps it to
       page.waitForEvent('download'),
       page.getByTestId('export-project').click(),
     ]);
-    const file = join(scratch, 'renamed.mtproject');
+    const file = join(served.scratch, 'renamed.mtproject');
     await download.saveAs(file);
     assert.deepEqual(record.errors, [], 'page errors');
 
-    const other = await openPage(browser, server.origin);
+    const other = await openPage(browser, served.server.origin);
     await ready(other.page);
     await other.page.getByTestId('import-project').setInputFiles(file);
     await other.page.getByTestId('project-notice').filter({ hasText: /Imported/ }).waitFor({ timeout: 60_000 });
@@ -166,14 +150,14 @@ test('a failed training keeps the model; an export after a new class keeps it to
 test('a full storage quota: writes are reported, kept and saved again; an import leaves the old project whole', { skip: !available, timeout: 900_000 }, async () => {
   const browser = await launch({ webgpu: false });
   try {
-    const { page, context } = await openPage(browser, server.origin);
+    const { page, context } = await openPage(browser, served.server.origin);
     await ready(page);
     await twoClasses(page, 3);
     const [download] = await Promise.all([
       page.waitForEvent('download'),
       page.getByTestId('export-project').click(),
     ]);
-    const bigger = join(scratch, 'bigger.mtproject');
+    const bigger = join(served.scratch, 'bigger.mtproject');
     await download.saveAs(bigger);
     // Down to one image per class: the exported project is larger than the saved one.
     for (const i of [0, 1]) {
@@ -186,7 +170,7 @@ test('a full storage quota: writes are reported, kept and saved again; an import
     // No room left: the storage quota is what is used now.
     const cdp = await context.newCDPSession(page);
     await page.waitForTimeout(500);
-    await cdp.send('Storage.overrideQuotaForOrigin', { origin: server.origin, quotaSize: await usage(page) });
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin: served.server.origin, quotaSize: await usage(page) });
     console.log(`the quota override took hold after ${await untilRefused(page)} s`);
 
     // 3. An import that storage refuses changes nothing, on the page or after a reload.
@@ -206,7 +190,7 @@ test('a full storage quota: writes are reported, kept and saved again; an import
     assert.deepEqual(await counts(page), [['NORMAL', 3], ['PNEUMONIA', 1]], 'kept on the page');
     await screenshot(page, 'lost-2-quota-full');
     // Room again: "Save again" writes what was kept.
-    await cdp.send('Storage.overrideQuotaForOrigin', { origin: server.origin });
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin: served.server.origin });
     await page.getByTestId('retry-saving').click();
     await notice.filter({ hasText: /Everything is saved/ }).waitFor({ timeout: 60_000 });
     await page.reload();
@@ -222,7 +206,7 @@ test('a full storage quota: writes are reported, kept and saved again; an import
 test('a file that crashes the worker is the only one left out, and WebGPU stays', { skip: !available, timeout: 900_000 }, async () => {
   const browser = await launch({ webgpu: true });
   try {
-    const { page, record } = await openPage(browser, server.origin);
+    const { page, record } = await openPage(browser, served.server.origin);
     await ready(page);
     assert.match(await page.getByTestId('worker-backend').innerText(), /WebGPU/);
     const cards = page.getByTestId('class-card');
@@ -250,7 +234,7 @@ test('a file that crashes the worker is the only one left out, and WebGPU stays'
 test('removing a class with images asks first', { skip: !available, timeout: 600_000 }, async () => {
   const browser = await launch({ webgpu: false });
   try {
-    const { page } = await openPage(browser, server.origin);
+    const { page } = await openPage(browser, served.server.origin);
     await ready(page);
     await page.getByTestId('add-class').click();
     const cards = page.getByTestId('class-card');
@@ -298,11 +282,11 @@ async function settingsShown(page) {
 test('imported settings are clamped to the valid ranges; an older page\'s settings are kept', { timeout: 600_000 }, async () => {
   const browser = await launch({ webgpu: false });
   try {
-    const { page, record } = await openPage(browser, server.origin);
+    const { page, record } = await openPage(browser, served.server.origin);
     await ready(page);
     const notice = page.getByTestId('project-notice');
     // This version's settings (core's RunConfig), every value out of range.
-    const wild = join(scratch, 'wild.mtproject');
+    const wild = join(served.scratch, 'wild.mtproject');
     await writeFile(wild, projectFile(['benign', 'malignant'], {
       train: { epochs: 0, batch_size: 10_000_000, learning_rate: -1, seed: 5 }, validation_share: 7,
     }));
@@ -314,7 +298,7 @@ test('imported settings are clamped to the valid ranges; an older page\'s settin
     await ready(page);
     assert.deepEqual(await settingsShown(page), clamped, 'saved as clamped');
     // A project exported by an older page (flat settings): its values, not the defaults.
-    const older = join(scratch, 'older.mtproject');
+    const older = join(served.scratch, 'older.mtproject');
     await writeFile(older, projectFile(['a', 'b'], {
       mlp: false, epochs: 12, batch: 16, learning_rate: 0.001, class_weights: 'off', validation_share: 0.3, seed: 7,
     }));
@@ -331,7 +315,7 @@ test('imported settings are clamped to the valid ranges; an older page\'s settin
 test('two tabs: one owns the project, the other says so and may take it over', { skip: !available, timeout: 600_000 }, async () => {
   const browser = await launch({ webgpu: false });
   try {
-    const { page, context } = await openPage(browser, server.origin);
+    const { page, context } = await openPage(browser, served.server.origin);
     await ready(page);
     const cards = page.getByTestId('class-card');
     await cards.nth(0).getByTestId('class-name').fill('NORMAL');
@@ -340,7 +324,7 @@ test('two tabs: one owns the project, the other says so and may take it over', {
 
     // A second tab of the same browser: it does not load or save the project.
     const second = await context.newPage();
-    await second.goto(server.origin + '/');
+    await second.goto(served.server.origin + '/');
     const notice = second.getByTestId('project-notice');
     await notice.filter({ hasText: /open in another tab/ }).waitFor({ timeout: 60_000 });
     assert.equal(await second.getByTestId('project').getAttribute('data-restored'), 'false');

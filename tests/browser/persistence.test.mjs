@@ -4,25 +4,19 @@
 // ../shared/data (skipped with a message when absent). Starts on WebGPU, continues on the CPU
 // after the simulated GPU loss; a reload starts afresh on WebGPU (SwiftShader), which then
 // trains and predicts; the CLI comparison runs flex natively.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
-import { readFile, writeFile, mkdtemp, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
-import { homedir, tmpdir } from 'node:os';
+import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { serveStatic, launch, openPage, screenshot, sharedData, repoRoot, waitForWorker } from './harness.mjs';
+import { launch, openProject, screenshot, repoRoot, waitForWorker, chestXrays, pick, servedWithScratch } from './harness.mjs';
 
-const chest = join(sharedData, 'chest-xray-pneumonia');
-const available = existsSync(chest);
-if (!available) console.log(`SKIP persistence tests: no shared medical images at ${chest}`);
+const { chest, available } = chestXrays('persistence tests');
 
 const targetDir = process.env.CARGO_TARGET_DIR ?? join(homedir(), '.cache', 'medtransfer', 'target');
 const cli = process.env.MEDTRANSFER_CLI ?? join(targetDir, 'debug', 'medtransfer');
-
-function pick(dir, n, skip = 0) {
-  return readdirSync(dir).filter((f) => f.endsWith('.jpeg')).sort().slice(skip, skip + n).map((f) => join(dir, f));
-}
 
 /** Same labels, probabilities within 1e-3 (another backend may round differently). */
 function assertSamePredictions(actual, expected, what) {
@@ -35,16 +29,7 @@ function assertSamePredictions(actual, expected, what) {
 /** The simulated crash's own messages are expected; anything else is a failure. */
 const CRASH = /simulated loss of the GPU|compute worker stopped: Uncaught RuntimeError: unreachable/;
 
-let server;
-let scratch;
-before(async () => {
-  server = await serveStatic();
-  scratch = await mkdtemp(join(tmpdir(), 'mt-persist-'));
-});
-after(async () => {
-  await server?.close();
-  await rm(scratch, { recursive: true, force: true });
-});
+const served = servedWithScratch('mt-persist-');
 
 async function counts(page) {
   const cards = page.getByTestId('class-card');
@@ -70,10 +55,8 @@ async function predictions(page, files) {
 test('a lost GPU, a reload and an export/import lose nothing', { skip: !available, timeout: 1_200_000 }, async () => {
   const browser = await launch({ webgpu: true });
   try {
-    const { page, context, record } = await openPage(browser, server.origin);
-    await page.goto(server.origin + '/');
-    await page.locator('[data-testid="project"][data-restored="true"]').waitFor({ timeout: 60_000 });
-    assert.match(await waitForWorker(page), /WebGPU/);
+    const { page, context, record, worker } = await openProject(browser, served.server.origin);
+    assert.match(worker, /WebGPU/);
 
     // 1. The GPU is lost: the page says so and goes on, on the CPU.
     await page.evaluate(() => globalThis.medtransferTest.crashWorker());
@@ -122,7 +105,7 @@ test('a lost GPU, a reload and an export/import lose nothing', { skip: !availabl
       page.waitForEvent('download'),
       page.getByTestId('export-model').click(),
     ]);
-    const modelPath = join(scratch, 'model.mtmodel');
+    const modelPath = join(served.scratch, 'model.mtmodel');
     await modelDownload.saveAs(modelPath);
     if (existsSync(cli)) {
       const out = JSON.parse(execFileSync(cli, ['predict', '--backend', 'cpu', '--json', '--model', modelPath, ...heldOut],
@@ -150,7 +133,7 @@ test('a lost GPU, a reload and an export/import lose nothing', { skip: !availabl
       page.waitForEvent('download'),
       page.getByTestId('export-project').click(),
     ]);
-    const projectPath = join(scratch, 'project.mtproject');
+    const projectPath = join(served.scratch, 'project.mtproject');
     await projectDownload.saveAs(projectPath);
     await page.getByTestId('import-project').setInputFiles({
       name: 'broken.mtproject', mimeType: 'application/octet-stream', buffer: Buffer.from('PK\x03\x04 definitely not a project'),
@@ -162,10 +145,7 @@ test('a lost GPU, a reload and an export/import lose nothing', { skip: !availabl
     await context.close();
 
     // 6. Another profile (empty storage) imports it: classes, images, model and predictions.
-    const other = await openPage(browser, server.origin);
-    await other.page.goto(server.origin + '/');
-    await other.page.locator('[data-testid="project"][data-restored="true"]').waitFor({ timeout: 60_000 });
-    await waitForWorker(other.page);
+    const other = await openProject(browser, served.server.origin);
     await other.page.getByTestId('import-project').setInputFiles(projectPath);
     await other.page.getByTestId('project-notice').filter({ hasText: /Imported/ }).waitFor({ timeout: 60_000 });
     assert.deepEqual(await counts(other.page), [['NORMAL', 4], ['PNEUMONIA', 7]]);
