@@ -150,7 +150,7 @@ fn AugmentedViewsChoice() -> impl IntoView {
                     </option>
                 }).collect_view()}
             </select>
-            <small>"Each image embedded from now on (added, or still waiting) also gets this many randomly flipped, rotated, zoomed, shifted, brightened and contrasted copies, drawn with the seed below and embedded with it (one more forward pass each; the originals are not kept, so images already embedded keep what they have). The automatic recipe trains on them only when cross-validation says they help; the manual recipe trains on the training images' views."</small>
+            <small>"Each image embedded from now on (added, or still waiting) also gets this many randomly flipped, rotated, zoomed, shifted, brightened and contrasted copies, drawn with the seed of the training settings and embedded with it (one more forward pass each; the originals are not kept, so images already embedded keep what they have). The automatic recipe trains on them only when cross-validation says they help; the manual recipe trains on the training images' views."</small>
         </label>
         <p class="hint" data-testid="views-status">
             {move || match with_views() {
