@@ -94,8 +94,10 @@ pub fn ResultsSection() -> impl IntoView {
                 let chosen = result.threshold.map(|t| format!("The model's threshold {:.2} was chosen for the {} on {on}.", t.value, t.rule.describe()));
                 let matrix = v.confusion_matrix.clone();
                 let misclassified = v.misclassified.clone();
+                let warning = v.small_sample_note();
                 Some(view! {
                     <p data-testid="figures-source">{source}</p>
+                    {warning.map(|w| view! { <p class="hint" data-testid="small-sample">{w}</p> })}
                     <dl class="metrics">
                         <dt>"Accuracy"</dt>
                         <dd><span data-testid="metric-accuracy">{format!("{:.3}", v.accuracy)}</span>{fmt_ci(v.accuracy_ci)}</dd>

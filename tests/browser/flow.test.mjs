@@ -69,6 +69,7 @@ for (const mode of [
       // Five images a class, the automatic recipe: the figures come from cross-validation
       // over every image, with intervals, and every candidate's score is shown.
       assert.match(await page.getByTestId('figures-source').innerText(), /cross-validation.* over all 10 images/);
+      assert.match(await page.getByTestId('small-sample').innerText(), /^Only 10 images were evaluated/);
       assert.match(await page.locator('dd').filter({ has: accuracy }).innerText(), /95% CI/);
       assert.ok(await page.getByTestId('search-row').count() >= 13);
       assert.equal(await page.locator('[data-testid="search-row"][aria-current="true"]').count(), 1);

@@ -171,6 +171,9 @@ pub(crate) fn print_evaluation(e: &Evaluation, paths: Option<&[PathBuf]>) {
     if let Some(auc) = e.auc {
         println!("  AUC                {auc:.3}{}", fmt_ci(e.auc_ci));
     }
+    if let Some(note) = e.small_sample_note() {
+        println!("  note: {note}");
+    }
     println!(
         "  {:<20} {:>9} {:>11} {:>11} {:>6} {:>7}",
         "class", "precision", "sensitivity", "specificity", "F1", "support"

@@ -113,6 +113,30 @@ pub struct Evaluation {
     pub log_loss: f64,
 }
 
+/// Below this many evaluated items the figures are called rough ([`Evaluation::small_sample_note`]):
+/// a bootstrap interval over n items moves in steps of 1/n and can collapse to one value.
+pub const SMALL_SAMPLE: usize = 30;
+
+impl Evaluation {
+    /// A warning to show with these figures when they come from fewer than [`SMALL_SAMPLE`]
+    /// items or an interval has no width (every resample scored the same); `None` otherwise.
+    pub fn small_sample_note(&self) -> Option<String> {
+        let collapsed = [self.accuracy_ci, self.auc_ci]
+            .iter()
+            .flatten()
+            .any(|[lo, hi]| lo == hi);
+        (self.n < SMALL_SAMPLE || collapsed).then(|| {
+            format!(
+                "Only {} images were evaluated, so read these figures as rough: their 95% \
+                 intervals are resamples of those same images, and an interval such as \
+                 1.000–1.000 means every resample scored the same, not that the model is \
+                 perfect. More images per class narrow them.",
+                self.n
+            )
+        })
+    }
+}
+
 /// Settings of [`evaluate`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EvaluationOptions {

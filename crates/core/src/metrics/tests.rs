@@ -501,3 +501,20 @@ fn json_round_trip_is_valid() {
     }
     assert_eq!(back.roc[0][0].threshold, f64::MAX);
 }
+
+#[test]
+fn few_items_or_a_collapsed_interval_get_a_note() {
+    let (probs, labels) = random_data(10, 2, 3);
+    let small = evaluate(&probs, &labels, &names(2), &no_bootstrap()).expect("valid");
+    let note = small.small_sample_note().expect("10 items are few");
+    assert!(note.starts_with("Only 10 images"), "{note}");
+    let (probs, labels) = random_data(200, 2, 4);
+    let mut large = evaluate(&probs, &labels, &names(2), &no_bootstrap()).expect("valid");
+    assert_eq!(large.small_sample_note(), None);
+    large.accuracy_ci = Some([0.4, 0.6]);
+    large.auc_ci = Some([1.0, 1.0]);
+    assert!(
+        large.small_sample_note().is_some(),
+        "a collapsed interval is said"
+    );
+}
