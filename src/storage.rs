@@ -14,7 +14,7 @@ use js_sys::{Object, Reflect, Uint8Array};
 use rexie::{ObjectStore, Rexie, Store, Transaction, TransactionMode};
 use wasm_bindgen::{JsCast, JsValue};
 
-use crate::protocol::ImageId;
+use crate::protocol::{EMBEDDING_BYTES, ImageId};
 
 const DATABASE: &str = "medtransfer";
 const IMAGES: &str = "images";
@@ -45,11 +45,15 @@ pub struct ImageRecord {
 }
 
 impl ImageRecord {
+    /// The bytes of its augmented views' whole rows (empty when it has none).
+    pub fn view_rows(&self) -> &[u8] {
+        let bytes = self.views.as_deref().unwrap_or_default();
+        &bytes[..bytes.len() / EMBEDDING_BYTES * EMBEDDING_BYTES]
+    }
+
     /// Augmented views stored with it (whole rows only).
     pub fn view_count(&self) -> u32 {
-        self.views
-            .as_ref()
-            .map_or(0, |v| (v.len() / crate::protocol::EMBEDDING_BYTES) as u32)
+        (self.view_rows().len() / EMBEDDING_BYTES) as u32
     }
 }
 

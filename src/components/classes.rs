@@ -125,16 +125,16 @@ fn AugmentedViewsChoice() -> impl IntoView {
     let views = project.augmented_views;
     // (images with views, embedded images).
     let with_views = move || {
-        project.classes.with(|classes| {
-            classes.iter().fold((0, 0), |(with, all), c| {
-                c.images.with(|images| {
-                    let ready = images.iter().filter(|i| i.status == ImageStatus::Ready);
-                    let (w, a) =
-                        ready.fold((0, 0), |(w, a), i| (w + usize::from(i.views > 0), a + 1));
-                    (with + w, all + a)
-                })
-            })
-        })
+        let (mut with, mut all) = (0, 0);
+        for class in project.classes.get() {
+            class.images.with(|images| {
+                for image in images.iter().filter(|i| i.status == ImageStatus::Ready) {
+                    all += 1;
+                    with += usize::from(image.views > 0);
+                }
+            });
+        }
+        (with, all)
     };
     view! {
         <label>

@@ -357,12 +357,14 @@ impl Project {
             if self.embeds.with_value(|q| q.was_sent(record.id)) {
                 continue;
             }
-            match (&record.embedding, record.original) {
-                (Some(embedding), _) if embedding.len() == EMBEDDING_BYTES => {
-                    restore.push((record.id, record.embedding, record.views))
-                }
-                (_, Some(original)) => self.embeds.update_value(|q| q.push(record.id, original)),
-                _ => {}
+            if record
+                .embedding
+                .as_ref()
+                .is_some_and(|e| e.len() == EMBEDDING_BYTES)
+            {
+                restore.push(record);
+            } else if let Some(original) = record.original {
+                self.embeds.update_value(|q| q.push(record.id, original));
             }
         }
         // In messages of at most RESTORE_CHUNK images: with many views, one message of every
@@ -371,13 +373,11 @@ impl Project {
             let mut ids = Vec::with_capacity(chunk.len());
             let mut views = Vec::with_capacity(chunk.len());
             let mut rows = Vec::new();
-            for (id, embedding, view_rows) in chunk {
-                let view_rows = view_rows.as_deref().unwrap_or_default();
-                let whole = view_rows.len() / EMBEDDING_BYTES;
-                ids.push(*id);
-                views.push(whole as u32);
-                rows.extend(embedding.as_deref().unwrap_or_default());
-                rows.extend(&view_rows[..whole * EMBEDDING_BYTES]);
+            for record in chunk {
+                ids.push(record.id);
+                views.push(record.view_count());
+                rows.extend(record.embedding.as_deref().unwrap_or_default());
+                rows.extend(record.view_rows());
             }
             self.embeds
                 .update_value(|q| q.mark_sent(ids.iter().copied()));

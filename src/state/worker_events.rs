@@ -322,13 +322,7 @@ impl Project {
         let Some((class, entry)) = self.find_image(id) else {
             return;
         };
-        let parts = split_embedded(&bytes, views);
-        let error = error.or_else(|| {
-            parts
-                .is_none()
-                .then(|| "the compute worker returned no embedding".to_string())
-        });
-        match (error, parts) {
+        match (error, split_embedded(&bytes, views)) {
             (None, Some((embedding, view_rows, thumbnail))) => {
                 let thumb = jpeg_url(thumbnail);
                 class.images.update(|images| {
@@ -351,7 +345,10 @@ impl Project {
                 let name = entry.name;
                 spawn_local(async move { self.store_images(&name, vec![record]).await });
             }
-            (error, _) => self.reject_image(id, error.unwrap_or_default()),
+            (Some(reason), _) => self.reject_image(id, reason),
+            (None, None) => {
+                self.reject_image(id, "the compute worker returned no embedding".to_string())
+            }
         }
         self.embedded_count.update(|n| *n += 1);
     }

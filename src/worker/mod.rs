@@ -411,27 +411,29 @@ async fn drain() {
         let jobs: Vec<(ImageId, JobKind)> =
             jobs.into_iter().map(|job| (job.id, job.kind)).collect();
         for (((id, kind), result), thumbnail) in jobs.into_iter().zip(results).zip(thumbnails) {
-            let result = result.and_then(|mut rows| {
-                if rows.is_empty() {
-                    return Err("no embedding was returned".to_string());
-                }
-                let embedding = rows.remove(0);
-                Ok((embedding, rows))
+            // The image's row first, then its views'.
+            let result = result.and_then(|rows| {
+                let mut rows = rows.into_iter();
+                let embedding = rows.next().ok_or("no embedding was returned")?;
+                Ok(ImageRows {
+                    embedding,
+                    views: rows.collect(),
+                })
             });
             match kind {
                 JobKind::Embed => match result {
-                    Ok((embedding, views)) => {
-                        let mut bytes = encode_embedding(&embedding);
-                        bytes.extend(encode_rows(&views));
+                    Ok(rows) => {
+                        let mut bytes = encode_embedding(&rows.embedding);
+                        bytes.extend(encode_rows(&rows.views));
                         bytes.extend(thumbnail.unwrap_or_default());
                         let message = FromWorker::Embedded {
                             id,
                             error: None,
-                            views: views.len() as u32,
+                            views: rows.views.len() as u32,
                         };
                         STATE.with_borrow_mut(|s| {
                             if s.embedding_now.remove(&id) {
-                                s.keep(id, ImageRows { embedding, views });
+                                s.keep(id, rows);
                             }
                         });
                         post_with(&message, Some(bytes));
@@ -450,8 +452,8 @@ async fn drain() {
                     let result = match (result, &classifier) {
                         (Err(error), _) => Err(error),
                         (Ok(_), None) => Err("train a model first".to_string()),
-                        (Ok((embedding, _)), Some(classifier)) => classifier
-                            .predict(&[embedding])
+                        (Ok(rows), Some(classifier)) => classifier
+                            .predict(&[rows.embedding])
                             .await
                             .map_err(|e| e.to_string())
                             .and_then(|rows| {
