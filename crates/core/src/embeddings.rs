@@ -106,6 +106,8 @@ pub trait EmbeddingStore {
 #[derive(Debug, Default)]
 pub struct MemoryEmbeddingStore {
     entries: HashMap<String, Vec<f32>>,
+    /// Other cached byte strings (cut-point activations), by key.
+    bytes: HashMap<String, Vec<u8>>,
 }
 
 impl MemoryEmbeddingStore {
@@ -121,7 +123,17 @@ impl MemoryEmbeddingStore {
 
     /// Whether nothing is stored.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_empty() && self.bytes.is_empty()
+    }
+
+    /// The byte string stored under `key` ([`Self::put_bytes`]).
+    pub fn bytes(&self, key: &str) -> Option<Vec<u8>> {
+        self.bytes.get(key).cloned()
+    }
+
+    /// Stores a byte string (e.g. cut-point activations) under `key`.
+    pub fn put_bytes(&mut self, key: &str, bytes: &[u8]) {
+        self.bytes.insert(key.to_string(), bytes.to_vec());
     }
 }
 

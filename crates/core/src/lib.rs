@@ -18,6 +18,7 @@ pub mod dataset_folder;
 pub mod device;
 pub mod efficientnet;
 pub mod embeddings;
+pub mod finetune;
 pub mod formats;
 pub mod head;
 pub mod inference;

@@ -12,6 +12,11 @@
 //! 32 bytes                         SHA-256 of everything before
 //! ```
 //!
+//! Version 3 adds a fine-tuned model: the header's `fine_tuning` settings and, after the head
+//! and its standardisation, the tuned last blocks and head convolution (`tail.blocks.14.…`,
+//! `tail.head.bias`, see [`crate::efficientnet::tail`]). A head-only model is still written as
+//! version 2, so builds from before fine-tuning read it; every version up to 3 is read.
+//!
 //! The JSON header names the backbone and preprocessing the head expects, the class names, the
 //! head's configuration and tensor shapes, the training settings and seed, the validation
 //! metrics and the history, so the file explains itself to a person and to a program.
@@ -19,7 +24,9 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::efficientnet::tail::{TailWeights, check_blocks, tail_tensor_shapes};
 use crate::embeddings::{BACKBONE_ID, PREPROCESSING_ID};
+use crate::finetune::{FineTuneConfig, FineTuned};
 use crate::head::{HeadConfig, HeadWeights};
 use crate::metrics::Evaluation;
 use crate::recipe::Search;
@@ -30,8 +37,10 @@ use crate::train::{
 
 /// The first bytes of every model file.
 pub const MAGIC: &[u8; 18] = b"MEDTRANSFER-MODEL\n";
-/// The format version this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 2;
+/// The newest format version this build writes (for a fine-tuned model) and reads.
+pub const FORMAT_VERSION: u32 = 3;
+/// The version of a head-only model file (unchanged since before fine-tuning).
+const HEAD_ONLY_VERSION: u32 = 2;
 /// Usual file extension.
 pub const MODEL_FILE_EXTENSION: &str = "mtmodel";
 /// Largest header accepted (a header is a few hundred kilobytes at most).
@@ -109,6 +118,10 @@ pub struct ModelHeader {
     /// Its per-item out-of-fold probabilities are not stored.
     #[serde(default)]
     pub search: Option<Search>,
+    /// The fine-tuning of the backbone's last blocks (version 3; absent: the backbone is the
+    /// pretrained one and the head reads its embeddings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fine_tuning: Option<FineTuneConfig>,
     /// The tensors that follow the header, in order.
     pub tensors: Vec<TensorEntry>,
 }
@@ -122,7 +135,12 @@ pub struct ModelFile {
     pub weights: HeadWeights,
     /// The feature standardisation.
     pub normalization: FeatureNormalization,
+    /// The fine-tuned last blocks and head convolution, when [`ModelHeader::fine_tuning`] is set.
+    pub tail: Option<TailWeights>,
 }
+
+/// Prefix of the tail's tensor names in the file.
+const TAIL_PREFIX: &str = "tail.";
 
 const MEAN: &str = "normalization.mean";
 const STD: &str = "normalization.std";
@@ -151,7 +169,7 @@ impl ModelFile {
         Self {
             header: ModelHeader {
                 format: "medtransfer-model".into(),
-                format_version: FORMAT_VERSION,
+                format_version: HEAD_ONLY_VERSION,
                 created_by: created_by.into(),
                 backbone: BACKBONE_ID.into(),
                 preprocessing: PREPROCESSING_ID.into(),
@@ -166,11 +184,33 @@ impl ModelFile {
                 validation: trained.validation.clone(),
                 threshold: trained.threshold,
                 search: None,
+                fine_tuning: None,
                 tensors,
             },
             weights: trained.weights.clone(),
             normalization: trained.normalization.clone(),
+            tail: None,
         }
+    }
+
+    /// The model file of a fine-tuned model (version [`FORMAT_VERSION`]): its head as
+    /// [`Self::from_trained`] writes it, the fine-tuning settings and the tuned tail.
+    pub fn from_fine_tuned(tuned: &FineTuned, created_by: &str) -> Self {
+        let mut file = Self::from_trained(&tuned.head, created_by);
+        file.header.format_version = FORMAT_VERSION;
+        file.header.fine_tuning = Some(tuned.config.clone());
+        file.header.tensors.extend(
+            tuned
+                .tail
+                .tensors
+                .iter()
+                .map(|(name, shape, _)| TensorEntry {
+                    name: format!("{TAIL_PREFIX}{name}"),
+                    shape: shape.clone(),
+                }),
+        );
+        file.tail = Some(tuned.tail.clone());
+        file
     }
 
     /// The same file recording the automatic recipe's `search` (without its per-item
@@ -187,13 +227,21 @@ impl ModelFile {
         let header = serde_json::to_vec(&self.header).unwrap_or_default();
         let mut out = Vec::new();
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let version = if self.tail.is_some() {
+            FORMAT_VERSION
+        } else {
+            HEAD_ONLY_VERSION
+        };
+        out.extend_from_slice(&version.to_le_bytes());
         out.extend_from_slice(&(header.len() as u64).to_le_bytes());
         out.extend_from_slice(&header);
         for (_, _, values) in &self.weights.tensors {
             out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
         }
         for values in [&self.normalization.mean, &self.normalization.std] {
+            out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        }
+        for (_, _, values) in self.tail.iter().flat_map(|t| &t.tensors) {
             out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
         }
         let digest = Sha256::digest(&out);
@@ -266,6 +314,14 @@ impl ModelFile {
                 "its decision threshold is not a probability of a two-class model",
             ));
         }
+        let tail_blocks = match &header.fine_tuning {
+            Some(tuning) => {
+                check_blocks(tuning.blocks).map_err(|e| ModelFileError::Damaged(e.to_string()))?;
+                Some(tuning.blocks)
+            }
+            None => None,
+        };
+        let tail_shapes = tail_blocks.map(tail_tensor_shapes).unwrap_or_default();
         let expected: Vec<(String, Vec<usize>)> = header
             .head
             .tensor_shapes()
@@ -274,6 +330,11 @@ impl ModelFile {
                 (MEAN.to_string(), vec![header.head.input_dim]),
                 (STD.to_string(), vec![header.head.input_dim]),
             ])
+            .chain(
+                tail_shapes
+                    .iter()
+                    .map(|(name, shape)| (format!("{TAIL_PREFIX}{name}"), shape.clone())),
+            )
             .collect();
         let listed: Vec<(String, Vec<usize>)> = header
             .tensors
@@ -302,6 +363,23 @@ impl ModelFile {
         if !payload.is_empty() {
             return Err(damaged("it has unexpected bytes after its tensors"));
         }
+        let tail_tensors = tensors.split_off(tensors.len() - tail_shapes.len());
+        let tail = match tail_blocks {
+            Some(blocks) => {
+                let tail = TailWeights {
+                    blocks,
+                    tensors: tail_shapes
+                        .into_iter()
+                        .zip(tail_tensors)
+                        .map(|((name, shape), (_, _, values))| (name, shape, values))
+                        .collect(),
+                };
+                tail.check()
+                    .map_err(|e| ModelFileError::Damaged(e.to_string()))?;
+                Some(tail)
+            }
+            None => None,
+        };
         let std = tensors.pop().map(|t| t.2).unwrap_or_default();
         let mean = tensors.pop().map(|t| t.2).unwrap_or_default();
         let normalization = FeatureNormalization { mean, std };
@@ -316,6 +394,7 @@ impl ModelFile {
             header,
             weights,
             normalization,
+            tail,
         })
     }
 }
@@ -358,6 +437,69 @@ mod tests {
             threshold: None,
         };
         ModelFile::from_trained(&trained, "medtransfer test")
+    }
+
+    #[test]
+    fn a_fine_tuned_model_round_trips_and_a_head_only_one_stays_version_2() {
+        let head_only = sample().to_bytes();
+        assert_eq!(head_only[MAGIC.len()..MAGIC.len() + 4], 2u32.to_le_bytes());
+        let model = sample();
+        let tensors = tail_tensor_shapes(1)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, shape))| {
+                let len = shape.iter().product();
+                (name, shape, vec![i as f32 * 0.25; len])
+            })
+            .collect();
+        let tuned = FineTuned {
+            tail: TailWeights { blocks: 1, tensors },
+            head: TrainedHead {
+                classes: model.header.classes.clone(),
+                config: model.header.head,
+                weights: model.weights.clone(),
+                normalization: model.normalization.clone(),
+                train_config: model.header.training.clone(),
+                loss: model.header.loss,
+                class_weights: model.header.class_weights.clone(),
+                history: Vec::new(),
+                kept_epoch: 2,
+                stop_reason: StopReason::Completed,
+                validation: None,
+                threshold: None,
+            },
+            config: FineTuneConfig {
+                blocks: 1,
+                ..FineTuneConfig::default()
+            },
+        };
+        let file = ModelFile::from_fine_tuned(&tuned, "medtransfer test");
+        let bytes = file.to_bytes();
+        assert_eq!(bytes[MAGIC.len()..MAGIC.len() + 4], 3u32.to_le_bytes());
+        let back = ModelFile::from_bytes(&bytes).expect("reads");
+        assert_eq!(back, file);
+        assert_eq!(back.tail.as_ref(), Some(&tuned.tail));
+        assert_eq!(back.header.fine_tuning.map(|f| f.blocks), Some(1));
+        // A block count the header does not match its tensors is damage, not a panic.
+        let mut wrong = file.clone();
+        wrong.header.fine_tuning = Some(FineTuneConfig {
+            blocks: 2,
+            ..FineTuneConfig::default()
+        });
+        assert!(matches!(
+            ModelFile::from_bytes(&wrong.to_bytes()),
+            Err(ModelFileError::Damaged(_))
+        ));
+        wrong.header.fine_tuning = Some(FineTuneConfig {
+            blocks: 99,
+            ..FineTuneConfig::default()
+        });
+        assert!(matches!(
+            ModelFile::from_bytes(&wrong.to_bytes()),
+            Err(ModelFileError::Damaged(_))
+        ));
+        // Cut anywhere in the tail: refused.
+        assert!(ModelFile::from_bytes(&bytes[..bytes.len() - 1000]).is_err());
     }
 
     #[test]

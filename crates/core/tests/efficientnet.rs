@@ -466,3 +466,65 @@ fn run_batch_splits_large_batches_without_changing_results() {
         }
     }
 }
+
+/// The frozen part (CPU kernels, stored as f16) followed by the pretrained tail gives the
+/// network's own embedding, at every cut the page and CLI offer; and the Burn graph's
+/// activations at the cut are the kernels'.
+#[test]
+fn cut_point_activations_and_the_pretrained_tail_give_the_embedding() {
+    use medtransfer_core::efficientnet::{Tail, TailWeights, cut_shape};
+    use medtransfer_core::finetune::cut_features;
+    let Some(model) =
+        model_or_skip("cut_point_activations_and_the_pretrained_tail_give_the_embedding")
+    else {
+        return;
+    };
+    let device = Device::flex();
+    let goldens = golden_fixtures();
+    let images = golden_inputs(&goldens);
+    let full = pollster::block_on(run_batch_on(&model, &images, &device, Engine::Auto))
+        .expect("the kernels run");
+    for blocks in [1, 2, 5, 8] {
+        let cut = pollster::block_on(cut_features(&model, &images, blocks, &device))
+            .expect("cut-point activations");
+        let (c, h, w) = cut_shape(blocks);
+        assert!(cut.iter().all(|f| f.values.len() == c * h * w));
+        let weights = pollster::block_on(TailWeights::pretrained(&model, blocks)).expect("reads");
+        let tail = Tail::from_weights(&weights, &device).expect("fits");
+        let flat: Vec<f32> = cut
+            .iter()
+            .flat_map(|f| f.values.iter().map(|v| v.to_f32()))
+            .collect();
+        let x = Tensor::<4>::from_data(
+            burn::tensor::TensorData::new(flat.clone(), [cut.len(), c, h, w]),
+            &device,
+        );
+        let embeddings = read(tail.forward(x));
+        let max_diff = embeddings
+            .iter()
+            .zip(full.embeddings.concat())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        eprintln!(
+            "{blocks} blocks: tail on f16 activations vs the network, max |Δ| = {max_diff:.3e}"
+        );
+        assert!(
+            max_diff <= 2e-2,
+            "{blocks} blocks: embeddings differ by {max_diff}"
+        );
+        let frozen = 16 - blocks;
+        let graph = pollster::block_on(read_f32(
+            model.forward_cut(batch_to_tensor(&images, &device).expect("batch"), frozen),
+        ))
+        .expect("reads");
+        let graph_diff = graph
+            .iter()
+            .zip(&flat)
+            .map(|(a, b)| (a - b).abs() / (1.0 + a.abs()))
+            .fold(0f32, f32::max);
+        assert!(
+            graph_diff <= 5e-3,
+            "{blocks} blocks: graph vs kernels {graph_diff}"
+        );
+    }
+}

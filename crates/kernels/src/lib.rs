@@ -32,7 +32,7 @@ mod stem;
 pub mod vector;
 
 pub use depthwise::Depthwise;
-pub use network::{BatchOutput, Block, LayerTimes, Network};
+pub use network::{BatchOutput, Block, CutActivations, LayerTimes, Network};
 pub use pointwise::Pointwise;
 pub use stem::Stem;
 

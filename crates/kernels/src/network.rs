@@ -35,6 +35,19 @@ pub struct BatchOutput {
     pub logits: Vec<f32>,
 }
 
+/// Activations part-way through the network ([`Network::cut_features`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CutActivations {
+    /// One channels-last `height × width × channels` vector per image.
+    pub rows: Vec<Vec<f32>>,
+    /// Rows of each image's activations (0 for no images).
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+    /// Channels.
+    pub channels: usize,
+}
+
 /// Wall time per kind of layer, summed over the images of [`Network::profile`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LayerTimes {
@@ -209,6 +222,70 @@ impl Network {
         Ok(self.with_logits(embeddings, images.len()))
     }
 
+    /// Number of blocks.
+    pub fn block_count(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The activations after the stem and the first `blocks` blocks of each of `images`
+    /// (planar `3 × height × width` each): the frozen part of a network whose last blocks are
+    /// fine-tuned, one channels-last `h × w × c` vector per image. Natively the images are
+    /// spread over rayon's threads.
+    ///
+    /// # Errors
+    /// [`KernelError::InputLength`] for an image of the wrong size; [`KernelError::Channels`]
+    /// when `blocks` is more than the network has.
+    pub fn cut_features(
+        &self,
+        images: &[&[f32]],
+        height: usize,
+        width: usize,
+        blocks: usize,
+    ) -> Result<CutActivations, KernelError> {
+        self.check_inputs(images, height, width)?;
+        if blocks > self.blocks.len() {
+            return Err(KernelError::Channels {
+                layer: "cut point".to_string(),
+                got: blocks,
+                expected: self.blocks.len(),
+            });
+        }
+        let one = |image: &[f32], scratch: &mut Scratch| {
+            let (h, w, c) = self.run_blocks(
+                image,
+                (height, width),
+                blocks,
+                scratch,
+                Threads::Serial,
+                &mut Clock::off(),
+            );
+            (scratch.current[..h * w * c].to_vec(), (h, w, c))
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        let results: Vec<(Vec<f32>, (usize, usize, usize))> = {
+            use rayon::prelude::*;
+            images
+                .par_iter()
+                .map_init(Scratch::default, |scratch, image| one(image, scratch))
+                .collect()
+        };
+        #[cfg(target_arch = "wasm32")]
+        let results: Vec<(Vec<f32>, (usize, usize, usize))> = {
+            let mut scratch = Scratch::default();
+            images
+                .iter()
+                .map(|image| one(image, &mut scratch))
+                .collect()
+        };
+        let (height, width, channels) = results.first().map_or((0, 0, 0), |r| r.1);
+        Ok(CutActivations {
+            rows: results.into_iter().map(|r| r.0).collect(),
+            height,
+            width,
+            channels,
+        })
+    }
+
     /// Every image must be `3 × height × width` values, and the size not zero.
     pub(crate) fn check_inputs(
         &self,
@@ -239,16 +316,18 @@ impl Network {
         BatchOutput { embeddings, logits }
     }
 
-    /// The embedding of one planar image, written into `embedding`.
-    pub(crate) fn embed(
+    /// Runs the stem and the first `blocks` blocks on one planar image, leaving the
+    /// channels-last activations in `scratch.current`; returns their `(height, width,
+    /// channels)`.
+    fn run_blocks(
         &self,
         image: &[f32],
         (height, width): (usize, usize),
+        blocks: usize,
         scratch: &mut Scratch,
         threads: Threads,
-        embedding: &mut [f32],
         clock: &mut Clock,
-    ) {
+    ) -> (usize, usize, usize) {
         let stride = self.stem.stride;
         let (mut h, mut w) = (height.div_ceil(stride), width.div_ceil(stride));
         let mut channels = self.stem.out_channels;
@@ -260,7 +339,7 @@ impl Network {
             threads,
         );
         clock.lap(|| format!("stem {0}x{0}/{stride} + relu6", self.stem.kernel));
-        for block in &self.blocks {
+        for block in self.blocks.iter().take(blocks) {
             let pixels = h * w;
             // The depthwise input: the expansion's output, or the block input itself.
             let mid_channels = block.depthwise.channels;
@@ -311,6 +390,20 @@ impl Network {
             std::mem::swap(&mut scratch.current, &mut scratch.spare);
             (h, w, channels) = (ho, wo, out_channels);
         }
+        (h, w, channels)
+    }
+
+    /// The embedding of one planar image, written into `embedding`.
+    pub(crate) fn embed(
+        &self,
+        image: &[f32],
+        size: (usize, usize),
+        scratch: &mut Scratch,
+        threads: Threads,
+        embedding: &mut [f32],
+        clock: &mut Clock,
+    ) {
+        let (h, w, _) = self.run_blocks(image, size, self.blocks.len(), scratch, threads, clock);
         let pixels = h * w;
         let dim = self.head.out_channels;
         self.head.run(

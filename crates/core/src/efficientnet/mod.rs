@@ -7,17 +7,20 @@
 //! - [`weights`]: converting the published PyTorch checkpoint (native only) into one burnpack
 //!   file, and loading that file from bytes (everywhere, including the browser);
 //! - [`labels`]: the ImageNet-1k class names and top-k predictions;
-//! - [`cpu`]: the same network on MedTransfer's own CPU kernels, which the CPU path runs.
+//! - [`cpu`]: the same network on MedTransfer's own CPU kernels, which the CPU path runs;
+//! - [`tail`]: the last blocks and the head convolution as a trainable module (fine-tuning).
 //!
 //! Inputs are NCHW `[N, 3, 224, 224]` tensors made by [`crate::preprocess`].
 
 pub mod cpu;
 pub mod labels;
 pub mod model;
+pub mod tail;
 pub mod weights;
 
 pub use labels::{ImageNetLabels, LabelsError, Prediction, top_k_predictions};
 pub use model::{BlockSpec, EfficientNetLite0, EfficientNetOutput, InputShapeError, block_specs};
+pub use tail::{MAX_TRAIN_BLOCKS, Tail, TailWeights, TailWeightsError, cut_shape};
 pub use weights::{ConversionSummary, WeightsError, check_weights, load_from_bytes};
 #[cfg(not(target_arch = "wasm32"))]
 pub use weights::{convert_pytorch_weights, convert_pytorch_weights_to_bytes};

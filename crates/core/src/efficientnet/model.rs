@@ -222,6 +222,17 @@ impl EfficientNetLite0 {
         x.reshape([n, c, h * w]).mean_dim(2).reshape([n, c])
     }
 
+    /// The activations `[N, C, H, W]` after the stem and the first `blocks` blocks of a
+    /// `[N, 3, H, W]` batch: the frozen part when the rest is fine-tuned
+    /// ([`super::tail::Tail`]). `blocks` past the last block runs them all.
+    pub fn forward_cut(&self, x: Tensor<4>, blocks: usize) -> Tensor<4> {
+        let mut x = relu6(self.stem.forward(x));
+        for block in self.blocks.iter().take(blocks) {
+            x = block.forward(x);
+        }
+        x
+    }
+
     /// ImageNet logits `[N, 1000]` from embeddings `[N, 1280]` (the pretrained linear head).
     pub fn logits_from_embedding(&self, embedding: Tensor<2>) -> Tensor<2> {
         self.fc.forward(embedding)

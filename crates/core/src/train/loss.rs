@@ -44,7 +44,7 @@ pub fn class_weights_for(
 
 /// Per-item loss `[batch]` of `logits` against `targets` (soft one-hot `[batch, K]` for
 /// softmax outputs, `[batch, 1]` for a sigmoid).
-pub(super) fn per_item_loss(logits: Tensor<2>, targets: Tensor<2>, loss: LossKind) -> Tensor<1> {
+pub(crate) fn per_item_loss(logits: Tensor<2>, targets: Tensor<2>, loss: LossKind) -> Tensor<1> {
     match loss {
         LossKind::CrossEntropy => (log_softmax(logits, 1) * targets)
             .sum_dim(1)
@@ -64,7 +64,7 @@ pub(super) fn per_item_loss(logits: Tensor<2>, targets: Tensor<2>, loss: LossKin
 
 /// Host-side validation loss of probabilities, class-weighted, unsmoothed: mean −ln p(true)
 /// for the cross-entropies, mean squared error of the probabilities for MSE.
-pub(super) fn host_loss(
+pub(crate) fn host_loss(
     probs: &[Vec<f32>],
     labels: &[usize],
     weights: &[f32],

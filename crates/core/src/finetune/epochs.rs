@@ -1,0 +1,281 @@
+//! The fine-tuning epoch loop: shuffled batches of cut-point activations through the tail and
+//! the head, one backward pass, two AdamW steps (the blocks at their lower learning rate), then
+//! validation and early stopping, as [`crate::train::Trainer`] does for a head alone.
+
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::features::batch_tensor;
+use super::{CutDataset, FineTuneConfig, forward, normalization_tensors, predict_with};
+use crate::efficientnet::tail::{Tail, TailWeights};
+use crate::head::{Head, OutputKind};
+use crate::metrics::{EvaluationOptions, evaluate};
+use crate::readback::{ComputeError, read_f32};
+use crate::rng::SeededRng;
+use crate::train::{
+    CancelToken, EpochSummary, Progress, StopReason, TrainError, TrainEvent, TrainedHead,
+    host_loss, per_item_loss,
+};
+
+/// The shuffling stream of fine-tuning (distinct from the head's).
+const SHUFFLE_STREAM: u64 = 0xF17E;
+
+/// What the loop hands back: the kept modules (still on the autodiff device).
+pub(super) struct Outcome {
+    pub(super) tail: Tail,
+    pub(super) head: Head,
+    pub(super) history: Vec<EpochSummary>,
+    pub(super) kept_epoch: usize,
+    pub(super) stop_reason: StopReason,
+}
+
+/// One fine-tuning run, prepared.
+pub(super) struct Loop<'a> {
+    start: &'a TrainedHead,
+    train: &'a CutDataset,
+    validation: Option<&'a CutDataset>,
+    config: &'a FineTuneConfig,
+    device: Device,
+    plain: Device,
+    tail: Tail,
+    head: Head,
+    rng: SeededRng,
+}
+
+fn optimizer(weight_decay: f64) -> ModuleOptimizer {
+    AdamWConfig::new()
+        .with_weight_decay(weight_decay as f32)
+        .init()
+}
+
+impl<'a> Loop<'a> {
+    /// Puts the pretrained tail and `start`'s head on `device`'s autodiff form.
+    pub(super) fn new(
+        start: &'a TrainedHead,
+        pretrained: &TailWeights,
+        train: &'a CutDataset,
+        validation: Option<&'a CutDataset>,
+        config: &'a FineTuneConfig,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self, TrainError> {
+        let plain = device.clone().without_autodiff();
+        let device = plain.clone().autodiff();
+        let tail = Tail::from_weights(pretrained, &device)
+            .map_err(|e| TrainError::Config(e.to_string()))?;
+        let head = Head::from_weights(&start.config, &start.weights, &device)?;
+        Ok(Self {
+            start,
+            train,
+            validation,
+            config,
+            device,
+            plain,
+            tail,
+            head,
+            rng: SeededRng::derive(seed, SHUFFLE_STREAM),
+        })
+    }
+
+    /// The targets of `labels`: `[B, 1]` for a sigmoid head, one-hot `[B, K]` for softmax.
+    fn targets(&self, labels: &[usize]) -> Tensor<2> {
+        let k = self.start.classes.len();
+        match self.start.config.output {
+            OutputKind::Sigmoid => {
+                let t: Vec<f32> = labels
+                    .iter()
+                    .map(|&l| if l == 1 { 1.0 } else { 0.0 })
+                    .collect();
+                Tensor::from_data(TensorData::new(t, [labels.len(), 1]), &self.device)
+            }
+            OutputKind::Softmax => {
+                let mut t = vec![0.0f32; labels.len() * k];
+                for (i, &l) in labels.iter().enumerate() {
+                    t[i * k + l] = 1.0;
+                }
+                Tensor::from_data(TensorData::new(t, [labels.len(), k]), &self.device)
+            }
+        }
+    }
+
+    /// Runs the epochs; see [`super::fine_tune`].
+    pub(super) async fn run(
+        mut self,
+        cancel: &CancelToken,
+        progress: &mut impl Progress,
+    ) -> Result<Outcome, TrainError> {
+        let config = self.config;
+        let n = self.train.labels.len();
+        let batches = n.div_ceil(config.batch_size);
+        let total_steps = (batches * config.epochs).max(1);
+        progress.event(&TrainEvent::Started {
+            epochs: config.epochs,
+            batches_per_epoch: batches,
+            train_items: n,
+            validation_items: self.validation.map_or(0, |v| v.labels.len()),
+            class_weights: self.start.class_weights.clone(),
+            loss: self.start.loss,
+        });
+        let normalization = normalization_tensors(&self.start.normalization, &self.device);
+        let plain_normalization = normalization_tensors(&self.start.normalization, &self.plain);
+        let mut tail_optimizer = optimizer(config.weight_decay);
+        let mut head_optimizer = optimizer(config.weight_decay);
+        let mut best: Option<(Tail, Head, f64, usize)> = None;
+        let mut history = Vec::new();
+        let mut stale = 0;
+        let mut stop_reason = StopReason::Completed;
+        let mut step = 0usize;
+        let (mut tail, mut head) = (self.tail.clone(), self.head.clone());
+        for epoch in 1..=config.epochs {
+            progress.between_epochs().await;
+            if cancel.is_cancelled() {
+                stop_reason = StopReason::Cancelled;
+                break;
+            }
+            let mut order: Vec<usize> = (0..n).collect();
+            self.rng.shuffle(&mut order);
+            let mut sums: Option<Tensor<1>> = None;
+            let mut factor = 1.0;
+            for (b, chunk) in order.chunks(config.batch_size).enumerate() {
+                factor =
+                    0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total_steps as f64).cos());
+                let rows: Vec<_> = chunk.iter().map(|&i| &self.train.features[i]).collect();
+                let labels: Vec<usize> = chunk.iter().map(|&i| self.train.labels[i]).collect();
+                let x = batch_tensor(&rows, config.blocks, &self.device);
+                let weights: Vec<f32> = labels
+                    .iter()
+                    .map(|&l| self.start.class_weights.get(l).copied().unwrap_or(1.0))
+                    .collect();
+                let weights =
+                    Tensor::<1>::from_data(TensorData::new(weights, [chunk.len()]), &self.device);
+                let logits = forward(&tail, &head, &normalization, x);
+                let item_loss =
+                    per_item_loss(logits.clone(), self.targets(&labels), self.start.loss);
+                let loss = (item_loss * weights.clone()).sum() / weights.sum();
+                let predicted = match self.start.config.output {
+                    OutputKind::Softmax => logits.detach().argmax(1).squeeze_dim::<1>(1),
+                    OutputKind::Sigmoid => {
+                        logits.detach().greater_elem(0.0).int().squeeze_dim::<1>(1)
+                    }
+                };
+                let labels_i: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+                let labels_t = Tensor::<1, Int>::from_data(
+                    TensorData::new(labels_i, [chunk.len()]),
+                    &self.device,
+                );
+                let correct = predicted.equal(labels_t).float().sum();
+                let batch =
+                    Tensor::cat(vec![loss.clone().detach() * chunk.len() as f32, correct], 0);
+                sums = Some(match sums {
+                    Some(s) => s + batch,
+                    None => batch,
+                });
+                let mut grads = loss.backward();
+                let tail_grads = GradientsParams::from_module(&mut grads, &tail);
+                let head_grads = GradientsParams::from_module(&mut grads, &head);
+                tail =
+                    tail_optimizer.step(config.backbone_learning_rate * factor, tail, tail_grads);
+                head = head_optimizer.step(config.head_learning_rate * factor, head, head_grads);
+                step += 1;
+                progress.event(&TrainEvent::Batch {
+                    epoch,
+                    batch: b + 1,
+                    batches,
+                });
+            }
+            let (train_loss, train_accuracy) = match sums {
+                Some(sums) => match read_f32(sums).await?.as_slice() {
+                    [l, c] => (f64::from(*l) / n as f64, f64::from(*c) / n as f64),
+                    _ => {
+                        return Err(ComputeError::Execution(
+                            "could not read the epoch's loss".into(),
+                        )
+                        .into());
+                    }
+                },
+                None => (0.0, 0.0),
+            };
+            if !train_loss.is_finite() {
+                return Err(TrainError::Data(format!(
+                    "the fine-tuning loss diverged (epoch {epoch}); try lower learning rates"
+                )));
+            }
+            let mut summary = EpochSummary {
+                epoch,
+                learning_rate: config.head_learning_rate * factor,
+                train_loss,
+                train_accuracy,
+                validation_loss: None,
+                validation_accuracy: None,
+                validation_balanced_accuracy: None,
+                validation_auc: None,
+                is_best: false,
+            };
+            if let Some(v) = self.validation {
+                let probs = predict_with(
+                    &tail.valid(),
+                    &head.valid(),
+                    &plain_normalization,
+                    self.start.config.output,
+                    self.start.classes.len(),
+                    config.blocks,
+                    &v.features,
+                    &self.plain,
+                )
+                .await?;
+                let loss = host_loss(
+                    &probs,
+                    &v.labels,
+                    &self.start.class_weights,
+                    self.start.loss,
+                );
+                let evaluation = evaluate(
+                    &probs,
+                    &v.labels,
+                    &self.start.classes,
+                    &EvaluationOptions {
+                        bootstrap_samples: 0,
+                        ..EvaluationOptions::default()
+                    },
+                )?;
+                summary.validation_loss = Some(loss);
+                summary.validation_accuracy = Some(evaluation.accuracy);
+                summary.validation_balanced_accuracy = Some(evaluation.balanced_accuracy);
+                summary.validation_auc = evaluation.auc;
+                if best.as_ref().is_none_or(|b| loss < b.2) {
+                    best = Some((tail.clone(), head.clone(), loss, epoch));
+                    stale = 0;
+                    summary.is_best = true;
+                } else {
+                    stale += 1;
+                }
+            }
+            history.push(summary.clone());
+            progress.event(&TrainEvent::Epoch(summary));
+            if config.patience.is_some_and(|p| stale >= p) {
+                stop_reason = StopReason::EarlyStopped;
+                break;
+            }
+        }
+        if history.is_empty() {
+            return Err(TrainError::Cancelled);
+        }
+        let last = history.len();
+        let (tail, head, kept_epoch) = match best {
+            Some((tail, head, _, epoch)) => (tail, head, epoch),
+            None => (tail, head, last),
+        };
+        progress.event(&TrainEvent::Finished {
+            reason: stop_reason,
+            kept_epoch,
+        });
+        Ok(Outcome {
+            tail,
+            head,
+            history,
+            kept_epoch,
+            stop_reason,
+        })
+    }
+}

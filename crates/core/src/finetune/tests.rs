@@ -1,0 +1,277 @@
+use burn::tensor::Device;
+use half::f16;
+
+use super::*;
+use crate::efficientnet::cut_shape;
+use crate::efficientnet::tail::tail_tensor_shapes;
+use crate::rng::SeededRng;
+use crate::test_support::names;
+use crate::train::{OptimizerKind, TrainConfig, train as fit};
+
+/// A tail of 1 block with small random weights (no pretrained network in unit tests).
+fn random_tail(seed: u64) -> TailWeights {
+    let mut rng = SeededRng::derive(seed, 1);
+    TailWeights {
+        blocks: 1,
+        tensors: tail_tensor_shapes(1)
+            .into_iter()
+            .map(|(name, shape)| {
+                let fan_in: usize = shape.iter().skip(1).product::<usize>().max(1);
+                let bound = (3.0 / fan_in as f32).sqrt();
+                let len: usize = shape.iter().product();
+                let values = (0..len)
+                    .map(|_| {
+                        if shape.len() == 1 {
+                            0.1
+                        } else {
+                            rng.uniform(-bound, bound)
+                        }
+                    })
+                    .collect();
+                (name, shape, values)
+            })
+            .collect(),
+    }
+}
+
+/// Two classes whose cut-point activations differ weakly in the first 8 channels' level.
+fn cut_set(per_class: usize, seed: u64) -> CutDataset {
+    let (c, h, w) = cut_shape(1);
+    let mut rng = SeededRng::derive(seed, 2);
+    let mut set = CutDataset::default();
+    for label in 0..2 {
+        for _ in 0..per_class {
+            let values = (0..c * h * w)
+                .map(|i| {
+                    let shift = if i / (h * w) < 8 && label == 1 {
+                        0.4
+                    } else {
+                        0.0
+                    };
+                    f16::from_f32((rng.uniform(0.0, 1.0) + shift).min(6.0))
+                })
+                .collect();
+            set.features.push(CutFeatures { values });
+            set.labels.push(label);
+        }
+    }
+    set
+}
+
+/// The frozen tail's embeddings of `set`.
+fn embeddings(tail: &TailWeights, set: &CutDataset) -> LabelledEmbeddings {
+    let device = Device::flex();
+    let module = Tail::from_weights(tail, &device).expect("fits");
+    let rows: Vec<&CutFeatures> = set.features.iter().collect();
+    let out = module.forward(features::batch_tensor(&rows, 1, &device));
+    let dim = out.dims()[1];
+    let flat = pollster::block_on(read_f32(out)).expect("reads");
+    LabelledEmbeddings {
+        embeddings: flat.chunks(dim).map(<[f32]>::to_vec).collect(),
+        labels: set.labels.clone(),
+    }
+}
+
+/// A linear head fitted on the frozen embeddings of `set` (a strong penalty: a weak start).
+fn start_head(tail: &TailWeights, set: &CutDataset) -> TrainedHead {
+    let config = TrainConfig {
+        head: crate::head::HeadKind::Linear,
+        optimizer: OptimizerKind::Lbfgs,
+        weight_decay: 1.0,
+        epochs: 50,
+        patience: None,
+        ..TrainConfig::default()
+    };
+    pollster::block_on(fit(
+        &names(2),
+        &embeddings(tail, set),
+        None,
+        &config,
+        &Device::flex(),
+        &CancelToken::new(),
+        &mut |_| {},
+    ))
+    .expect("fits the head")
+}
+
+/// Hears nothing.
+struct Quiet;
+impl Progress for Quiet {}
+
+fn settings() -> FineTuneConfig {
+    FineTuneConfig {
+        blocks: 1,
+        epochs: 4,
+        batch_size: 8,
+        head_learning_rate: 3e-3,
+        backbone_learning_rate: 1e-3,
+        weight_decay: 0.0,
+        patience: None,
+    }
+}
+
+fn tune(
+    start: &TrainedHead,
+    tail: &TailWeights,
+    train: &CutDataset,
+    val: &CutDataset,
+) -> FineTuned {
+    pollster::block_on(fine_tune(
+        start,
+        tail,
+        train,
+        Some(val),
+        &settings(),
+        ThresholdRule::BalancedAccuracy,
+        7,
+        &Device::flex(),
+        &CancelToken::new(),
+        &mut Quiet,
+    ))
+    .expect("fine-tunes")
+}
+
+#[test]
+fn fine_tuning_trains_the_tail_and_is_reproducible() {
+    let tail = random_tail(3);
+    let train = cut_set(16, 4);
+    let val = cut_set(8, 5);
+    let start = start_head(&tail, &train);
+    let tuned = tune(&start, &tail, &train, &val);
+    assert_eq!(tuned.head.history.len(), 4);
+    let (first, last) = (
+        tuned.head.history[0].train_loss,
+        tuned.head.history[3].train_loss,
+    );
+    assert!(last < first, "training loss {first} → {last}");
+    assert_ne!(tuned.tail, tail, "the blocks changed");
+    assert_ne!(tuned.head.weights, start.weights, "the head changed");
+    assert!(tuned.tail.check().is_ok());
+    let validation = tuned.head.validation.as_ref().expect("validation figures");
+    assert_eq!(validation.n, 16);
+    assert!(tuned.head.threshold.is_some(), "two classes: a threshold");
+    // Same data and seed: the same model.
+    assert_eq!(tune(&start, &tail, &train, &val), tuned);
+    // The classifier built from the stored weights predicts what validation measured.
+    let classifier = TunedClassifier::new(
+        &tuned.tail,
+        &tuned.head.config,
+        &tuned.head.weights,
+        &tuned.head.normalization,
+        &Device::flex(),
+    )
+    .expect("builds");
+    let probs = pollster::block_on(classifier.predict(&val.features)).expect("predicts");
+    let again = evaluate(
+        &probs,
+        &val.labels,
+        &names(2),
+        &EvaluationOptions::default(),
+    )
+    .expect("evaluates");
+    assert_eq!(again.accuracy, validation.accuracy);
+    assert_eq!(again.auc, validation.auc);
+}
+
+#[test]
+fn bad_settings_and_data_are_refused() {
+    let tail = random_tail(3);
+    let train = cut_set(4, 4);
+    let start = start_head(&tail, &train);
+    let attempt = |config: &FineTuneConfig, data: &CutDataset, cancel: &CancelToken| {
+        pollster::block_on(fine_tune(
+            &start,
+            &tail,
+            data,
+            None,
+            config,
+            ThresholdRule::BalancedAccuracy,
+            1,
+            &Device::flex(),
+            cancel,
+            &mut Quiet,
+        ))
+    };
+    let ok = CancelToken::new();
+    for config in [
+        FineTuneConfig {
+            blocks: 0,
+            ..settings()
+        },
+        FineTuneConfig {
+            blocks: 2,
+            ..settings()
+        },
+        FineTuneConfig {
+            epochs: 0,
+            ..settings()
+        },
+        FineTuneConfig {
+            backbone_learning_rate: f64::NAN,
+            ..settings()
+        },
+        FineTuneConfig {
+            patience: Some(0),
+            ..settings()
+        },
+    ] {
+        assert!(
+            matches!(attempt(&config, &train, &ok), Err(TrainError::Config(_))),
+            "{config:?}"
+        );
+    }
+    let mut short = train.clone();
+    short.features[2].values.pop();
+    assert!(matches!(
+        attempt(&settings(), &short, &ok),
+        Err(TrainError::Data(_))
+    ));
+    let mut labels = train.clone();
+    labels.labels[0] = 5;
+    assert!(matches!(
+        attempt(&settings(), &labels, &ok),
+        Err(TrainError::Data(_))
+    ));
+    let cancelled = CancelToken::new();
+    cancelled.cancel();
+    assert!(matches!(
+        attempt(&settings(), &train, &cancelled),
+        Err(TrainError::Cancelled)
+    ));
+    // Without validation every epoch runs and the last is kept, with argmax.
+    let tuned = attempt(&settings(), &train, &ok).expect("tunes");
+    assert_eq!((tuned.head.kept_epoch, tuned.head.threshold), (4, None));
+}
+
+#[test]
+fn a_classifier_refuses_activations_of_another_cut() {
+    let tail = random_tail(3);
+    let train = cut_set(4, 4);
+    let start = start_head(&tail, &train);
+    let classifier = TunedClassifier::new(
+        &tail,
+        &start.config,
+        &start.weights,
+        &start.normalization,
+        &Device::flex(),
+    )
+    .expect("builds");
+    let wrong = CutFeatures {
+        values: vec![f16::ZERO; 10],
+    };
+    assert!(pollster::block_on(classifier.predict(&[wrong])).is_err());
+    // The pretrained tail with its head predicts what the head predicts on its embeddings.
+    let probs = pollster::block_on(classifier.predict(&train.features)).expect("predicts");
+    let head = crate::train::Classifier::new(
+        &start.config,
+        &start.weights,
+        &start.normalization,
+        &Device::flex(),
+    )
+    .expect("builds");
+    let direct =
+        pollster::block_on(head.predict(&embeddings(&tail, &train).embeddings)).expect("predicts");
+    for (a, b) in probs.iter().flatten().zip(direct.iter().flatten()) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+}
