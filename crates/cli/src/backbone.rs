@@ -15,6 +15,7 @@ use medtransfer_core::efficientnet::{
 use medtransfer_core::embeddings::{
     EmbeddingRequest, EmbeddingStore, MemoryEmbeddingStore, View, embed_cached,
 };
+use medtransfer_core::finetune::{CutFeatureStore, CutFeatures, cut_features_cached};
 use medtransfer_core::train::LabelledEmbeddings;
 use serde_json::{Value, json};
 
@@ -41,11 +42,26 @@ pub struct BackboneArgs {
     no_cache: bool,
 }
 
+/// Each file's bytes (or why they could not be read) with its view.
+fn read_requests(items: &[(PathBuf, View)]) -> Vec<EmbeddingRequest> {
+    items
+        .iter()
+        .map(|(path, view)| EmbeddingRequest {
+            bytes: std::fs::read(path).map_err(|e| format!("cannot read the file: {e}")),
+            view: *view,
+        })
+        .collect()
+}
+
+/// A cache of embeddings and of cut-point activations.
+trait Cache: EmbeddingStore + CutFeatureStore {}
+impl<T: EmbeddingStore + CutFeatureStore> Cache for T {}
+
 /// The loaded backbone with its device and embedding cache.
 pub(crate) struct Backbone {
     pub(crate) model: EfficientNetLite0,
     pub(crate) device: ComputeDevice,
-    store: Box<dyn EmbeddingStore>,
+    store: Box<dyn Cache>,
 }
 
 impl Backbone {
@@ -62,7 +78,7 @@ impl Backbone {
         })?;
         let model = load_from_bytes(&bytes, &device.device)
             .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
-        let store: Box<dyn EmbeddingStore> = if args.no_cache {
+        let store: Box<dyn Cache> = if args.no_cache {
             Box::new(MemoryEmbeddingStore::new())
         } else {
             Box::new(DiskEmbeddingStore::new(
@@ -86,19 +102,39 @@ impl Backbone {
     ) -> Vec<Result<Vec<f32>, String>> {
         let mut results = Vec::with_capacity(items.len());
         for chunk in items.chunks(EMBED_CHUNK) {
-            let requests: Vec<EmbeddingRequest> = chunk
-                .iter()
-                .map(|(path, view)| EmbeddingRequest {
-                    bytes: std::fs::read(path).map_err(|e| format!("cannot read the file: {e}")),
-                    view: *view,
-                })
-                .collect();
+            let requests = read_requests(chunk);
             results.extend(pollster::block_on(embed_cached(
                 &self.model,
                 &self.device.device,
                 self.store.as_mut(),
                 &requests,
                 augment,
+            )));
+            bar.inc(chunk.len() as u64);
+        }
+        results
+    }
+}
+
+impl Backbone {
+    /// The cut-point activations of `items` for fine-tuning the last `blocks` blocks, in order
+    /// (cached ones are read, the rest computed in batches), advancing `bar` per image.
+    pub(crate) fn cut_features(
+        &mut self,
+        items: &[(PathBuf, View)],
+        blocks: usize,
+        bar: &ProgressBar,
+    ) -> Vec<Result<CutFeatures, String>> {
+        let mut results = Vec::with_capacity(items.len());
+        for chunk in items.chunks(EMBED_CHUNK) {
+            let requests = read_requests(chunk);
+            results.extend(pollster::block_on(cut_features_cached(
+                &self.model,
+                &self.device.device,
+                self.store.as_mut(),
+                &requests,
+                blocks,
+                &AugmentConfig::default(),
             )));
             bar.inc(chunk.len() as u64);
         }

@@ -9,6 +9,7 @@ use medtransfer_core::dataset_folder::{is_os_junk, layout_of_folder};
 use medtransfer_core::embeddings::{
     EmbeddingStore, decode_embedding, encode_embedding, key_file_name,
 };
+use medtransfer_core::finetune::CutFeatureStore;
 
 /// One image file and its class.
 #[derive(Clone, Debug)]
@@ -202,8 +203,40 @@ impl DiskEmbeddingStore {
     }
 
     fn path(&self, key: &str) -> PathBuf {
+        self.path_with(key, "f32")
+    }
+
+    fn path_with(&self, key: &str, extension: &str) -> PathBuf {
         let name = key_file_name(key);
-        self.dir.join(&name[..2]).join(format!("{name}.f32"))
+        self.dir
+            .join(&name[..2])
+            .join(format!("{name}.{extension}"))
+    }
+
+    /// Writes `bytes` under `path`: to a temporary name, then renamed, so a crash never leaves
+    /// a half-written entry under the real name (a failure only means it is computed again).
+    fn write(path: &Path, bytes: &[u8]) {
+        let Some(parent) = path.parent() else {
+            return;
+        };
+        if fs::create_dir_all(parent).is_err() {
+            return;
+        }
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        if fs::write(&tmp, bytes).is_ok() && fs::rename(&tmp, path).is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+    }
+}
+
+/// Cut-point activations for fine-tuning beside the embeddings, as `.f16` files.
+impl CutFeatureStore for DiskEmbeddingStore {
+    fn get_cut(&mut self, key: &str) -> Option<Vec<u8>> {
+        fs::read(self.path_with(key, "f16")).ok()
+    }
+
+    fn put_cut(&mut self, key: &str, bytes: &[u8]) {
+        Self::write(&self.path_with(key, "f16"), bytes);
     }
 }
 
@@ -215,19 +248,7 @@ impl EmbeddingStore for DiskEmbeddingStore {
     }
 
     fn put(&mut self, key: &str, embedding: &[f32]) {
-        let path = self.path(key);
-        let Some(parent) = path.parent() else {
-            return;
-        };
-        if fs::create_dir_all(parent).is_err() {
-            return;
-        }
-        // Write then rename, so a crash never leaves a half-written entry under the real name.
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        if fs::write(&tmp, encode_embedding(embedding)).is_ok() && fs::rename(&tmp, &path).is_err()
-        {
-            let _ = fs::remove_file(&tmp);
-        }
+        Self::write(&self.path(key), &encode_embedding(embedding));
     }
 }
 

@@ -4,7 +4,8 @@ mod backbone;
 mod dataset;
 mod device;
 mod embed;
-mod finetune;
+mod evaluate;
+mod predictor;
 mod pretrained;
 mod train;
 
@@ -67,11 +68,11 @@ enum Command {
     /// Fine-tune a classifier head on a folder with one sub-folder of images per class.
     Train(Box<train::TrainArgs>),
     /// Evaluate a model on a labelled folder: accuracy, AUC, per-class figures, intervals.
-    Eval(finetune::EvalArgs),
+    Eval(evaluate::EvalArgs),
     /// Class probabilities of each image with a trained model.
-    Predict(finetune::PredictArgs),
+    Predict(evaluate::PredictArgs),
     /// Split a labelled folder into train/ and test/ (seeded, stratified, optionally grouped).
-    Split(finetune::SplitArgs),
+    Split(evaluate::SplitArgs),
 }
 
 fn main() -> ExitCode {
@@ -81,8 +82,8 @@ fn main() -> ExitCode {
         Command::Classify { common } => pretrained::classify(&common),
         Command::Embed(args) => embed::embed(&args),
         Command::Train(args) => train::train(&args),
-        Command::Eval(args) => finetune::eval(&args),
-        Command::Predict(args) => finetune::predict(&args),
-        Command::Split(args) => finetune::split(&args),
+        Command::Eval(args) => evaluate::eval(&args),
+        Command::Predict(args) => evaluate::predict(&args),
+        Command::Split(args) => evaluate::split(&args),
     }
 }

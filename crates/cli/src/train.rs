@@ -5,6 +5,7 @@
 
 mod progress;
 mod report;
+mod tune;
 
 use std::fmt::Display;
 use std::ops::RangeBounds;
@@ -14,6 +15,7 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
+use medtransfer_core::efficientnet::MAX_TRAIN_BLOCKS;
 use medtransfer_core::head::HeadKind;
 use medtransfer_core::model_file::ModelFile;
 use medtransfer_core::run::{
@@ -28,7 +30,7 @@ use medtransfer_core::train::{
 
 use crate::backbone::{Backbone, BackboneArgs, embed_files, folder_skipped, progress_bar};
 use crate::dataset::{FolderDataset, LabelledFile};
-use crate::finetune::{EXIT_SOME_FILES_FAILED, fail, write_atomically};
+use crate::evaluate::{EXIT_SOME_FILES_FAILED, fail, write_atomically};
 use progress::{CliProgress, CrossValidationProgress};
 
 /// Head shapes on the command line.
@@ -145,6 +147,23 @@ pub struct TrainArgs {
     /// them and keeps them only when cross-validation says they help.
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=MAX_AUGMENTED_VIEWS))]
     augment: Option<u32>,
+    /// Fine-tune the backbone's last N blocks (and its 1×1 head convolution) together with
+    /// the head, from 1 to 8 (2: the last two blocks; 5: the last two stages); 0 (default)
+    /// trains the head alone on the frozen embeddings. The head is fitted first by the recipe
+    /// on the training side; a validation share (--val-split, default 0.2) is held out for
+    /// early stopping, the figures and the threshold.
+    #[arg(long, default_value_t = 0, conflicts_with_all = ["val", "cv", "augment"],
+          value_parser = within(0..=MAX_TRAIN_BLOCKS, limits::inclusive))]
+    train_blocks: usize,
+    /// With --train-blocks: most fine-tuning epochs (default 10).
+    #[arg(long, requires = "train_blocks", value_parser = within(1..=1000usize, limits::inclusive))]
+    tune_epochs: Option<usize>,
+    /// With --train-blocks: the head's learning rate while fine-tuning (default 1e-4).
+    #[arg(long, requires = "train_blocks", value_parser = tune_rate)]
+    tune_lr: Option<f64>,
+    /// With --train-blocks: the blocks' learning rate (default 1e-5).
+    #[arg(long, requires = "train_blocks", value_parser = tune_rate)]
+    tune_backbone_lr: Option<f64>,
     /// Fixes the split, initial weights, shuffling, dropout and augmentation.
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     seed: u64,
@@ -289,6 +308,14 @@ fn recipe(args: &TrainArgs) -> Result<Recipe, String> {
     }
 }
 
+/// A fine-tuning learning rate: in (0, 1].
+fn tune_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate <= 1.0 => Ok(rate),
+        _ => Err(format!("{text:?} is not a learning rate in (0, 1]")),
+    }
+}
+
 /// `--val-split`: in [`limits::VALIDATION_SHARE`].
 fn validation_share(text: &str) -> Result<f64, String> {
     within(limits::VALIDATION_SHARE, limits::inclusive)(text)
@@ -409,8 +436,9 @@ pub fn train(args: &TrainArgs) -> ExitCode {
     };
     // Group keys matter to a split and to cross-validation (the automatic recipe's folds keep
     // groups whole with or without --val); read once for all.
-    let splits =
-        recipe == Recipe::Automatic || (val_folder_set.is_none() && config.validation_share > 0.0);
+    let splits = recipe == Recipe::Automatic
+        || args.train_blocks > 0
+        || (val_folder_set.is_none() && config.validation_share > 0.0);
     let groups = if splits || args.cv.is_some() {
         match group_keys(&usable, args.group_pattern.as_deref()) {
             Ok(g) => g,
@@ -454,17 +482,34 @@ pub fn train(args: &TrainArgs) -> ExitCode {
         search_started: None,
         announced: false,
     };
-    let finished = match pollster::block_on(run(
-        &dataset.classes,
-        &all_set,
-        validation,
-        &config,
-        &device,
-        &CancelToken::new(),
-        &mut progress,
-    )) {
-        Ok(finished) => finished,
-        Err(e) => return fail(e),
+    let (finished, tuned) = if args.train_blocks > 0 {
+        let tune = tune::tune_config(args, args.train_blocks);
+        match tune::fine_tune(
+            args,
+            &tune,
+            &dataset.classes,
+            &all_set,
+            &usable,
+            groups.as_deref(),
+            &config,
+            &mut progress,
+        ) {
+            Ok((finished, tuned, report)) => (finished, Some((tuned, report))),
+            Err(e) => return fail(e),
+        }
+    } else {
+        match pollster::block_on(run(
+            &dataset.classes,
+            &all_set,
+            validation,
+            &config,
+            &device,
+            &CancelToken::new(),
+            &mut progress,
+        )) {
+            Ok(finished) => (finished, None),
+            Err(e) => return fail(e),
+        }
     };
     let timings = report::Timings {
         embed_seconds: progress.embed_seconds,
@@ -505,7 +550,10 @@ pub fn train(args: &TrainArgs) -> ExitCode {
         None => None,
     };
     let created_by = format!("medtransfer {}", env!("CARGO_PKG_VERSION"));
-    let mut model = ModelFile::from_trained(&finished.trained, &created_by);
+    let mut model = match &tuned {
+        Some((tuned, _)) => ModelFile::from_fine_tuned(tuned, &created_by),
+        None => ModelFile::from_trained(&finished.trained, &created_by),
+    };
     if let Some(search) = &finished.search {
         model = model.with_search(search);
     }
@@ -520,7 +568,12 @@ pub fn train(args: &TrainArgs) -> ExitCode {
             .map(|&i| usable[i].path.clone())
             .collect(),
     };
-    let paths: Vec<PathBuf> = usable.iter().map(|f| f.path.clone()).collect();
+    // The search's out-of-fold rows are the items it saw: all, or the fine-tuning's training side.
+    let searched: Vec<usize> = match &tuned {
+        Some(_) => finished.train_items.clone(),
+        None => (0..usable.len()).collect(),
+    };
+    let paths: Vec<PathBuf> = searched.iter().map(|&i| usable[i].path.clone()).collect();
     let outcome = report::Outcome {
         out: &args.out,
         finished: &finished,
@@ -530,6 +583,7 @@ pub fn train(args: &TrainArgs) -> ExitCode {
         val_paths: &val_paths,
         paths: &paths,
         timings,
+        fine_tuning: tuned.as_ref().map(|(_, report)| report),
     };
     if args.json {
         println!("{}", outcome.json());

@@ -479,3 +479,150 @@ fn the_automatic_recipe_tries_augmented_views_when_asked() {
     );
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn fine_tuning_the_last_blocks_writes_a_model_that_eval_and_predict_run() {
+    let Some(weights) = ready_weights() else {
+        return;
+    };
+    let root = std::env::temp_dir().join(format!("mt-cli-tune-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    for (class, level) in [("dark", 40u8), ("bright", 200u8)] {
+        let dir = root.join("data").join(class);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for i in 0..10u8 {
+            let image = image::RgbImage::from_fn(48, 48, |x, y| {
+                let v = level.wrapping_add(((x * 3 + y) as u8).wrapping_mul(i + 1) % 40);
+                image::Rgb([v, v / 2, 255 - v])
+            });
+            image.save(dir.join(format!("{i}.png"))).expect("png");
+        }
+    }
+    let data = root.join("data").to_string_lossy().to_string();
+    let cache = root.join("cache").to_string_lossy().to_string();
+    let model = root.join("tuned.mtmodel");
+    let m = model.to_string_lossy().to_string();
+    let output = medtransfer(
+        &[
+            "train",
+            "--data",
+            &data,
+            "--backend",
+            "cpu",
+            "--cache",
+            &cache,
+            "--train-blocks",
+            "2",
+            "--tune-epochs",
+            "2",
+            "--out",
+            &m,
+            "--json",
+        ],
+        &weights,
+    );
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let report = json_stdout(&output);
+    assert_eq!(report["fine_tuning"]["blocks"], 2, "{report}");
+    assert_eq!(report["fine_tuning"]["bytes_per_image"], 18_816);
+    assert!(report["fine_tuning"]["head_only_validation"]["accuracy"].is_number());
+    assert_eq!(report["train_images"], 16);
+    let history = report["history"].as_array().expect("history");
+    assert!(!history.is_empty() && history.len() <= 2, "{report}");
+    // Cut-point activations were cached beside the embeddings.
+    let cached = walk_count(&root.join("cache"));
+    assert!(cached >= 40, "{cached} cache files");
+    let bytes = std::fs::read(&model).expect("model");
+    assert_eq!(bytes[18..22], 3u32.to_le_bytes(), "format version 3");
+
+    // eval on the held-out images reproduces the figures training measured on them, so
+    // eval ran the tuned blocks (the frozen backbone's embeddings would give others).
+    let held = root.join("held");
+    for path in report["validation_paths"].as_array().expect("paths") {
+        let path = std::path::PathBuf::from(path.as_str().expect("path"));
+        let class = path.parent().and_then(|p| p.file_name()).expect("class");
+        std::fs::create_dir_all(held.join(class)).expect("mkdir");
+        std::fs::copy(
+            &path,
+            held.join(class).join(path.file_name().expect("name")),
+        )
+        .expect("copy");
+    }
+    let output = medtransfer(
+        &[
+            "eval",
+            "--model",
+            &m,
+            "--data",
+            &held.to_string_lossy(),
+            "--backend",
+            "cpu",
+            "--cache",
+            &cache,
+            "--json",
+        ],
+        &weights,
+    );
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let eval = json_stdout(&output);
+    let validation = &report["validation"];
+    assert_eq!(eval["n"], validation["n"]);
+    for key in ["accuracy", "auc"] {
+        let (a, b) = (eval[key].as_f64(), validation[key].as_f64());
+        assert!(
+            a.zip(b).is_some_and(|(a, b)| (a - b).abs() < 1e-9),
+            "{key}: eval {a:?}, training {b:?}"
+        );
+    }
+    let output = medtransfer(
+        &[
+            "predict",
+            "--model",
+            &m,
+            "--backend",
+            "cpu",
+            "--cache",
+            &cache,
+            "--json",
+            &data,
+        ],
+        &weights,
+    );
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let predictions = json_stdout(&output);
+    let predictions = predictions.as_array().expect("array");
+    assert_eq!(predictions.len(), 20);
+    for p in predictions {
+        let sum: f64 = ["bright", "dark"]
+            .iter()
+            .filter_map(|c| p["probabilities"][c].as_f64())
+            .sum();
+        assert!((sum - 1.0).abs() < 1e-5, "{p}");
+    }
+    // Fine-tuning needs held-out images; other flags it cannot serve are refused.
+    for extra in [
+        &["--val-split", "0"][..],
+        &["--augment", "2"],
+        &["--cv", "3"],
+    ] {
+        let mut args = vec![
+            "train",
+            "--data",
+            &data,
+            "--backend",
+            "cpu",
+            "--cache",
+            &cache,
+            "--train-blocks",
+            "2",
+            "--out",
+            &m,
+        ];
+        args.extend_from_slice(extra);
+        let output = medtransfer(&args, &weights);
+        assert!(!output.status.success(), "{extra:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -9,7 +9,7 @@ use medtransfer_core::recipe::Search;
 use medtransfer_core::run::{CrossValidation, Run};
 use serde_json::{Value, json};
 
-use crate::finetune::{evaluation_json, print_evaluation};
+use crate::evaluate::{evaluation_json, print_evaluation};
 
 /// Seconds spent in each phase.
 pub(super) struct Timings {
@@ -41,6 +41,8 @@ pub(super) struct Outcome<'a> {
     pub paths: &'a [PathBuf],
     /// The phases' seconds.
     pub timings: Timings,
+    /// `--train-blocks`: what fine-tuning adds.
+    pub fine_tuning: Option<&'a super::tune::TuneReport>,
 }
 
 fn search_json(search: &Search, paths: &[PathBuf]) -> Value {
@@ -77,6 +79,7 @@ impl Outcome<'_> {
             "train_images": self.finished.train_items.len(),
             "train_rows": self.train_rows,
             "validation_images": self.val_paths.len(),
+            "validation_paths": self.val_paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
             "skipped": self.skipped,
             "loss": trained.loss,
             "class_weights": trained.class_weights,
@@ -89,6 +92,7 @@ impl Outcome<'_> {
                 "folds": k,
                 "out_of_fold": evaluation_json(&cv.evaluation, None),
             })),
+            "fine_tuning": self.fine_tuning.map(|f| f.json()),
             "embed_seconds": t.embed_seconds,
             "search_seconds": t.search_seconds,
             "train_seconds": t.train_seconds,
@@ -145,6 +149,9 @@ impl Outcome<'_> {
                 trained.stop_reason,
                 self.out.display()
             );
+        }
+        if let Some(f) = self.fine_tuning {
+            f.print();
         }
         if let Some(t) = &trained.threshold {
             println!(

@@ -6,21 +6,17 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use medtransfer_core::augment::AugmentConfig;
 use medtransfer_core::dataset_folder::class_name;
 use medtransfer_core::embeddings::View;
 use medtransfer_core::formats;
 use medtransfer_core::metrics::{Evaluation, EvaluationOptions, evaluate, predicted_class};
 use medtransfer_core::model_file::ModelFile;
 use medtransfer_core::split::stratified_split;
-use medtransfer_core::train::Classifier;
-use medtransfer_core::{ComputeDevice, efficientnet::EMBEDDING_DIM};
 use serde_json::{Value, json};
 
-use crate::backbone::{
-    Backbone, BackboneArgs, embed_files, folder_skipped, progress_bar, skipped_entry,
-};
+use crate::backbone::{Backbone, BackboneArgs, folder_skipped, progress_bar, skipped_entry};
 use crate::dataset::{FolderDataset, LabelledFile, walk_tree};
+use crate::predictor::Predictor;
 use crate::train::group_keys;
 
 /// Exit status when some input files could not be processed (the others were).
@@ -86,14 +82,14 @@ pub struct SplitArgs {
     out: PathBuf,
 }
 
-/// The backbone and a trained model for `eval` and `predict`.
+/// The backbone and a trained model's predictor for `eval` and `predict`.
 fn open_backbone_and_model(
     backbone: &BackboneArgs,
     model: &Path,
-) -> Result<(Backbone, ModelFile, Classifier), String> {
+) -> Result<(Backbone, ModelFile, Predictor), String> {
     let backbone = Backbone::open(backbone)?;
-    let (model, classifier) = open_model(model, &backbone.device)?;
-    Ok((backbone, model, classifier))
+    let (model, predictor) = Predictor::open(model, &backbone.device)?;
+    Ok((backbone, model, predictor))
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder, renamed over `path`
@@ -211,30 +207,9 @@ pub(crate) fn print_evaluation(e: &Evaluation, paths: Option<&[PathBuf]>) {
     }
 }
 
-/// Reads and checks a model file, and builds its classifier on `device`.
-fn open_model(path: &Path, device: &ComputeDevice) -> Result<(ModelFile, Classifier), String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let model = ModelFile::from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    if model.header.head.input_dim != EMBEDDING_DIM {
-        return Err(format!(
-            "{}: the head expects {} features, the backbone gives {EMBEDDING_DIM}",
-            path.display(),
-            model.header.head.input_dim
-        ));
-    }
-    let classifier = Classifier::new(
-        &model.header.head,
-        &model.weights,
-        &model.normalization,
-        &device.device,
-    )
-    .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok((model, classifier))
-}
-
 /// `medtransfer eval`.
 pub fn eval(args: &EvalArgs) -> ExitCode {
-    let (mut backbone, model, classifier) =
+    let (mut backbone, model, predictor) =
         match open_backbone_and_model(&args.backbone, &args.model) {
             Ok(opened) => opened,
             Err(e) => return fail(e),
@@ -264,31 +239,42 @@ pub fn eval(args: &EvalArgs) -> ExitCode {
             ..f.clone()
         })
         .collect();
-    let refs: Vec<&LabelledFile> = files.iter().collect();
-    let bar = progress_bar(files.len(), "embedding", args.json);
-    let (data, kept, embed_skipped) = embed_files(&mut backbone, &refs, &bar);
-    let mut skipped = folder_skipped(&dataset);
-    skipped.extend(embed_skipped);
+    let bar = progress_bar(files.len(), predictor.stage(), args.json);
+    let items: Vec<(PathBuf, View)> = files
+        .iter()
+        .map(|f| (f.path.clone(), View::Original))
+        .collect();
+    let results = predictor.predict(&mut backbone, &items, &bar);
     bar.finish_and_clear();
-    if data.embeddings.is_empty() {
-        return fail("no image in the folder could be read");
+    let mut skipped = folder_skipped(&dataset);
+    let (mut probabilities, mut labels, mut kept) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (file, result)) in files.iter().zip(results).enumerate() {
+        match result {
+            Ok(p) => {
+                probabilities.push(p);
+                labels.push(file.label);
+                kept.push(i);
+            }
+            Err(error) => skipped.push(skipped_entry(&file.path, &error)),
+        }
     }
-    let probabilities = match pollster::block_on(classifier.predict(&data.embeddings)) {
-        Ok(p) => p,
-        Err(e) => return fail(e),
-    };
+    if probabilities.is_empty() {
+        return fail(match skipped.first() {
+            Some(first) => format!(
+                "no image in the folder could be used (first: {} {})",
+                first["path"].as_str().unwrap_or("?"),
+                first["error"].as_str().unwrap_or("?")
+            ),
+            None => "the folder has no images".to_string(),
+        });
+    }
     let threshold = args.threshold.or(model.header.threshold.map(|t| t.value));
     let options = EvaluationOptions {
         threshold,
         seed: model.header.training.seed,
         ..EvaluationOptions::default()
     };
-    let evaluation = match evaluate(
-        &probabilities,
-        &data.labels,
-        &model.header.classes,
-        &options,
-    ) {
+    let evaluation = match evaluate(&probabilities, &labels, &model.header.classes, &options) {
         Ok(e) => e,
         Err(e) => return fail(e),
     };
@@ -318,7 +304,7 @@ pub fn eval(args: &EvalArgs) -> ExitCode {
 
 /// `medtransfer predict`.
 pub fn predict(args: &PredictArgs) -> ExitCode {
-    let (mut backbone, model, classifier) =
+    let (mut backbone, model, predictor) =
         match open_backbone_and_model(&args.backbone, &args.model) {
             Ok(opened) => opened,
             Err(e) => return fail(e),
@@ -332,18 +318,9 @@ pub fn predict(args: &PredictArgs) -> ExitCode {
         }
     }
     let items: Vec<(PathBuf, View)> = paths.iter().map(|p| (p.clone(), View::Original)).collect();
-    let bar = progress_bar(items.len(), "embedding", args.json);
-    let embeddings = backbone.embed(&items, &AugmentConfig::default(), &bar);
+    let bar = progress_bar(items.len(), predictor.stage(), args.json);
+    let results = predictor.predict(&mut backbone, &items, &bar);
     bar.finish_and_clear();
-    let ok: Vec<Vec<f32>> = embeddings
-        .iter()
-        .filter_map(|e| e.as_ref().ok().cloned())
-        .collect();
-    let probabilities = match pollster::block_on(classifier.predict(&ok)) {
-        Ok(p) => p,
-        Err(e) => return fail(e),
-    };
-    let mut probabilities = probabilities.into_iter();
     let classes = &model.header.classes;
     let threshold = args
         .threshold
@@ -351,11 +328,11 @@ pub fn predict(args: &PredictArgs) -> ExitCode {
         .filter(|_| classes.len() == 2);
     let entries: Vec<Value> = paths
         .iter()
-        .zip(&embeddings)
-        .map(|(path, embedding)| {
+        .zip(results)
+        .map(|(path, result)| {
             let path = path.display().to_string();
-            match (embedding, embedding.as_ref().ok().and_then(|_| probabilities.next())) {
-                (Ok(_), Some(p)) => {
+            match result {
+                Ok(p) => {
                     let best = predicted_class(&p, threshold);
                     let probs: serde_json::Map<String, Value> = classes
                         .iter()
@@ -364,8 +341,7 @@ pub fn predict(args: &PredictArgs) -> ExitCode {
                         .collect();
                     json!({ "path": path, "label": classes.get(best), "probability": p.get(best), "probabilities": probs })
                 }
-                (Err(error), _) => json!({ "path": path, "error": error }),
-                (Ok(_), None) => json!({ "path": path, "error": "no prediction was returned" }),
+                Err(error) => json!({ "path": path, "error": error }),
             }
         })
         .collect();
