@@ -9,6 +9,7 @@
 
 use js_sys::{Array, ArrayBuffer, Uint8Array};
 use medtransfer_core::embeddings::{decode_embedding, decode_rows};
+use medtransfer_core::finetune::{CutFeatures, FineTuneConfig, STORED_BLOCKS};
 use medtransfer_core::metrics::Evaluation;
 use medtransfer_core::recipe::Search;
 use medtransfer_core::run::RunConfig;
@@ -24,6 +25,11 @@ pub type ImageId = u32;
 /// Bytes of one embedding on the wire and in storage: the core's embedding byte format
 /// ([`medtransfer_core::embeddings::encode_embedding`]).
 pub const EMBEDDING_BYTES: usize = medtransfer_core::efficientnet::EMBEDDING_DIM * 4;
+
+/// Bytes of one image's stored activations (for fine-tuning): the f16 activations after the
+/// frozen part of the deepest fine-tuning the page offers
+/// ([`medtransfer_core::finetune::STORED_BLOCKS`]), 31,360 bytes.
+pub const ACTIVATION_BYTES: usize = 2 * 80 * 14 * 14;
 
 /// Page → worker.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -43,6 +49,12 @@ pub enum ToWorker {
         /// Rows of augmented views after each id's embedding row (0 for ids past its end).
         #[serde(default)]
         views: Vec<u32>,
+    },
+    /// Stored activations follow as bytes ([`ACTIVATION_BYTES`] per id, in order; a block that
+    /// is not whole or not finite is left out): keep them for fine-tuning.
+    RestoreActivations {
+        /// The images, in the order of their blocks.
+        ids: Vec<ImageId>,
     },
     /// A model file (`.mtmodel`) follows as bytes: predict with it.
     LoadClassifier,
@@ -84,6 +96,9 @@ pub enum ToWorker {
         items: Vec<(ImageId, usize)>,
         /// The settings, validation share included.
         config: RunConfig,
+        /// Fine-tune the backbone's last blocks with the head (`None`: the head alone).
+        #[serde(default)]
+        fine_tune: Option<FineTuneConfig>,
     },
     /// Stop training after the current epoch (the best epoch so far is kept).
     Stop,
@@ -120,7 +135,8 @@ pub enum FromWorker {
     },
     /// An image's embedding is ready, or why it could not be computed. When it worked, the bytes
     /// are the embedding ([`EMBEDDING_BYTES`]), then its `views` augmented views' embeddings
-    /// (as many bytes each), then the JPEG thumbnail.
+    /// (as many bytes each), then (with `activations`) its activations for fine-tuning
+    /// ([`ACTIVATION_BYTES`]), then the JPEG thumbnail.
     Embedded {
         /// The image.
         id: ImageId,
@@ -129,6 +145,9 @@ pub enum FromWorker {
         /// Augmented views embedded with it.
         #[serde(default)]
         views: u32,
+        /// Whether its activations follow the views.
+        #[serde(default)]
+        activations: bool,
     },
     /// Training started.
     TrainStarted {
@@ -166,6 +185,9 @@ pub enum FromWorker {
         threshold: Option<Threshold>,
         /// Training time in milliseconds.
         millis: f64,
+        /// The backbone's last blocks were fine-tuned with the head.
+        #[serde(default)]
+        fine_tuned: Option<FineTunedSummary>,
     },
     /// Training could not run or failed.
     TrainFailed {
@@ -192,6 +214,18 @@ pub enum FromWorker {
         /// One probability per class, or the error.
         result: Result<Vec<f32>, String>,
     },
+}
+
+/// What a fine-tuning run adds to its results.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FineTunedSummary {
+    /// The last blocks fine-tuned.
+    pub blocks: usize,
+    /// Accuracy of the head alone (frozen backbone) on the same validation images (unknown
+    /// for an imported model).
+    pub head_only_accuracy: Option<f64>,
+    /// Its AUC there.
+    pub head_only_auc: Option<f64>,
 }
 
 /// One image's embedding and its augmented views' embeddings
@@ -226,16 +260,52 @@ pub fn restore_rows(ids: &[ImageId], views: &[u32], bytes: &[u8]) -> Vec<(ImageI
     out
 }
 
-/// Splits the bytes of [`FromWorker::Embedded`] with `views` augmented views into (embedding
-/// row, view rows, JPEG thumbnail), or `None` when they are shorter than `1 + views` rows.
-pub fn split_embedded(bytes: &[u8], views: u32) -> Option<(&[u8], &[u8], &[u8])> {
+/// The parts of [`FromWorker::Embedded`]'s bytes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EmbeddedParts<'a> {
+    /// The embedding row.
+    pub embedding: &'a [u8],
+    /// The augmented views' rows.
+    pub views: &'a [u8],
+    /// The activations for fine-tuning, when sent.
+    pub activations: Option<&'a [u8]>,
+    /// The JPEG thumbnail.
+    pub thumbnail: &'a [u8],
+}
+
+/// Splits the bytes of [`FromWorker::Embedded`] with `views` augmented views (and
+/// `activations`), or `None` when they are shorter than that.
+pub fn split_embedded(bytes: &[u8], views: u32, activations: bool) -> Option<EmbeddedParts<'_>> {
     let rows_end = (1 + views as usize).checked_mul(EMBEDDING_BYTES)?;
-    if bytes.len() < rows_end {
+    let end = rows_end.checked_add(if activations { ACTIVATION_BYTES } else { 0 })?;
+    if bytes.len() < end {
         return None;
     }
-    let (rows, thumbnail) = bytes.split_at(rows_end);
+    let (rows, rest) = bytes.split_at(rows_end);
     let (embedding, views) = rows.split_at(EMBEDDING_BYTES);
-    Some((embedding, views, thumbnail))
+    let (activations, thumbnail) = if activations {
+        let (a, t) = rest.split_at(ACTIVATION_BYTES);
+        (Some(a), t)
+    } else {
+        (None, rest)
+    };
+    Some(EmbeddedParts {
+        embedding,
+        views,
+        activations,
+        thumbnail,
+    })
+}
+
+/// Reads the bytes of [`ToWorker::RestoreActivations`]: per id its block, when whole and
+/// finite ([`CutFeatures::from_bytes`]); a damaged block never shifts the ones after it.
+pub fn restore_activations(ids: &[ImageId], bytes: &[u8]) -> Vec<(ImageId, CutFeatures)> {
+    ids.iter()
+        .zip(bytes.chunks(ACTIVATION_BYTES))
+        .filter_map(|(&id, block)| {
+            CutFeatures::from_bytes(block, STORED_BLOCKS).map(|features| (id, features))
+        })
+        .collect()
 }
 
 /// One message with the bytes that travel with it: the single framing of page ↔ worker
@@ -343,21 +413,51 @@ mod tests {
     }
 
     #[test]
-    fn embedded_bytes_split_into_embedding_views_and_thumbnail() {
+    fn embedded_bytes_split_into_embedding_views_activations_and_thumbnail() {
         let mut bytes = encode_rows(&[row(1.0), row(2.0), row(3.0)]);
         bytes.extend([0xFF, 0xD8, 9]);
-        let (embedding, views, thumbnail) = split_embedded(&bytes, 2).expect("three rows");
-        assert_eq!(decode_embedding(embedding), Some(row(1.0)));
-        assert_eq!(decode_rows(views), [row(2.0), row(3.0)]);
-        assert_eq!(thumbnail, [0xFF, 0xD8, 9]);
-        let (_, views, thumbnail) = split_embedded(&bytes, 0).expect("one row");
-        assert!(views.is_empty());
-        assert_eq!(thumbnail.len(), 2 * EMBEDDING_BYTES + 3);
+        let parts = split_embedded(&bytes, 2, false).expect("three rows");
+        assert_eq!(decode_embedding(parts.embedding), Some(row(1.0)));
+        assert_eq!(decode_rows(parts.views), [row(2.0), row(3.0)]);
         assert_eq!(
-            split_embedded(&bytes, 3),
+            (parts.activations, parts.thumbnail),
+            (None, &[0xFF, 0xD8, 9][..])
+        );
+        let parts = split_embedded(&bytes, 0, false).expect("one row");
+        assert!(parts.views.is_empty());
+        assert_eq!(parts.thumbnail.len(), 2 * EMBEDDING_BYTES + 3);
+        assert_eq!(
+            split_embedded(&bytes, 3, false),
             None,
             "four rows announced, three sent"
         );
-        assert_eq!(split_embedded(&bytes, u32::MAX), None);
+        assert_eq!(split_embedded(&bytes, u32::MAX, false), None);
+        assert_eq!(split_embedded(&bytes, 2, true), None, "no activations sent");
+        let mut with = encode_rows(&[row(1.0)]);
+        with.extend(vec![7u8; ACTIVATION_BYTES]);
+        with.extend([0xFF, 0xD8]);
+        let parts = split_embedded(&with, 0, true).expect("embedding and activations");
+        assert_eq!(parts.activations.map(<[u8]>::len), Some(ACTIVATION_BYTES));
+        assert_eq!(parts.thumbnail, [0xFF, 0xD8]);
+    }
+
+    #[test]
+    fn restored_activations_stay_with_their_images() {
+        assert_eq!(
+            ACTIVATION_BYTES,
+            CutFeatures::bytes_per_image(STORED_BLOCKS)
+        );
+        // f16 bits: 1.0 = 0x3C00, 2.0 = 0x4000, 3.0 = 0x4200, NaN = 0x7E00.
+        let block = |bits: u16| bits.to_le_bytes().repeat(ACTIVATION_BYTES / 2);
+        let mut bytes = block(0x3C00);
+        let mut damaged = block(0x4000);
+        damaged[10..12].copy_from_slice(&0x7E00u16.to_le_bytes());
+        bytes.extend(damaged);
+        bytes.extend(block(0x4200));
+        bytes.extend([1, 2, 3]);
+        let restored = restore_activations(&[5, 6, 7, 8], &bytes);
+        let ids: Vec<ImageId> = restored.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [5, 7], "6 is damaged, 8 is cut short");
+        assert_eq!(restored[1].1.values[0].to_f32(), 3.0);
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! Database `medtransfer`, two object stores:
 //! - `images` (key: the image id): class key, original name, and either the original file's
-//!   bytes (still waiting for its embedding) or its thumbnail, embedding and its augmented
-//!   views' embeddings (embedded; the original is then dropped);
+//!   bytes (still waiting for its embedding) or its thumbnail, embedding, its augmented
+//!   views' embeddings and its activations for fine-tuning (embedded; the original is then
+//!   dropped);
 //! - `meta` (keys below): the project's JSON ([`PROJECT_KEY`]) and the trained model file's
 //!   bytes ([`MODEL_KEY`]).
 
@@ -14,7 +15,7 @@ use js_sys::{Object, Reflect, Uint8Array};
 use rexie::{ObjectStore, Rexie, Store, Transaction, TransactionMode};
 use wasm_bindgen::{JsCast, JsValue};
 
-use crate::protocol::{EMBEDDING_BYTES, ImageId};
+use crate::protocol::{ACTIVATION_BYTES, EMBEDDING_BYTES, ImageId};
 
 const DATABASE: &str = "medtransfer";
 const IMAGES: &str = "images";
@@ -42,6 +43,9 @@ pub struct ImageRecord {
     /// Its augmented views' embeddings, one row of [`crate::protocol::EMBEDDING_BYTES`] each,
     /// when it has any.
     pub views: Option<Vec<u8>>,
+    /// Its activations for fine-tuning ([`crate::protocol::ACTIVATION_BYTES`]), when it was
+    /// embedded by a page that keeps them.
+    pub activations: Option<Vec<u8>>,
 }
 
 impl ImageRecord {
@@ -49,6 +53,13 @@ impl ImageRecord {
     pub fn view_rows(&self) -> &[u8] {
         let bytes = self.views.as_deref().unwrap_or_default();
         &bytes[..bytes.len() / EMBEDDING_BYTES * EMBEDDING_BYTES]
+    }
+
+    /// Whether it has whole activations for fine-tuning.
+    pub fn has_activations(&self) -> bool {
+        self.activations
+            .as_ref()
+            .is_some_and(|a| a.len() == ACTIVATION_BYTES)
     }
 
     /// Augmented views stored with it (whole rows only).
@@ -102,6 +113,7 @@ impl ImageRecord {
             ("thumbnail", &self.thumbnail),
             ("embedding", &self.embedding),
             ("views", &self.views),
+            ("activations", &self.activations),
         ] {
             if let Some(bytes) = value {
                 set(&object, key, &Uint8Array::from(bytes.as_slice()).into());
@@ -120,6 +132,7 @@ impl ImageRecord {
             thumbnail: bytes_field(value, "thumbnail"),
             embedding: bytes_field(value, "embedding"),
             views: bytes_field(value, "views"),
+            activations: bytes_field(value, "activations"),
         })
     }
 }

@@ -2,6 +2,7 @@
 //! and call its methods; they hold no state of the project themselves.
 
 pub mod classes;
+pub mod fine_tune;
 pub mod predict;
 pub mod project_box;
 pub mod recipe;

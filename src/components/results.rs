@@ -86,11 +86,20 @@ pub fn ResultsSection() -> impl IntoView {
                 };
                 let classes = result.classes.clone();
                 let ids = result.validation_ids.clone();
-                let source = match &result.search {
-                    Some(search) => format!("Out-of-fold figures from {}: each image was predicted by heads that never saw it. The recipe was chosen on these predictions too, so they lean slightly optimistic.", search_summary(search)),
-                    None => format!("On {} validation images held out of training.", v.n),
+                let source = match (&result.fine_tuned, &result.search) {
+                    (Some(tuned), _) => format!(
+                        "On {} validation images held out of training: the last {} blocks of the network were fine-tuned with the head{}.",
+                        v.n,
+                        tuned.blocks,
+                        tuned.head_only_accuracy.map_or(String::new(), |a| format!(
+                            " (the head alone, on the frozen network, scored accuracy {a:.3}{} on them)",
+                            tuned.head_only_auc.map_or(String::new(), |auc| format!(", AUC {auc:.3}"))
+                        ))
+                    ),
+                    (None, Some(search)) => format!("Out-of-fold figures from {}: each image was predicted by heads that never saw it. The recipe was chosen on these predictions too, so they lean slightly optimistic.", search_summary(search)),
+                    (None, None) => format!("On {} validation images held out of training.", v.n),
                 };
-                let on = if result.search.is_some() { "the out-of-fold predictions" } else { "the validation images" };
+                let on = if result.search.is_some() && result.fine_tuned.is_none() { "the out-of-fold predictions" } else { "the validation images" };
                 let chosen = result.threshold.map(|t| format!("The model's threshold {:.2} was chosen for the {} on {on}.", t.value, t.rule.describe()));
                 let matrix = v.confusion_matrix.clone();
                 let misclassified = v.misclassified.clone();

@@ -10,6 +10,7 @@ use medtransfer_core::train::{ClassWeighting, limits};
 
 use medtransfer_core::run::Recipe;
 
+use super::fine_tune::FineTuneChoice;
 use super::recipe::{FoldsInput, RecipeChoice, SearchTable, ThresholdRuleChoice, search_summary};
 use crate::state::{ModelOrigin, mlp_head, use_project};
 
@@ -36,6 +37,7 @@ pub fn TrainSection() -> impl IntoView {
                 <RecipeChoice />
                 <FoldsInput />
                 <ThresholdRuleChoice />
+                <FineTuneChoice />
                 <fieldset disabled=automatic>
                 <legend>"Manual recipe"</legend>
                 <label>

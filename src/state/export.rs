@@ -7,7 +7,7 @@ use medtransfer_core::model_file::ModelFile;
 use medtransfer_core::project_file::{ProjectArchive, ProjectImage};
 use medtransfer_core::train::limits;
 
-use super::images::offered_views;
+use super::images::{offered_train_blocks, offered_views};
 use super::persistence::SavedProject;
 use super::training::settings_from_json;
 use super::{ModelOrigin, Project, Settings, TrainedResult};
@@ -17,6 +17,8 @@ use crate::storage::ImageRecord;
 /// The key of the page's augmented views per image in an exported project's settings (beside
 /// core's [`Settings`]).
 const AUGMENTED_VIEWS_KEY: &str = "augmented_views";
+/// The key of the page's fine-tuning depth there.
+const TRAIN_BLOCKS_KEY: &str = "train_blocks";
 
 impl Project {
     /// The project as a `.mtproject` file: every embedded image (thumbnail, embedding, name,
@@ -59,6 +61,10 @@ impl Project {
             fields.insert(
                 AUGMENTED_VIEWS_KEY.into(),
                 self.augmented_views.get_untracked().into(),
+            );
+            fields.insert(
+                TRAIN_BLOCKS_KEY.into(),
+                self.train_blocks.get_untracked().into(),
             );
         }
         let archive = ProjectArchive {
@@ -111,6 +117,7 @@ impl Project {
                 thumbnail: image.thumbnail.clone(),
                 embedding: Some(encode_embedding(&image.embedding)),
                 views: (!image.views.is_empty()).then(|| encode_rows(&image.views)),
+                activations: None,
             })
             .collect();
         let model = archive
@@ -126,6 +133,11 @@ impl Project {
                 .get(AUGMENTED_VIEWS_KEY)
                 .and_then(serde_json::Value::as_u64)
                 .map_or(0, |n| offered_views(n.min(u64::from(u32::MAX)) as u32)),
+            train_blocks: archive
+                .settings
+                .get(TRAIN_BLOCKS_KEY)
+                .and_then(serde_json::Value::as_u64)
+                .map_or(0, offered_train_blocks),
             threshold: model
                 .as_ref()
                 .and_then(|(_, m)| m.header.threshold)
@@ -139,17 +151,26 @@ impl Project {
                 classes: file.header.classes.clone(),
                 kept_epoch: file.header.kept_epoch,
                 origin: ModelOrigin::Imported,
-                // An automatic recipe's figures are its out-of-fold ones.
+                // An automatic recipe's figures are its out-of-fold ones; a fine-tuned model's
+                // are those of its held-out images.
                 validation: file
                     .header
                     .search
                     .as_ref()
+                    .filter(|_| file.header.fine_tuning.is_none())
                     .map(|s| s.evaluation.clone())
                     .or_else(|| file.header.validation.clone()),
                 validation_ids: Vec::new(),
                 search: file.header.search.clone(),
                 threshold: file.header.threshold,
                 millis: 0.0,
+                fine_tuned: file.header.fine_tuning.as_ref().map(|f| {
+                    crate::protocol::FineTunedSummary {
+                        blocks: f.blocks,
+                        head_only_accuracy: None,
+                        head_only_auc: None,
+                    }
+                }),
             }),
         };
         let json = serde_json::to_string(&saved).map_err(|e| e.to_string())?;

@@ -16,6 +16,21 @@ pub const AUGMENTED_VIEW_CHOICES: [u32; 4] = [0, 2, 4, 8];
 
 /// The largest offered view count not above `n` (a saved or imported count the page does not
 /// offer would otherwise be used while the page shows another).
+/// The fine-tuning depths the page offers: the head alone, the last two blocks, the last two
+/// stages, the last three stages.
+pub const TRAIN_BLOCK_CHOICES: [usize; 4] = [0, 2, 5, 8];
+
+/// `n` snapped to the largest offered fine-tuning depth not above it (a saved or imported
+/// setting).
+pub fn offered_train_blocks(n: u64) -> usize {
+    TRAIN_BLOCK_CHOICES
+        .iter()
+        .copied()
+        .filter(|&c| c as u64 <= n)
+        .max()
+        .unwrap_or(0)
+}
+
 pub fn offered_views(n: u32) -> u32 {
     AUGMENTED_VIEW_CHOICES
         .into_iter()
@@ -78,6 +93,7 @@ impl Project {
                     thumb: None,
                     status: ImageStatus::Embedding,
                     views: 0,
+                    activations: false,
                 };
                 (entry, file)
             })
@@ -104,6 +120,7 @@ impl Project {
                     thumbnail: None,
                     embedding: None,
                     views: None,
+                    activations: None,
                 };
                 self.store_images(&entry.name, vec![record]).await;
                 // The project may have been replaced, or the image removed, while it was read.
@@ -227,5 +244,9 @@ mod tests {
         assert_eq!(offered_views(5), 4);
         assert_eq!(offered_views(64), 8);
         assert_eq!(offered_views(u32::MAX), 8);
+        assert_eq!(offered_train_blocks(0), 0);
+        assert_eq!(offered_train_blocks(1), 0);
+        assert_eq!(offered_train_blocks(4), 2);
+        assert_eq!(offered_train_blocks(99), 8);
     }
 }

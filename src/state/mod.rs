@@ -49,6 +49,8 @@ pub struct ImageEntry {
     pub status: ImageStatus,
     /// Augmented views embedded with it.
     pub views: u32,
+    /// Whether its activations for fine-tuning are kept.
+    pub activations: bool,
 }
 
 /// A class: an editable name, its images and the files that could not be used.
@@ -179,6 +181,10 @@ pub struct TrainedResult {
     pub threshold: Option<Threshold>,
     /// Training time in milliseconds.
     pub millis: f64,
+    /// The backbone's last blocks were fine-tuned with the head (then the figures are those of
+    /// the held-out validation images, and `search` chose the head before fine-tuning).
+    #[serde(default)]
+    pub fine_tuned: Option<crate::protocol::FineTunedSummary>,
 }
 
 /// ImageNet logits of one image, or why there are none.
@@ -220,6 +226,9 @@ pub struct Project {
     pub settings: RwSignal<Settings>,
     /// Augmented views embedded with each image added from now on (0: none).
     pub augmented_views: RwSignal<u32>,
+    /// The backbone's last blocks fine-tuned with the head (0: the head alone); one of
+    /// [`images::TRAIN_BLOCK_CHOICES`].
+    pub train_blocks: RwSignal<usize>,
     /// Two classes: the probability of the second class from which it is predicted.
     pub threshold: RwSignal<f64>,
     /// The project in IndexedDB, once open.
@@ -306,6 +315,7 @@ impl Project {
             predictions: RwSignal::new(Vec::new()),
             settings: RwSignal::new(Settings::default()),
             augmented_views: RwSignal::new(0),
+            train_blocks: RwSignal::new(0),
             threshold: RwSignal::new(0.5),
             storage: StoredValue::new_local(None),
             restored: RwSignal::new(false),

@@ -8,7 +8,7 @@ use medtransfer_core::train::EpochSummary;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::JsValue;
 
-use super::images::offered_views;
+use super::images::{offered_train_blocks, offered_views};
 use super::{
     ClassEntry, ImageEntry, ImageStatus, NoticeKind, Ownership, Project, Settings, TrainedResult,
     TrainingState,
@@ -31,6 +31,9 @@ pub struct SavedProject {
     /// Augmented views embedded with each image added (absent in older pages' saves: none).
     #[serde(default)]
     pub augmented_views: u32,
+    /// The last blocks fine-tuned with the head (absent in older pages' saves: none).
+    #[serde(default)]
+    pub train_blocks: usize,
     /// The two-class decision threshold.
     pub threshold: f64,
     /// The epochs of the model in use.
@@ -136,6 +139,7 @@ impl Project {
                     ImageStatus::Embedding
                 },
                 views: record.view_count(),
+                activations: record.has_activations(),
             };
             class.images.update(|images| images.push(entry));
         }
@@ -153,6 +157,8 @@ impl Project {
         self.settings.set(saved.settings);
         self.augmented_views
             .set(offered_views(saved.augmented_views));
+        self.train_blocks
+            .set(offered_train_blocks(saved.train_blocks as u64));
         self.threshold.set(saved.threshold);
         let model = storage.model().await?;
         self.training.set(TrainingState {
@@ -187,6 +193,7 @@ impl Project {
             next_id: self.next_id.get_value(),
             settings: self.settings.get(),
             augmented_views: self.augmented_views.get(),
+            train_blocks: self.train_blocks.get(),
             threshold: self.threshold.get(),
             epochs,
             result,
@@ -382,6 +389,20 @@ impl Project {
             self.embeds
                 .update_value(|q| q.mark_sent(ids.iter().copied()));
             self.send(Envelope::with_bytes(ToWorker::Restore { ids, views }, rows));
+            // The activations for fine-tuning of those that have them, in their own message.
+            let with: Vec<&ImageRecord> = chunk.iter().filter(|r| r.has_activations()).collect();
+            if !with.is_empty() {
+                let ids = with.iter().map(|r| r.id).collect();
+                let bytes = with
+                    .iter()
+                    .flat_map(|r| r.activations.as_deref().unwrap_or_default())
+                    .copied()
+                    .collect();
+                self.send(Envelope::with_bytes(
+                    ToWorker::RestoreActivations { ids },
+                    bytes,
+                ));
+            }
         }
         self.send_embeds();
         log_step("fed the worker", started);

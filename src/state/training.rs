@@ -2,6 +2,7 @@
 //! use stays until a new run has succeeded (see [`super::worker_events`]).
 
 use leptos::prelude::*;
+use medtransfer_core::finetune::FineTuneConfig;
 use medtransfer_core::head::HeadKind;
 use medtransfer_core::run::{Recipe, RunConfig};
 use medtransfer_core::threshold::ThresholdRule;
@@ -216,10 +217,15 @@ impl Project {
             result,
             error: None,
         });
+        let blocks = self.train_blocks.get_untracked();
         self.send(Envelope::new(ToWorker::Train {
             classes: names,
             items,
             config: settings,
+            fine_tune: (blocks > 0).then(|| FineTuneConfig {
+                blocks,
+                ..FineTuneConfig::default()
+            }),
         }));
     }
 

@@ -237,14 +237,22 @@ impl Project {
                 });
                 self.classified.update(|c| c.push((id, result)));
             }
-            FromWorker::Embedded { id, error, views } => {
+            FromWorker::Embedded {
+                id,
+                error,
+                views,
+                activations,
+            } => {
                 self.made_progress();
                 self.embeds.update_value(|q| q.answered(id));
-                self.on_embedded(id, error, views, bytes.unwrap_or_default());
+                self.on_embedded(id, error, (views, activations), bytes.unwrap_or_default());
                 self.send_embeds();
             }
+            // A fine-tuning run starts twice (the head's fit, then the fine-tuning): the epochs
+            // shown are the last phase's, whose kept epoch the model has.
             FromWorker::TrainStarted { epochs, .. } => self.training.update(|t| {
                 t.planned_epochs = epochs;
+                t.epochs.clear();
             }),
             FromWorker::Searching { done, total } => {
                 self.training.update(|t| t.searching = Some((done, total)))
@@ -258,6 +266,7 @@ impl Project {
                 search,
                 threshold,
                 millis,
+                fine_tuned,
             } => {
                 self.made_progress();
                 match bytes {
@@ -294,6 +303,7 @@ impl Project {
                         search: search.map(|s| *s),
                         threshold,
                         millis,
+                        fine_tuned,
                     });
                 })
             }
@@ -317,19 +327,26 @@ impl Project {
 
     /// An image's embedding (bytes: embedding, its `views` augmented views' embeddings, JPEG
     /// thumbnail) or its per-file error.
-    fn on_embedded(self, id: ImageId, error: Option<String>, views: u32, bytes: Vec<u8>) {
+    fn on_embedded(
+        self,
+        id: ImageId,
+        error: Option<String>,
+        (views, activations): (u32, bool),
+        bytes: Vec<u8>,
+    ) {
         // Removed while it was embedding: nothing to show or store.
         let Some((class, entry)) = self.find_image(id) else {
             return;
         };
-        match (error, split_embedded(&bytes, views)) {
-            (None, Some((embedding, view_rows, thumbnail))) => {
-                let thumb = jpeg_url(thumbnail);
+        match (error, split_embedded(&bytes, views, activations)) {
+            (None, Some(parts)) => {
+                let thumb = jpeg_url(parts.thumbnail);
                 class.images.update(|images| {
                     if let Some(image) = images.iter_mut().find(|i| i.id == id) {
                         image.status = ImageStatus::Ready;
                         image.thumb = thumb;
                         image.views = views;
+                        image.activations = activations;
                     }
                 });
                 let record = ImageRecord {
@@ -337,9 +354,10 @@ impl Project {
                     class_key: class.key,
                     name: entry.name.clone(),
                     original: None,
-                    thumbnail: (!thumbnail.is_empty()).then(|| thumbnail.to_vec()),
-                    embedding: Some(embedding.to_vec()),
-                    views: (views > 0).then(|| view_rows.to_vec()),
+                    thumbnail: (!parts.thumbnail.is_empty()).then(|| parts.thumbnail.to_vec()),
+                    embedding: Some(parts.embedding.to_vec()),
+                    views: (views > 0).then(|| parts.views.to_vec()),
+                    activations: parts.activations.map(<[u8]>::to_vec),
                 };
                 // A record that cannot be written stays on the page to write again.
                 let name = entry.name;

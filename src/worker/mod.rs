@@ -9,25 +9,30 @@ use std::rc::Rc;
 
 use js_sys::{Function, Promise, Reflect};
 use medtransfer_core::augment::AugmentConfig;
-use medtransfer_core::efficientnet::{EMBEDDING_DIM, EfficientNetLite0, load_from_bytes};
+use medtransfer_core::efficientnet::{EfficientNetLite0, load_from_bytes};
 use medtransfer_core::embeddings::{
     content_hash, encode_embedding, encode_rows, inputs_with_views,
 };
+use medtransfer_core::finetune::{CutFeatures, STORED_BLOCKS, embed_with_activations};
 use medtransfer_core::inference::run_each;
 use medtransfer_core::model_file::ModelFile;
 use medtransfer_core::preprocess::{decode_image, preprocess_decoded, preprocess_image};
 use medtransfer_core::thumbnail::thumbnail_of;
-use medtransfer_core::train::{CancelToken, Classifier, limits};
+use medtransfer_core::train::{CancelToken, limits};
 use medtransfer_core::{BackendKind, ComputeDevice, select_device};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::{JsFuture, spawn_local};
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
+mod predictor;
 mod training;
 
 use crate::gpu_probe::probe_webgpu;
-use crate::protocol::{Envelope, FromWorker, ImageId, ImageRows, ToWorker, restore_rows};
+use crate::protocol::{
+    Envelope, FromWorker, ImageId, ImageRows, ToWorker, restore_activations, restore_rows,
+};
+use predictor::Predictor;
 
 /// Images embedded per forward pass (the core splits larger batches anyway).
 const BATCH: usize = 8;
@@ -73,11 +78,13 @@ struct State {
     embeddings: HashMap<ImageId, Vec<f32>>,
     /// The augmented views' embeddings of the images that have them.
     views: HashMap<ImageId, Vec<Vec<f32>>>,
+    /// The activations for fine-tuning ([`STORED_BLOCKS`]) of the images that have them.
+    activations: HashMap<ImageId, CutFeatures>,
     /// Images being embedded now: one forgotten meanwhile is not kept when its rows arrive.
     embedding_now: HashSet<ImageId>,
     queue: VecDeque<Job>,
     draining: bool,
-    classifier: Option<Rc<Classifier>>,
+    classifier: Option<Rc<Predictor>>,
     cancel: CancelToken,
     training: bool,
 }
@@ -159,6 +166,10 @@ fn on_message(event: MessageEvent) {
                 }
             });
         }
+        ToWorker::RestoreActivations { ids } => {
+            let rows = restore_activations(&ids, &bytes.unwrap_or_default());
+            STATE.with_borrow_mut(|s| s.activations.extend(rows));
+        }
         ToWorker::LoadClassifier => load_classifier(&bytes.unwrap_or_default()),
         ToWorker::Classify { id } => enqueue(Job::new(id, bytes, JobKind::Classify)),
         ToWorker::SimulateCrash { device_lost } => simulate_crash(device_lost),
@@ -171,6 +182,7 @@ fn on_message(event: MessageEvent) {
         ToWorker::Forget { id } => STATE.with_borrow_mut(|s| {
             s.embeddings.remove(&id);
             s.views.remove(&id);
+            s.activations.remove(&id);
             s.embedding_now.remove(&id);
             s.queue
                 .retain(|job| job.id != id || job.kind != JobKind::Embed);
@@ -179,7 +191,8 @@ fn on_message(event: MessageEvent) {
             classes,
             items,
             config,
-        } => spawn_local(training::train(classes, items, config)),
+            fine_tune,
+        } => spawn_local(training::train(classes, items, config, fine_tune)),
         ToWorker::Stop => STATE.with_borrow(|s| s.cancel.cancel()),
     }
 }
@@ -228,20 +241,7 @@ fn load_classifier(bytes: &[u8]) {
             .clone()
             .ok_or("the network is not loaded yet".to_string())?;
         let file = ModelFile::from_bytes(bytes).map_err(|e| e.to_string())?;
-        if file.header.head.input_dim != EMBEDDING_DIM {
-            return Err(format!(
-                "the model takes {} features, the network gives {EMBEDDING_DIM}",
-                file.header.head.input_dim
-            ));
-        }
-        let classifier = Classifier::new(
-            &file.header.head,
-            &file.weights,
-            &file.normalization,
-            &device.device,
-        )
-        .map_err(|e| e.to_string())?;
-        s.classifier = Some(Rc::new(classifier));
+        s.classifier = Some(Rc::new(Predictor::from_file(&file, &device)?));
         Ok::<(), String>(())
     });
     post(&FromWorker::ClassifierLoaded {
@@ -396,7 +396,11 @@ async fn drain() {
                 Err(error) => vec![Err(error)],
             })
             .collect();
-        let mut outputs = run_each(&model, flat, &device.device).await.into_iter();
+        // Each image's activations for fine-tuning come from the same pass (its views' are
+        // not kept).
+        let mut outputs = embed_with_activations(&model, flat, STORED_BLOCKS, &device.device)
+            .await
+            .into_iter();
         let results = counts.into_iter().map(|count| {
             outputs
                 .by_ref()
@@ -405,8 +409,7 @@ async fn drain() {
                 // the next job's outputs stay its own.
                 .collect::<Vec<_>>()
                 .into_iter()
-                .map(|output| output.map(|o| o.embedding))
-                .collect::<Result<Vec<Vec<f32>>, String>>()
+                .collect::<Result<Vec<_>, String>>()
         });
         let jobs: Vec<(ImageId, JobKind)> =
             jobs.into_iter().map(|job| (job.id, job.kind)).collect();
@@ -414,26 +417,32 @@ async fn drain() {
             // The image's row first, then its views'.
             let result = result.and_then(|rows| {
                 let mut rows = rows.into_iter();
-                let embedding = rows.next().ok_or("no embedding was returned")?;
-                Ok(ImageRows {
-                    embedding,
-                    views: rows.collect(),
-                })
+                let image = rows.next().ok_or("no embedding was returned")?;
+                Ok((image, rows.map(|view| view.embedding).collect::<Vec<_>>()))
             });
             match kind {
                 JobKind::Embed => match result {
-                    Ok(rows) => {
-                        let mut bytes = encode_embedding(&rows.embedding);
-                        bytes.extend(encode_rows(&rows.views));
+                    Ok((image, views)) => {
+                        let mut bytes = encode_embedding(&image.embedding);
+                        bytes.extend(encode_rows(&views));
+                        bytes.extend(image.activations.to_bytes());
                         bytes.extend(thumbnail.unwrap_or_default());
                         let message = FromWorker::Embedded {
                             id,
                             error: None,
-                            views: rows.views.len() as u32,
+                            views: views.len() as u32,
+                            activations: true,
                         };
                         STATE.with_borrow_mut(|s| {
                             if s.embedding_now.remove(&id) {
-                                s.keep(id, rows);
+                                s.activations.insert(id, image.activations);
+                                s.keep(
+                                    id,
+                                    ImageRows {
+                                        embedding: image.embedding,
+                                        views,
+                                    },
+                                );
                             }
                         });
                         post_with(&message, Some(bytes));
@@ -444,6 +453,7 @@ async fn drain() {
                             id,
                             error: Some(error),
                             views: 0,
+                            activations: false,
                         });
                     }
                 },
@@ -452,15 +462,9 @@ async fn drain() {
                     let result = match (result, &classifier) {
                         (Err(error), _) => Err(error),
                         (Ok(_), None) => Err("train a model first".to_string()),
-                        (Ok(rows), Some(classifier)) => classifier
-                            .predict(&[rows.embedding])
-                            .await
-                            .map_err(|e| e.to_string())
-                            .and_then(|rows| {
-                                rows.into_iter()
-                                    .next()
-                                    .ok_or_else(|| "no prediction was returned".to_string())
-                            }),
+                        (Ok((image, _)), Some(classifier)) => {
+                            classifier.predict(&model, image, &device).await
+                        }
                     };
                     post_with(&FromWorker::Prediction { id, result }, thumbnail);
                 }

@@ -1,10 +1,15 @@
 //! Training in the worker: the run's items and their augmented views gathered from what the
-//! worker holds, core's [`run`] driven with a [`Progress`] that posts to the page, and the
+//! worker holds, core's [`run`] (or, fine-tuning the last blocks, [`fine_tune_run`] on the
+//! items' stored activations) driven with a [`Progress`] that posts to the page, and the
 //! trained model kept for predictions.
 
 use std::rc::Rc;
 
 use medtransfer_core::ComputeDevice;
+use medtransfer_core::efficientnet::{EfficientNetLite0, TailWeights};
+use medtransfer_core::finetune::{
+    CutFeatures, FineTuneConfig, STORED_BLOCKS, TunedClassifier, advance, fine_tune_run,
+};
 use medtransfer_core::model_file::ModelFile;
 use medtransfer_core::recipe::SearchEvent;
 use medtransfer_core::run::{Progress, Recipe, RunConfig, Validation, run};
@@ -12,12 +17,18 @@ use medtransfer_core::train::{
     CancelToken, Classifier, LabelledEmbeddings, TrainError, TrainEvent,
 };
 
+use super::predictor::Predictor;
 use super::{STATE, post, post_with, yield_now};
-use crate::protocol::{FromWorker, ImageId};
+use crate::protocol::{FineTunedSummary, FromWorker, ImageId};
 
 /// Trains on `items` (`(image, label)`, their embeddings held by the worker) and posts
 /// [`FromWorker::Trained`] or [`FromWorker::TrainFailed`].
-pub(super) async fn train(classes: Vec<String>, items: Vec<(ImageId, usize)>, config: RunConfig) {
+pub(super) async fn train(
+    classes: Vec<String>,
+    items: Vec<(ImageId, usize)>,
+    config: RunConfig,
+    fine_tune: Option<FineTuneConfig>,
+) {
     let started = STATE.with_borrow_mut(|s| {
         if s.training {
             return Err("training is already running".to_string());
@@ -39,17 +50,52 @@ pub(super) async fn train(classes: Vec<String>, items: Vec<(ImageId, usize)>, co
                 views.push((i, view.clone()));
             }
         }
+        // Fine-tuning starts from each image's stored activations.
+        let tuning = match &fine_tune {
+            Some(tune) => {
+                let missing = items
+                    .iter()
+                    .filter(|(id, _)| !s.activations.contains_key(id))
+                    .count();
+                if missing > 0 {
+                    return Err(format!(
+                        "{missing} of the {} images have no stored activations to fine-tune \
+                         from (they were added before this page kept them, or imported): \
+                         remove and add them again, or train the head alone",
+                        items.len()
+                    ));
+                }
+                let model = s
+                    .model
+                    .clone()
+                    .ok_or("the network is not loaded yet".to_string())?;
+                let activations: Vec<CutFeatures> = items
+                    .iter()
+                    .filter_map(|(id, _)| s.activations.get(id).cloned())
+                    .collect();
+                Some((tune.clone(), model, activations))
+            }
+            None => None,
+        };
         s.training = true;
         s.cancel = CancelToken::new();
         let progress = WorkerProgress {
             views,
             labels: rows.labels.clone(),
         };
-        Ok((device, rows, progress, s.cancel.clone()))
+        Ok((device, rows, progress, s.cancel.clone(), tuning))
     });
     let ids: Vec<ImageId> = items.iter().map(|(id, _)| *id).collect();
     let result = match started {
-        Ok((device, rows, progress, cancel)) => {
+        Ok((device, rows, progress, cancel, Some((tune, model, activations)))) => {
+            let job = Tuning {
+                tune,
+                model,
+                activations,
+            };
+            run_fine_tuning(classes, &ids, rows, config, job, device, cancel, progress).await
+        }
+        Ok((device, rows, progress, cancel, None)) => {
             run_training(classes, &ids, rows, config, device, cancel, progress).await
         }
         Err(error) => {
@@ -196,7 +242,7 @@ async fn run_training(
         &device.device,
     )
     .map_err(|e| e.to_string())?;
-    STATE.with_borrow_mut(|s| s.classifier = Some(Rc::new(classifier)));
+    STATE.with_borrow_mut(|s| s.classifier = Some(Rc::new(Predictor::Head(Box::new(classifier)))));
     post_with(
         &FromWorker::Trained {
             kept_epoch: trained.kept_epoch,
@@ -212,8 +258,119 @@ async fn run_training(
                 .map(|search| Box::new(search.without_probabilities())),
             threshold: trained.threshold,
             millis: js_sys::Date::now() - started,
+            fine_tuned: None,
         },
         Some(model_file),
+    );
+    Ok(())
+}
+
+/// What a fine-tuning run needs besides a head's run.
+struct Tuning {
+    tune: FineTuneConfig,
+    model: Rc<EfficientNetLite0>,
+    /// The items' stored activations ([`STORED_BLOCKS`]), in item order.
+    activations: Vec<CutFeatures>,
+}
+
+/// Fine-tunes the last blocks with the head on `items` (image `ids[i]` is item `i`): the
+/// stored activations moved to the run's cut once, core's [`fine_tune_run`], the tuned model
+/// kept and posted as [`FromWorker::Trained`] with its held-out figures.
+#[allow(clippy::too_many_arguments)]
+async fn run_fine_tuning(
+    classes: Vec<String>,
+    ids: &[ImageId],
+    items: LabelledEmbeddings,
+    config: RunConfig,
+    job: Tuning,
+    device: ComputeDevice,
+    cancel: CancelToken,
+    mut progress: WorkerProgress,
+) -> Result<(), String> {
+    let started = js_sys::Date::now();
+    let config = RunConfig {
+        mlp_budget: PAGE_MLP_BUDGET,
+        ..config
+    };
+    let blocks = job.tune.blocks;
+    let cut = advance(
+        &job.model,
+        &job.activations,
+        STORED_BLOCKS,
+        blocks,
+        &device.device,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    drop(job.activations);
+    let pretrained = TailWeights::pretrained(&job.model, blocks)
+        .await
+        .map_err(|e| e.to_string())?;
+    let finished = fine_tune_run(
+        &classes,
+        &items,
+        &cut,
+        None,
+        &pretrained,
+        &config,
+        &job.tune,
+        &device.device,
+        &cancel,
+        &mut progress,
+    )
+    .await
+    .map_err(|e| match e {
+        TrainError::Split { .. } => format!(
+            "{e}. Fine-tuning holds out the validation share of each class: add images, or \
+             raise the validation share"
+        ),
+        TrainError::Config(_) => {
+            format!("{e}. Fine-tuning needs held-out images: set a validation share above 0")
+        }
+        e => e.to_string(),
+    })?;
+    let tuned = &finished.tuned;
+    let mut model_file = ModelFile::from_fine_tuned(tuned, "MedTransfer web app");
+    if let Some(search) = &finished.head_run.search {
+        model_file = model_file.with_search(search);
+    }
+    let classifier = TunedClassifier::new(
+        &tuned.tail,
+        &tuned.head.config,
+        &tuned.head.weights,
+        &tuned.head.normalization,
+        &device.device,
+    )
+    .map_err(|e| e.to_string())?;
+    STATE.with_borrow_mut(|s| {
+        s.classifier = Some(Rc::new(Predictor::Tuned(Box::new(classifier), blocks)))
+    });
+    let head_only = finished.head_run.trained.validation.as_ref();
+    post_with(
+        &FromWorker::Trained {
+            kept_epoch: tuned.head.kept_epoch,
+            stop_reason: tuned.head.stop_reason,
+            validation: tuned.head.validation.clone().map(Box::new),
+            validation_ids: finished
+                .head_run
+                .validation_items
+                .iter()
+                .filter_map(|&i| ids.get(i).copied())
+                .collect(),
+            search: finished
+                .head_run
+                .search
+                .as_ref()
+                .map(|search| Box::new(search.without_probabilities())),
+            threshold: tuned.head.threshold,
+            millis: js_sys::Date::now() - started,
+            fine_tuned: Some(FineTunedSummary {
+                blocks,
+                head_only_accuracy: head_only.map(|v| v.accuracy),
+                head_only_auc: head_only.and_then(|v| v.auc),
+            }),
+        },
+        Some(model_file.to_bytes()),
     );
     Ok(())
 }

@@ -35,7 +35,8 @@ pub mod features;
 mod tests;
 
 pub use features::{
-    CutFeatureStore, CutFeatures, cut_cache_key, cut_features, cut_features_cached,
+    CutFeatureStore, CutFeatures, EmbeddingWithActivations, STORED_BLOCKS, advance, cut_cache_key,
+    cut_features, cut_features_cached, embed_with_activations,
 };
 
 /// Settings of a fine-tuning run (after the head's own fit).
@@ -385,6 +386,57 @@ pub async fn fine_tune(
     })
 }
 
+/// A [`Progress`] for a run on the subset `items` of the caller's items: the indices it is
+/// asked about (the subset's) are the caller's `items[i]`, and the augmented views it hands
+/// back are re-indexed into the subset (views of items outside it are dropped).
+struct Subset<'a, P> {
+    inner: &'a mut P,
+    items: &'a [usize],
+}
+
+impl<P: Progress> Subset<'_, P> {
+    fn outer(&self, subset: &[usize]) -> Vec<usize> {
+        subset
+            .iter()
+            .filter_map(|&i| self.items.get(i).copied())
+            .collect()
+    }
+}
+
+impl<P: Progress> Progress for Subset<'_, P> {
+    fn event(&mut self, event: &crate::train::TrainEvent) {
+        self.inner.event(event);
+    }
+
+    fn between_epochs(&mut self) -> impl std::future::Future<Output = ()> {
+        self.inner.between_epochs()
+    }
+
+    fn search(&mut self, event: &crate::recipe::SearchEvent) {
+        self.inner.search(event);
+    }
+
+    fn extra_training(&mut self, train: &[usize], validation: &[usize]) -> LabelledEmbeddings {
+        let (train, validation) = (self.outer(train), self.outer(validation));
+        self.inner.extra_training(&train, &validation)
+    }
+
+    fn augmented_views(&mut self, items: &[usize]) -> Vec<(usize, Vec<f32>)> {
+        let outer = self.outer(items);
+        let position: std::collections::HashMap<usize, usize> = self
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, &o)| (o, i))
+            .collect();
+        self.inner
+            .augmented_views(&outer)
+            .into_iter()
+            .filter_map(|(item, view)| position.get(&item).map(|&i| (i, view)))
+            .collect()
+    }
+}
+
 /// A finished fine-tuning run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FineTuneRun {
@@ -459,7 +511,10 @@ pub async fn fine_tune_run(
         config,
         device,
         cancel,
-        progress,
+        &mut Subset {
+            inner: &mut *progress,
+            items: &split.train,
+        },
     )
     .await?;
     head_run.train_items = split.train.clone();

@@ -528,3 +528,55 @@ fn cut_point_activations_and_the_pretrained_tail_give_the_embedding() {
         );
     }
 }
+
+/// One pass gives the embedding and the activations the page stores; moving those to a later
+/// cut gives what the frozen part computes there directly.
+#[test]
+fn embedding_with_activations_and_advancing_the_cut_agree_with_the_direct_paths() {
+    use medtransfer_core::finetune::{
+        STORED_BLOCKS, advance, cut_features, embed_with_activations,
+    };
+    let Some(model) = model_or_skip("embedding_with_activations_and_advancing_the_cut") else {
+        return;
+    };
+    let device = Device::flex();
+    let images = golden_inputs(&golden_fixtures());
+    let full = pollster::block_on(run_batch_on(&model, &images, &device, Engine::Auto))
+        .expect("the kernels run");
+    let mut inputs: Vec<Result<Vec<f32>, String>> = images.iter().cloned().map(Ok).collect();
+    inputs.insert(1, Err("a bad file".into()));
+    let both = pollster::block_on(embed_with_activations(
+        &model,
+        inputs,
+        STORED_BLOCKS,
+        &device,
+    ));
+    assert_eq!(both.len(), images.len() + 1);
+    assert_eq!(both[1], Err("a bad file".to_string()));
+    let both: Vec<_> = both.into_iter().filter_map(Result::ok).collect();
+    let stored = pollster::block_on(cut_features(&model, &images, STORED_BLOCKS, &device))
+        .expect("activations");
+    for (i, b) in both.iter().enumerate() {
+        assert_eq!(
+            b.embedding, full.embeddings[i],
+            "image {i}: the same embedding"
+        );
+        assert_eq!(b.activations, stored[i], "image {i}: the same activations");
+    }
+    let moved =
+        pollster::block_on(advance(&model, &stored, STORED_BLOCKS, 2, &device)).expect("advances");
+    let direct = pollster::block_on(cut_features(&model, &images, 2, &device)).expect("direct");
+    for (a, b) in moved.iter().zip(&direct) {
+        let max_diff = a
+            .values
+            .iter()
+            .zip(&b.values)
+            .map(|(x, y)| (x.to_f32() - y.to_f32()).abs() / (1.0 + y.to_f32().abs()))
+            .fold(0f32, f32::max);
+        assert!(
+            max_diff < 1e-2,
+            "advanced vs direct activations: {max_diff}"
+        );
+    }
+    assert!(pollster::block_on(advance(&model, &stored, 2, 8, &device)).is_err());
+}

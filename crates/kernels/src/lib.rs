@@ -25,14 +25,16 @@
 
 use gemm::Parallelism;
 
+mod cut;
 mod depthwise;
 mod network;
 mod pointwise;
 mod stem;
 pub mod vector;
 
+pub use cut::CutActivations;
 pub use depthwise::Depthwise;
-pub use network::{BatchOutput, Block, CutActivations, LayerTimes, Network};
+pub use network::{BatchOutput, Block, LayerTimes, Network};
 pub use pointwise::Pointwise;
 pub use stem::Stem;
 

@@ -35,19 +35,6 @@ pub struct BatchOutput {
     pub logits: Vec<f32>,
 }
 
-/// Activations part-way through the network ([`Network::cut_features`]).
-#[derive(Clone, Debug, PartialEq)]
-pub struct CutActivations {
-    /// One channels-last `height × width × channels` vector per image.
-    pub rows: Vec<Vec<f32>>,
-    /// Rows of each image's activations (0 for no images).
-    pub height: usize,
-    /// Columns.
-    pub width: usize,
-    /// Channels.
-    pub channels: usize,
-}
-
 /// Wall time per kind of layer, summed over the images of [`Network::profile`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LayerTimes {
@@ -227,65 +214,6 @@ impl Network {
         self.blocks.len()
     }
 
-    /// The activations after the stem and the first `blocks` blocks of each of `images`
-    /// (planar `3 × height × width` each): the frozen part of a network whose last blocks are
-    /// fine-tuned, one channels-last `h × w × c` vector per image. Natively the images are
-    /// spread over rayon's threads.
-    ///
-    /// # Errors
-    /// [`KernelError::InputLength`] for an image of the wrong size; [`KernelError::Channels`]
-    /// when `blocks` is more than the network has.
-    pub fn cut_features(
-        &self,
-        images: &[&[f32]],
-        height: usize,
-        width: usize,
-        blocks: usize,
-    ) -> Result<CutActivations, KernelError> {
-        self.check_inputs(images, height, width)?;
-        if blocks > self.blocks.len() {
-            return Err(KernelError::Channels {
-                layer: "cut point".to_string(),
-                got: blocks,
-                expected: self.blocks.len(),
-            });
-        }
-        let one = |image: &[f32], scratch: &mut Scratch| {
-            let (h, w, c) = self.run_blocks(
-                image,
-                (height, width),
-                blocks,
-                scratch,
-                Threads::Serial,
-                &mut Clock::off(),
-            );
-            (scratch.current[..h * w * c].to_vec(), (h, w, c))
-        };
-        #[cfg(not(target_arch = "wasm32"))]
-        let results: Vec<(Vec<f32>, (usize, usize, usize))> = {
-            use rayon::prelude::*;
-            images
-                .par_iter()
-                .map_init(Scratch::default, |scratch, image| one(image, scratch))
-                .collect()
-        };
-        #[cfg(target_arch = "wasm32")]
-        let results: Vec<(Vec<f32>, (usize, usize, usize))> = {
-            let mut scratch = Scratch::default();
-            images
-                .iter()
-                .map(|image| one(image, &mut scratch))
-                .collect()
-        };
-        let (height, width, channels) = results.first().map_or((0, 0, 0), |r| r.1);
-        Ok(CutActivations {
-            rows: results.into_iter().map(|r| r.0).collect(),
-            height,
-            width,
-            channels,
-        })
-    }
-
     /// Every image must be `3 × height × width` values, and the size not zero.
     pub(crate) fn check_inputs(
         &self,
@@ -319,18 +247,32 @@ impl Network {
     /// Runs the stem and the first `blocks` blocks on one planar image, leaving the
     /// channels-last activations in `scratch.current`; returns their `(height, width,
     /// channels)`.
-    fn run_blocks(
+    pub(crate) fn run_blocks(
         &self,
         image: &[f32],
-        (height, width): (usize, usize),
+        size: (usize, usize),
         blocks: usize,
         scratch: &mut Scratch,
         threads: Threads,
         clock: &mut Clock,
     ) -> (usize, usize, usize) {
+        let shape = self.run_stem(image, size, scratch, threads, clock);
+        self.run_range(0..blocks, shape, scratch, threads, clock)
+    }
+
+    /// The stem on one planar image, into `scratch.current`; returns `(height, width,
+    /// channels)` of its output.
+    fn run_stem(
+        &self,
+        image: &[f32],
+        (height, width): (usize, usize),
+        scratch: &mut Scratch,
+        threads: Threads,
+        clock: &mut Clock,
+    ) -> (usize, usize, usize) {
         let stride = self.stem.stride;
-        let (mut h, mut w) = (height.div_ceil(stride), width.div_ceil(stride));
-        let mut channels = self.stem.out_channels;
+        let (h, w) = (height.div_ceil(stride), width.div_ceil(stride));
+        let channels = self.stem.out_channels;
         self.stem.run(
             image,
             height,
@@ -339,7 +281,22 @@ impl Network {
             threads,
         );
         clock.lap(|| format!("stem {0}x{0}/{stride} + relu6", self.stem.kernel));
-        for block in self.blocks.iter().take(blocks) {
+        (h, w, channels)
+    }
+
+    /// Runs `range` of the blocks on the `(height, width, channels)` activations in
+    /// `scratch.current`, leaving their output there; returns its shape.
+    fn run_range(
+        &self,
+        range: std::ops::Range<usize>,
+        (mut h, mut w, mut channels): (usize, usize, usize),
+        scratch: &mut Scratch,
+        threads: Threads,
+        clock: &mut Clock,
+    ) -> (usize, usize, usize) {
+        let end = range.end.min(self.blocks.len());
+        let start = range.start.min(end);
+        for block in &self.blocks[start..end] {
             let pixels = h * w;
             // The depthwise input: the expansion's output, or the block input itself.
             let mid_channels = block.depthwise.channels;
@@ -403,7 +360,34 @@ impl Network {
         embedding: &mut [f32],
         clock: &mut Clock,
     ) {
-        let (h, w, _) = self.run_blocks(image, size, self.blocks.len(), scratch, threads, clock);
+        self.embed_with_cut(image, size, scratch, threads, embedding, None, clock);
+    }
+
+    /// [`Self::embed`], also copying the activations after the first `cut.0` blocks into
+    /// `cut.1` (channels-last) on the way.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn embed_with_cut(
+        &self,
+        image: &[f32],
+        size: (usize, usize),
+        scratch: &mut Scratch,
+        threads: Threads,
+        embedding: &mut [f32],
+        cut: Option<(usize, &mut Vec<f32>)>,
+        clock: &mut Clock,
+    ) {
+        let all = self.blocks.len();
+        let mut shape = self.run_stem(image, size, scratch, threads, clock);
+        if let Some((blocks, out)) = cut {
+            shape = self.run_range(0..blocks, shape, scratch, threads, clock);
+            let (h, w, c) = shape;
+            out.clear();
+            out.extend_from_slice(&scratch.current[..h * w * c]);
+            shape = self.run_range(blocks..all, shape, scratch, threads, clock);
+        } else {
+            shape = self.run_range(0..all, shape, scratch, threads, clock);
+        }
+        let (h, w, _) = shape;
         let pixels = h * w;
         let dim = self.head.out_channels;
         self.head.run(

@@ -20,7 +20,7 @@ pub mod weights;
 
 pub use labels::{ImageNetLabels, LabelsError, Prediction, top_k_predictions};
 pub use model::{BlockSpec, EfficientNetLite0, EfficientNetOutput, InputShapeError, block_specs};
-pub use tail::{MAX_TRAIN_BLOCKS, Tail, TailWeights, TailWeightsError, cut_shape};
+pub use tail::{MAX_TRAIN_BLOCKS, Tail, TailWeights, TailWeightsError, cut_shape, forward_macs};
 pub use weights::{ConversionSummary, WeightsError, check_weights, load_from_bytes};
 #[cfg(not(target_arch = "wasm32"))]
 pub use weights::{convert_pytorch_weights, convert_pytorch_weights_to_bytes};

@@ -233,6 +233,25 @@ impl EfficientNetLite0 {
         x
     }
 
+    /// Runs blocks `range` on activations `[N, C, H, W]` (the output of the block before
+    /// `range.start`), e.g. to move cut-point activations to a later cut.
+    pub fn forward_blocks(&self, x: Tensor<4>, range: std::ops::Range<usize>) -> Tensor<4> {
+        let end = range.end.min(self.blocks.len());
+        let start = range.start.min(end);
+        self.blocks[start..end]
+            .iter()
+            .fold(x, |x, block| block.forward(x))
+    }
+
+    /// The `[N, 1280]` embedding from the activations after the first `blocks` blocks: the
+    /// remaining blocks, the head, ReLU6, global average pooling.
+    pub fn embedding_from_cut(&self, x: Tensor<4>, blocks: usize) -> Tensor<2> {
+        let x = self.forward_blocks(x, blocks..self.blocks.len());
+        let x = relu6(self.head.forward(x));
+        let [n, c, h, w] = x.dims();
+        x.reshape([n, c, h * w]).mean_dim(2).reshape([n, c])
+    }
+
     /// ImageNet logits `[N, 1000]` from embeddings `[N, 1280]` (the pretrained linear head).
     pub fn logits_from_embedding(&self, embedding: Tensor<2>) -> Tensor<2> {
         self.fc.forward(embedding)

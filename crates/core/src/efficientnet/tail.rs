@@ -92,6 +92,34 @@ pub fn cut_shape(blocks: usize) -> (usize, usize, usize) {
     (channels, size, size)
 }
 
+/// Multiply-accumulates of one forward pass over a 224×224 image: of the whole network
+/// (stem, blocks and head convolution; about 0.39·10⁹) when `blocks` is `None`, else of the
+/// last `blocks` blocks and the head convolution (the part fine-tuning runs; its backward pass
+/// costs about twice as much again).
+pub fn forward_macs(blocks: Option<usize>) -> u64 {
+    let specs = block_specs();
+    let first = blocks.map_or(0, |b| specs.len().saturating_sub(b));
+    let mut size = same_output_size(IMAGE_SIZE, 2) as u64;
+    let mut macs = if blocks.is_none() {
+        size * size * 3 * STEM_CHANNELS as u64 * 9
+    } else {
+        0
+    };
+    for (index, spec) in specs.iter().enumerate() {
+        let out = same_output_size(size as usize, spec.stride) as u64;
+        if index >= first {
+            let (c_in, mid) = (spec.in_channels as u64, spec.mid_channels() as u64);
+            let k = spec.kernel as u64;
+            if spec.expand_ratio != 1 {
+                macs += size * size * c_in * mid;
+            }
+            macs += out * out * mid * (k * k + spec.out_channels as u64);
+        }
+        size = out;
+    }
+    macs + size * size * (HEAD_IN_CHANNELS * EMBEDDING_DIM) as u64
+}
+
 /// Checks a block count: 1..=[`MAX_TRAIN_BLOCKS`].
 pub fn check_blocks(blocks: usize) -> Result<(), TailWeightsError> {
     if (1..=MAX_TRAIN_BLOCKS).contains(&blocks) {
@@ -289,6 +317,20 @@ mod tests {
             ("blocks.14.expand.weight".into(), vec![1152, 192, 1, 1])
         );
         assert_eq!(shapes.last().map(|s| s.1.clone()), Some(vec![1280]));
+    }
+
+    #[test]
+    fn the_tail_costs_a_fraction_of_the_network() {
+        let all = forward_macs(None);
+        // EfficientNet-Lite0: about 0.4 GMAC at 224×224 (0.39 with the head convolution,
+        // without the classifier).
+        assert!((350_000_000..420_000_000).contains(&all), "{all}");
+        let two = forward_macs(Some(2));
+        let eight = forward_macs(Some(8));
+        assert!(two < eight && eight < all, "{two} {eight} {all}");
+        // Blocks 14–15 and the head: 10.8 + 1.4 + 10.8 (block 14), 10.8 + 0.5 + 18.1 (block
+        // 15), 20.1 (head) million.
+        assert!((70_000_000..75_000_000).contains(&two), "{two}");
     }
 
     #[test]

@@ -9,7 +9,9 @@ use medtransfer_kernels::KernelError;
 use crate::augment::AugmentConfig;
 use crate::efficientnet::cpu::cpu_network;
 use crate::efficientnet::tail::{check_blocks, cut_shape};
-use crate::efficientnet::{EfficientNetLite0, IMAGE_SIZE, block_specs};
+use crate::efficientnet::{
+    EMBEDDING_DIM, EfficientNetLite0, IMAGE_SIZE, MAX_TRAIN_BLOCKS, block_specs,
+};
 use crate::embeddings::{EmbeddingRequest, View, cache_key, content_hash, prepare_input};
 use crate::inference::{InferenceError, MAX_FORWARD_BATCH};
 use crate::preprocess::{PreprocessError, batch_to_tensor};
@@ -85,12 +87,7 @@ pub async fn cut_features(
         let inputs: Vec<&[f32]> = images.iter().map(Vec::as_slice).collect();
         let activations = network
             .cut_features(&inputs, IMAGE_SIZE, IMAGE_SIZE, frozen)
-            .map_err(|error| match error {
-                KernelError::InputLength { index, got, .. } => {
-                    InferenceError::from(PreprocessError::WrongLength { index, len: got })
-                }
-                other => ComputeError::Execution(other.to_string()).into(),
-            })?;
+            .map_err(kernel_error)?;
         let shape = (activations.height, activations.width, activations.channels);
         if !activations.rows.is_empty() && shape != (h, w, c) {
             return Err(ComputeError::Execution(format!(
@@ -99,45 +96,216 @@ pub async fn cut_features(
             ))
             .into());
         }
-        // Channels-last to planar.
         for row in activations.rows {
-            let mut out = vec![0.0; c * h * w];
-            for (pixel, values) in row.chunks_exact(c).enumerate() {
-                for (channel, &v) in values.iter().enumerate() {
-                    out[channel * h * w + pixel] = v;
-                }
-            }
-            planar.push(out);
+            planar.push(to_planar(&row, (h, w, c)));
         }
     } else {
         for chunk in images.chunks(MAX_FORWARD_BATCH) {
             let x = model.forward_cut(batch_to_tensor(chunk, device)?, frozen);
-            let values = read_f32(x).await?;
-            if values.len() != chunk.len() * c * h * w {
-                return Err(ComputeError::Execution(format!(
-                    "read back {} cut-point values for {} images",
-                    values.len(),
-                    chunk.len()
-                ))
-                .into());
-            }
-            planar.extend(values.chunks_exact(c * h * w).map(<[f32]>::to_vec));
+            planar.extend(read_rows(x, chunk.len(), c * h * w).await?);
         }
     }
-    planar
+    planar.iter().map(|row| to_f16(row)).collect()
+}
+
+/// A kernel's error as the inference error a caller reads.
+fn kernel_error(error: KernelError) -> InferenceError {
+    match error {
+        KernelError::InputLength { index, got, .. } => {
+            InferenceError::from(PreprocessError::WrongLength { index, len: got })
+        }
+        other => ComputeError::Execution(other.to_string()).into(),
+    }
+}
+
+/// Channels-last `h × w × c` activations as planar `c × h × w`.
+fn to_planar(row: &[f32], (h, w, c): (usize, usize, usize)) -> Vec<f32> {
+    let mut out = vec![0.0; c * h * w];
+    for (pixel, values) in row.chunks_exact(c).enumerate() {
+        for (channel, &v) in values.iter().enumerate() {
+            out[channel * h * w + pixel] = v;
+        }
+    }
+    out
+}
+
+/// Reads `[n, …]` activations back as `n` rows of `len` values.
+async fn read_rows(x: Tensor<4>, n: usize, len: usize) -> Result<Vec<Vec<f32>>, ComputeError> {
+    let values = read_f32(x).await?;
+    if values.len() != n * len {
+        return Err(ComputeError::Execution(format!(
+            "read back {} activation values for {n} images",
+            values.len()
+        )));
+    }
+    Ok(values.chunks_exact(len).map(<[f32]>::to_vec).collect())
+}
+
+/// f16 activations, or an error for a value that is not finite in f16.
+fn to_f16(row: &[f32]) -> Result<CutFeatures, InferenceError> {
+    let values: Vec<f16> = row.iter().map(|&v| f16::from_f32(v)).collect();
+    if values.iter().all(|v| v.is_finite()) {
+        Ok(CutFeatures { values })
+    } else {
+        Err(ComputeError::Execution(
+            "the network's activations for an image are not finite numbers".into(),
+        )
+        .into())
+    }
+}
+
+/// The activations the page keeps of every image: after the frozen part of the deepest
+/// fine-tuning it offers ([`MAX_TRAIN_BLOCKS`] blocks, 80×14×14 values, 31,360 bytes), from
+/// which [`advance`] reaches every shallower cut.
+pub const STORED_BLOCKS: usize = MAX_TRAIN_BLOCKS;
+
+/// An image's embedding and its activations for fine-tuning `blocks` blocks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EmbeddingWithActivations {
+    /// The 1280-d embedding.
+    pub embedding: Vec<f32>,
+    /// The cut-point activations.
+    pub activations: CutFeatures,
+}
+
+/// The embedding and the cut-point activations for `blocks` of each input that was
+/// preprocessed (flat CHW 3×224×224), from one forward pass: one result per input, in order;
+/// an input's own error stays its error, a failed pass is the error of each image it carried.
+pub async fn embed_with_activations(
+    model: &EfficientNetLite0,
+    inputs: Vec<Result<Vec<f32>, String>>,
+    blocks: usize,
+    device: &Device,
+) -> Vec<Result<EmbeddingWithActivations, String>> {
+    let mut ok = Vec::new();
+    let errors: Vec<Option<String>> = inputs
         .into_iter()
-        .map(|row| {
-            let values: Vec<f16> = row.iter().map(|&v| f16::from_f32(v)).collect();
-            if values.iter().all(|v| v.is_finite()) {
-                Ok(CutFeatures { values })
-            } else {
-                Err(ComputeError::Execution(
-                    "the network's activations for an image are not finite numbers".into(),
-                )
-                .into())
+        .map(|input| match input {
+            Ok(pixels) => {
+                ok.push(pixels);
+                None
             }
+            Err(error) => Some(error),
+        })
+        .collect();
+    let mut outputs = match embed_and_cut(model, &ok, blocks, device).await {
+        Ok(rows) => Ok(rows.into_iter()),
+        Err(error) => Err(error.to_string()),
+    };
+    errors
+        .into_iter()
+        .map(|error| match (error, &mut outputs) {
+            (Some(error), _) => Err(error),
+            (None, Ok(rows)) => rows
+                .next()
+                .ok_or_else(|| "the backbone returned fewer rows than images".to_string()),
+            (None, Err(error)) => Err(error.clone()),
         })
         .collect()
+}
+
+async fn embed_and_cut(
+    model: &EfficientNetLite0,
+    images: &[Vec<f32>],
+    blocks: usize,
+    device: &Device,
+) -> Result<Vec<EmbeddingWithActivations>, InferenceError> {
+    check_blocks(blocks).map_err(|e| ComputeError::Execution(e.to_string()))?;
+    if images.is_empty() {
+        return Ok(Vec::new());
+    }
+    let frozen = block_specs().len() - blocks;
+    let (c, h, w) = cut_shape(blocks);
+    let mut rows: Vec<(Vec<f32>, Vec<f32>)> = Vec::with_capacity(images.len());
+    if *device == Device::flex() {
+        let network = cpu_network(model).await.map_err(ComputeError::from)?;
+        let inputs: Vec<&[f32]> = images.iter().map(Vec::as_slice).collect();
+        let (output, activations) = network
+            .forward_with_cut(&inputs, IMAGE_SIZE, IMAGE_SIZE, frozen)
+            .map_err(kernel_error)?;
+        for (embedding, cut) in output
+            .embeddings
+            .chunks_exact(EMBEDDING_DIM)
+            .zip(activations.rows)
+        {
+            rows.push((embedding.to_vec(), to_planar(&cut, (h, w, c))));
+        }
+    } else {
+        for chunk in images.chunks(MAX_FORWARD_BATCH) {
+            let cut = model.forward_cut(batch_to_tensor(chunk, device)?, frozen);
+            let embedding = model.embedding_from_cut(cut.clone(), frozen);
+            let embeddings = read_f32(embedding).await?;
+            let cuts = read_rows(cut, chunk.len(), c * h * w).await?;
+            for (embedding, cut) in embeddings.chunks_exact(EMBEDDING_DIM).zip(cuts) {
+                rows.push((embedding.to_vec(), cut));
+            }
+        }
+    }
+    if rows.len() != images.len() {
+        return Err(ComputeError::Execution(format!(
+            "the backbone returned {} rows for {} images",
+            rows.len(),
+            images.len()
+        ))
+        .into());
+    }
+    rows.into_iter()
+        .map(|(embedding, cut)| {
+            if embedding.iter().any(|v| !v.is_finite()) {
+                return Err(ComputeError::Execution(
+                    "the network's output for this image is not a finite number".into(),
+                )
+                .into());
+            }
+            Ok(EmbeddingWithActivations {
+                embedding,
+                activations: to_f16(&cut)?,
+            })
+        })
+        .collect()
+}
+
+/// Moves activations for fine-tuning `from` blocks to those for fine-tuning `to` (≤ `from`)
+/// blocks by running the frozen blocks between the two cuts on `device`, in passes of 64.
+///
+/// # Errors
+/// [`ComputeError`] for `to > from`, a block count out of range, activations of the wrong
+/// length or a failed device.
+pub async fn advance(
+    model: &EfficientNetLite0,
+    features: &[CutFeatures],
+    from: usize,
+    to: usize,
+    device: &Device,
+) -> Result<Vec<CutFeatures>, ComputeError> {
+    check_blocks(from)
+        .and_then(|()| check_blocks(to))
+        .map_err(|e| ComputeError::Execution(e.to_string()))?;
+    if to > from {
+        return Err(ComputeError::Execution(format!(
+            "activations for {from} blocks cannot give those for {to}"
+        )));
+    }
+    let expected = CutFeatures::bytes_per_image(from) / 2;
+    if features.iter().any(|f| f.values.len() != expected) {
+        return Err(ComputeError::Execution(
+            "activations of another cut point".into(),
+        ));
+    }
+    if to == from {
+        return Ok(features.to_vec());
+    }
+    let all = block_specs().len();
+    let (c, h, w) = cut_shape(to);
+    let mut out = Vec::with_capacity(features.len());
+    for chunk in features.chunks(64) {
+        let rows: Vec<&CutFeatures> = chunk.iter().collect();
+        let x = model.forward_blocks(batch_tensor(&rows, from, device), all - from..all - to);
+        for row in read_rows(x, chunk.len(), c * h * w).await? {
+            out.push(to_f16(&row).map_err(|e| ComputeError::Execution(e.to_string()))?);
+        }
+    }
+    Ok(out)
 }
 
 /// Where cached cut-point activations live (bytes of [`CutFeatures::to_bytes`]).

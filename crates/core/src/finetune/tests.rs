@@ -275,3 +275,29 @@ fn a_classifier_refuses_activations_of_another_cut() {
         assert!((a - b).abs() < 1e-5, "{a} vs {b}");
     }
 }
+
+#[test]
+fn a_run_on_a_subset_asks_about_the_callers_items_and_gets_its_own_views() {
+    struct Views(Vec<Vec<usize>>);
+    impl Progress for Views {
+        fn augmented_views(&mut self, items: &[usize]) -> Vec<(usize, Vec<f32>)> {
+            self.0.push(items.to_vec());
+            // One view of every one of the caller's five items.
+            (0..5).map(|i| (i, vec![i as f32])).collect()
+        }
+        fn extra_training(&mut self, train: &[usize], validation: &[usize]) -> LabelledEmbeddings {
+            self.0.push(train.to_vec());
+            self.0.push(validation.to_vec());
+            LabelledEmbeddings::default()
+        }
+    }
+    let mut inner = Views(Vec::new());
+    let mut subset = Subset {
+        inner: &mut inner,
+        items: &[4, 1, 3],
+    };
+    let views = subset.augmented_views(&[0, 1, 2]);
+    assert_eq!(views, [(1, vec![1.0]), (2, vec![3.0]), (0, vec![4.0])]);
+    subset.extra_training(&[2], &[0, 1]);
+    assert_eq!(inner.0, [vec![4, 1, 3], vec![3], vec![4, 1]]);
+}
