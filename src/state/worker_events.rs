@@ -154,6 +154,13 @@ impl Project {
             );
         }
         self.fail_pending_classifications("the compute worker stopped; pick the picture again");
+        // Fine-tuning runs backward kernels on the GPU that nothing else does: a worker that
+        // dies in one continues on the CPU (which runs the same blocks) rather than die again.
+        let gpu_fine_tuning = self.training.with_untracked(|t| t.running)
+            && self.train_blocks.get_untracked() > 0
+            && self
+                .worker_backend
+                .with_untracked(|b| matches!(b, Some(Ok(line)) if !line.starts_with("CPU")));
         self.worker_backend.set(None);
         self.has_model.set(false);
         self.training_failed(
@@ -177,10 +184,12 @@ impl Project {
         }
         let device_lost = is_device_loss(&reason);
         self.restarts
-            .set_value((restarts + 1, was_cpu || device_lost));
+            .set_value((restarts + 1, was_cpu || device_lost || gpu_fine_tuning));
         self.tell(
             NoticeKind::Error,
-            if device_lost {
+            if gpu_fine_tuning && !device_lost {
+                format!("Fine-tuning on the GPU stopped the compute worker ({reason}). MedTransfer switched to the CPU, which runs the same blocks; your images, embeddings and model are kept: press Train to fine-tune there.")
+            } else if device_lost {
                 format!("The GPU stopped working ({reason}). MedTransfer switched to the CPU; your images, embeddings and model are kept.")
             } else {
                 format!("The compute worker stopped ({reason}) and was restarted; your images, embeddings and model are kept.")

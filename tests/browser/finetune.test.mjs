@@ -106,6 +106,24 @@ for (const mode of [
       await screenshot(page, `finetune-${mode.name}-2-reloaded`);
       assert.deepEqual(record.foreign, [], 'requests left the page origin');
       assert.deepEqual(record.errors, [], 'page, worker or shader errors');
+
+      if (mode.webgpu) {
+        // A worker that dies while fine-tuning on the GPU is replaced by one on the CPU, where
+        // the run goes through; the tuned model from before stays until then.
+        await page.getByTestId('train').click();
+        await page.locator('[data-testid="train-status"][data-running="true"]').waitFor({ timeout: 60_000 });
+        await page.evaluate(() => globalThis.medtransferTest.crashWorker(false));
+        await page.getByTestId('project-notice').filter({ hasText: /Fine-tuning on the GPU stopped the compute worker/ }).waitFor({ timeout: 120_000 });
+        assert.match(await waitForWorker(page), /CPU/);
+        await page.getByTestId('train').and(page.locator(':enabled')).waitFor({ timeout: 120_000 });
+        await page.getByTestId('train').click();
+        await page.locator('[data-testid="train-status"][data-running="false"]').waitFor({ timeout: 600_000 });
+        assert.match(await page.getByTestId('train-status').innerText(), /Trained in/);
+        assert.match(await page.getByTestId('figures-source').innerText(), /fine-tuned/);
+        const unexpected = record.errors.filter((e) => !/simulated bug in the compute worker|compute worker stopped: Uncaught RuntimeError: unreachable/.test(e));
+        assert.deepEqual(unexpected, [], 'errors besides the simulated crash');
+        await screenshot(page, `finetune-${mode.name}-3-crash-to-cpu`);
+      }
     } finally {
       await browser.close();
     }
