@@ -164,6 +164,11 @@ pub struct TrainArgs {
     /// With --train-blocks: the blocks' learning rate (default 1e-5).
     #[arg(long, requires = "train_blocks", value_parser = tune_rate)]
     tune_backbone_lr: Option<f64>,
+    /// With --train-blocks: decay (AdamW's weight decay towards zero) or recipe (the linear
+    /// head keeps the penalty the recipe chose, and the blocks are held towards their
+    /// pretrained weights by it: L2-SP).
+    #[arg(long, requires = "train_blocks", value_enum)]
+    tune_penalty: Option<PenaltyArg>,
     /// Fixes the split, initial weights, shuffling, dropout and augmentation.
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     seed: u64,
@@ -180,6 +185,15 @@ pub struct TrainArgs {
     json: bool,
     #[command(flatten)]
     backbone: BackboneArgs,
+}
+
+/// Fine-tuning penalties on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PenaltyArg {
+    /// AdamW's decoupled weight decay towards zero.
+    Decay,
+    /// The recipe's penalty on the head, and the blocks held towards their pretrained weights.
+    Recipe,
 }
 
 /// Optimisers on the command line.

@@ -39,6 +39,22 @@ pub use features::{
     cut_features, cut_features_cached, embed_with_activations,
 };
 
+/// The regularisation of a fine-tuning run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TunePenalty {
+    /// AdamW's decoupled weight decay towards zero on both groups
+    /// ([`FineTuneConfig::weight_decay`]).
+    #[default]
+    Decay,
+    /// The head keeps the L2 penalty λ its recipe chose (a linear head fitted by L-BFGS:
+    /// λ/2 ‖W‖² added to the loss, as in its own fit), and the blocks are held towards their
+    /// pretrained weights by the same λ (λ/2 ‖θ − θ₀‖², "L2-SP": Li, Grandvalet and Davoine,
+    /// *Explicit Inductive Bias for Transfer Learning with Convolutional Networks*, ICML 2018);
+    /// no decoupled decay. With another head, the same as `Decay`.
+    Recipe,
+}
+
 /// Settings of a fine-tuning run (after the head's own fit).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FineTuneConfig {
@@ -53,8 +69,11 @@ pub struct FineTuneConfig {
     pub head_learning_rate: f64,
     /// AdamW's learning rate for the pretrained blocks and head convolution (same decay).
     pub backbone_learning_rate: f64,
-    /// AdamW's decoupled weight decay (towards zero), both groups.
+    /// AdamW's decoupled weight decay (towards zero), both groups, with [`TunePenalty::Decay`].
     pub weight_decay: f64,
+    /// How the weights are held back from fitting the training images too closely.
+    #[serde(default)]
+    pub penalty: TunePenalty,
     /// Stop after this many epochs without a lower validation loss.
     pub patience: Option<usize>,
 }
@@ -70,6 +89,7 @@ impl Default for FineTuneConfig {
             head_learning_rate: 1e-4,
             backbone_learning_rate: 1e-5,
             weight_decay: 1e-4,
+            penalty: TunePenalty::Decay,
             patience: Some(3),
         }
     }

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use medtransfer_core::efficientnet::TailWeights;
 use medtransfer_core::embeddings::View;
-use medtransfer_core::finetune::{CutFeatures, FineTuneConfig, FineTuned, fine_tune_run};
+use medtransfer_core::finetune::{
+    CutFeatures, FineTuneConfig, FineTuned, TunePenalty, fine_tune_run,
+};
 use medtransfer_core::metrics::Evaluation;
 use medtransfer_core::run::{Run, RunConfig};
 use medtransfer_core::train::{CancelToken, LabelledEmbeddings};
@@ -80,6 +82,11 @@ pub(super) fn tune_config(args: &TrainArgs, blocks: usize) -> FineTuneConfig {
         backbone_learning_rate: args
             .tune_backbone_lr
             .unwrap_or(defaults.backbone_learning_rate),
+        penalty: match args.tune_penalty {
+            Some(super::PenaltyArg::Decay) => TunePenalty::Decay,
+            Some(super::PenaltyArg::Recipe) => TunePenalty::Recipe,
+            None => defaults.penalty,
+        },
         ..defaults
     }
 }

@@ -7,15 +7,18 @@ use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::features::batch_tensor;
-use super::{CutDataset, FineTuneConfig, forward, normalization_tensors, predict_with};
+use super::{
+    CutDataset, FineTuneConfig, TunePenalty, forward, normalization_tensors, predict_with,
+};
+use crate::efficientnet::model::SameConv2d;
 use crate::efficientnet::tail::{Tail, TailWeights};
 use crate::head::{Head, OutputKind};
 use crate::metrics::{EvaluationOptions, evaluate};
 use crate::readback::{ComputeError, read_f32};
 use crate::rng::SeededRng;
 use crate::train::{
-    CancelToken, EpochSummary, Progress, StopReason, TrainError, TrainEvent, TrainedHead,
-    host_loss, per_item_loss,
+    CancelToken, EpochSummary, OptimizerKind, Progress, StopReason, TrainError, TrainEvent,
+    TrainedHead, host_loss, per_item_loss,
 };
 
 /// The shuffling stream of fine-tuning (distinct from the head's).
@@ -40,7 +43,41 @@ pub(super) struct Loop<'a> {
     plain: Device,
     tail: Tail,
     head: Head,
+    /// The pretrained tail (constants) and λ, with [`TunePenalty::Recipe`] and a linear head
+    /// fitted with a penalty.
+    anchor: Option<(Tail, f64)>,
     rng: SeededRng,
+}
+
+/// The convolutions of a tail, in order.
+fn convs(tail: &Tail) -> Vec<&SameConv2d> {
+    let mut out = Vec::new();
+    for block in &tail.blocks {
+        out.extend(block.expand.as_ref());
+        out.push(&block.depthwise);
+        out.push(&block.project);
+    }
+    out.push(&tail.head);
+    out
+}
+
+/// λ/2 (‖W_head‖² + ‖θ − θ₀‖²): the head's own penalty and the blocks' distance from their
+/// pretrained weights (see [`TunePenalty::Recipe`]).
+fn recipe_penalty(tail: &Tail, head: &Head, (pretrained, lambda): &(Tail, f64)) -> Tensor<1> {
+    let mut total = head.output.weight.val().powi_scalar(2).sum();
+    if let Some(hidden) = &head.hidden {
+        total = total + hidden.weight.val().powi_scalar(2).sum();
+    }
+    for (conv, anchor) in convs(tail).into_iter().zip(convs(pretrained)) {
+        total = total
+            + (conv.weight.val() - anchor.weight.val().detach())
+                .powi_scalar(2)
+                .sum()
+            + (conv.bias.val() - anchor.bias.val().detach())
+                .powi_scalar(2)
+                .sum();
+    }
+    total * (*lambda as f32 / 2.0)
 }
 
 fn optimizer(weight_decay: f64) -> ModuleOptimizer {
@@ -65,6 +102,19 @@ impl<'a> Loop<'a> {
         let tail = Tail::from_weights(pretrained, &device)
             .map_err(|e| TrainError::Config(e.to_string()))?;
         let head = Head::from_weights(&start.config, &start.weights, &device)?;
+        let lambda = start.train_config.weight_decay;
+        let anchor = match config.penalty {
+            TunePenalty::Recipe
+                if start.train_config.optimizer == OptimizerKind::Lbfgs && lambda > 0.0 =>
+            {
+                Some((
+                    Tail::from_weights(pretrained, &device)
+                        .map_err(|e| TrainError::Config(e.to_string()))?,
+                    lambda,
+                ))
+            }
+            _ => None,
+        };
         Ok(Self {
             start,
             train,
@@ -74,6 +124,7 @@ impl<'a> Loop<'a> {
             plain,
             tail,
             head,
+            anchor,
             rng: SeededRng::derive(seed, SHUFFLE_STREAM),
         })
     }
@@ -119,8 +170,13 @@ impl<'a> Loop<'a> {
         });
         let normalization = normalization_tensors(&self.start.normalization, &self.device);
         let plain_normalization = normalization_tensors(&self.start.normalization, &self.plain);
-        let mut tail_optimizer = optimizer(config.weight_decay);
-        let mut head_optimizer = optimizer(config.weight_decay);
+        let decay = if self.anchor.is_some() {
+            0.0
+        } else {
+            config.weight_decay
+        };
+        let mut tail_optimizer = optimizer(decay);
+        let mut head_optimizer = optimizer(decay);
         let mut best: Option<(Tail, Head, f64, usize)> = None;
         let mut history = Vec::new();
         let mut stale = 0;
@@ -152,7 +208,7 @@ impl<'a> Loop<'a> {
                 let logits = forward(&tail, &head, &normalization, x);
                 let item_loss =
                     per_item_loss(logits.clone(), self.targets(&labels), self.start.loss);
-                let loss = (item_loss * weights.clone()).sum() / weights.sum();
+                let mut loss = (item_loss * weights.clone()).sum() / weights.sum();
                 let predicted = match self.start.config.output {
                     OutputKind::Softmax => logits.detach().argmax(1).squeeze_dim::<1>(1),
                     OutputKind::Sigmoid => {
@@ -171,6 +227,9 @@ impl<'a> Loop<'a> {
                     Some(s) => s + batch,
                     None => batch,
                 });
+                if let Some(anchor) = &self.anchor {
+                    loss = loss + recipe_penalty(&tail, &head, anchor);
+                }
                 let mut grads = loss.backward();
                 let tail_grads = GradientsParams::from_module(&mut grads, &tail);
                 let head_grads = GradientsParams::from_module(&mut grads, &head);

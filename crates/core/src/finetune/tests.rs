@@ -106,6 +106,7 @@ fn settings() -> FineTuneConfig {
         head_learning_rate: 3e-3,
         backbone_learning_rate: 1e-3,
         weight_decay: 0.0,
+        penalty: TunePenalty::Decay,
         patience: None,
     }
 }
@@ -300,4 +301,47 @@ fn a_run_on_a_subset_asks_about_the_callers_items_and_gets_its_own_views() {
     assert_eq!(views, [(1, vec![1.0]), (2, vec![3.0]), (0, vec![4.0])]);
     subset.extra_training(&[2], &[0, 1]);
     assert_eq!(inner.0, [vec![4, 1, 3], vec![3], vec![4, 1]]);
+}
+
+/// Squared distance of two tails' weights.
+fn distance(a: &TailWeights, b: &TailWeights) -> f64 {
+    a.tensors
+        .iter()
+        .zip(&b.tensors)
+        .flat_map(|(x, y)| x.2.iter().zip(&y.2))
+        .map(|(x, y)| f64::from(x - y).powi(2))
+        .sum()
+}
+
+#[test]
+fn the_recipes_penalty_holds_the_blocks_near_their_pretrained_weights() {
+    let tail = random_tail(3);
+    let train = cut_set(16, 4);
+    let start = start_head(&tail, &train);
+    assert!(
+        start.train_config.weight_decay > 0.0,
+        "a penalised linear head"
+    );
+    let run = |penalty| {
+        pollster::block_on(fine_tune(
+            &start,
+            &tail,
+            &train,
+            None,
+            &FineTuneConfig {
+                penalty,
+                ..settings()
+            },
+            ThresholdRule::BalancedAccuracy,
+            7,
+            &Device::flex(),
+            &CancelToken::new(),
+            &mut Quiet,
+        ))
+        .expect("fine-tunes")
+    };
+    let (free, held) = (run(TunePenalty::Decay), run(TunePenalty::Recipe));
+    let (d_free, d_held) = (distance(&free.tail, &tail), distance(&held.tail, &tail));
+    assert!(d_held < d_free, "L2-SP {d_held} vs none {d_free}");
+    assert_ne!(held.tail, tail, "the blocks still train");
 }
