@@ -3,6 +3,7 @@
 
 use leptos::prelude::*;
 use medtransfer_core::efficientnet::forward_macs;
+use medtransfer_core::train::limits;
 
 use crate::state::images::TRAIN_BLOCK_CHOICES;
 use crate::state::{ImageStatus, use_project};
@@ -20,6 +21,11 @@ fn label(blocks: usize) -> String {
         5 => "The last 5 blocks (2 stages)".into(),
         n => format!("The last {n} blocks (3 stages)"),
     }
+}
+
+/// The number typed into an input.
+fn number(event: &leptos::ev::Event) -> Option<f64> {
+    event_target_value(event).parse().ok()
 }
 
 /// "Fine-tune the last blocks": none, 2, 5 or 8, with a time estimate.
@@ -40,13 +46,15 @@ pub fn FineTuneChoice() -> impl IntoView {
         }
         (with, all)
     };
+    let settings = project.settings;
     let estimate = move || {
         let n = blocks.get();
         if n == 0 {
             return None;
         }
         let ratio = epoch_cost_ratio(n);
-        let (_, images) = counts();
+        let (images, _) = counts();
+        let training = 1.0 - settings.get().validation_share;
         let rate = project.embed_started.get().and_then(|started| {
             let done = project.embedded_count.get();
             let seconds = (js_sys::Date::now() - started) / 1000.0;
@@ -58,7 +66,7 @@ pub fn FineTuneChoice() -> impl IntoView {
                 "Each epoch costs about {ratio:.2}× one embedding pass over the training images: \
                  at this session's {rate:.1} images/s, up to 10 epochs of {images} images take \
                  about {:.0} s, after the head's own fit.",
-                epochs * images as f64 * 0.8 * ratio / rate
+                epochs * images as f64 * training * ratio / rate
             ),
             _ => format!(
                 "Each epoch costs about {ratio:.2}× one embedding pass over the training images \
@@ -71,15 +79,16 @@ pub fn FineTuneChoice() -> impl IntoView {
         (blocks.get() > 0 && with < all).then(|| {
             format!(
                 "{with} of {all} images have the activations fine-tuning starts from; the others \
-                 were added before this page kept them, or imported: remove and add them again \
-                 to fine-tune."
+                 were added before this page kept them, or imported from a project file (which \
+                 does not carry them): train the head alone, or add those images again from \
+                 their files."
             )
         })
     };
     view! {
         <label>
             "Fine-tune the last blocks "
-            <select data-testid="train-blocks" on:change=move |e| {
+            <select data-testid="train-blocks" disabled=move || project.training.get().running on:change=move |e| {
                 if let Ok(n) = event_target_value(&e).parse::<usize>() {
                     blocks.set(n);
                 }
@@ -90,6 +99,17 @@ pub fn FineTuneChoice() -> impl IntoView {
             </select>
             <small>"Trains the network's last blocks together with the head, at a lower learning rate, after the head is fitted by the recipe; the validation share is held out to stop on and to measure. It can fit images unlike ImageNet's better, and costs more time."</small>
         </label>
+        {move || (blocks.get() > 0).then(|| view! {
+            <label>
+                "Held out to stop fine-tuning and to measure it "
+                <input type="number" step="0.05" min="0.05" max=*limits::VALIDATION_SHARE.end() data-testid="fine-tune-share"
+                    prop:value=move || settings.get().validation_share
+                    on:change=move |e| if let Some(v) = number(&e) {
+                        settings.update(|s| { s.validation_share = v.max(0.05); *s = s.clone().clamped() })
+                    } />
+                <small>"The share of each class's images (the manual recipe's validation share)."</small>
+            </label>
+        })}
         {move || estimate().map(|e| view! { <p class="hint" data-testid="fine-tune-estimate">{e}</p> })}
         {move || status().map(|s| view! { <p class="hint" data-testid="fine-tune-status">{s}</p> })}
     }

@@ -262,6 +262,7 @@ impl Project {
             FromWorker::TrainStarted { epochs, .. } => self.training.update(|t| {
                 t.planned_epochs = epochs;
                 t.epochs.clear();
+                t.searching = None;
             }),
             FromWorker::Searching { done, total } => {
                 self.training.update(|t| t.searching = Some((done, total)))

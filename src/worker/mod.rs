@@ -13,7 +13,9 @@ use medtransfer_core::efficientnet::{EfficientNetLite0, load_from_bytes};
 use medtransfer_core::embeddings::{
     content_hash, encode_embedding, encode_rows, inputs_with_views,
 };
-use medtransfer_core::finetune::{CutFeatures, STORED_BLOCKS, embed_with_activations};
+use medtransfer_core::finetune::{
+    CutFeatures, ModelClassifier, STORED_BLOCKS, embed_with_activations,
+};
 use medtransfer_core::inference::run_each;
 use medtransfer_core::model_file::ModelFile;
 use medtransfer_core::preprocess::{decode_image, preprocess_decoded, preprocess_image};
@@ -32,7 +34,6 @@ use crate::gpu_probe::probe_webgpu;
 use crate::protocol::{
     Envelope, FromWorker, ImageId, ImageRows, ToWorker, restore_activations, restore_rows,
 };
-use predictor::Predictor;
 
 /// Images embedded per forward pass (the core splits larger batches anyway).
 const BATCH: usize = 8;
@@ -84,7 +85,7 @@ struct State {
     embedding_now: HashSet<ImageId>,
     queue: VecDeque<Job>,
     draining: bool,
-    classifier: Option<Rc<Predictor>>,
+    classifier: Option<Rc<ModelClassifier>>,
     cancel: CancelToken,
     training: bool,
 }
@@ -241,7 +242,9 @@ fn load_classifier(bytes: &[u8]) {
             .clone()
             .ok_or("the network is not loaded yet".to_string())?;
         let file = ModelFile::from_bytes(bytes).map_err(|e| e.to_string())?;
-        s.classifier = Some(Rc::new(Predictor::from_file(&file, &device)?));
+        let classifier =
+            ModelClassifier::from_file(&file, &device.device).map_err(|e| e.to_string())?;
+        s.classifier = Some(Rc::new(classifier));
         Ok::<(), String>(())
     });
     post(&FromWorker::ClassifierLoaded {
@@ -463,7 +466,7 @@ async fn drain() {
                         (Err(error), _) => Err(error),
                         (Ok(_), None) => Err("train a model first".to_string()),
                         (Ok((image, _)), Some(classifier)) => {
-                            classifier.predict(&model, image, &device).await
+                            predictor::predict(classifier, &model, image, &device).await
                         }
                     };
                     post_with(&FromWorker::Prediction { id, result }, thumbnail);

@@ -8,7 +8,8 @@ use std::rc::Rc;
 use medtransfer_core::ComputeDevice;
 use medtransfer_core::efficientnet::{EfficientNetLite0, TailWeights};
 use medtransfer_core::finetune::{
-    CutFeatures, FineTuneConfig, STORED_BLOCKS, TunedClassifier, advance, fine_tune_run,
+    CutFeatures, FineTuneConfig, ModelClassifier, STORED_BLOCKS, TunedClassifier, advance,
+    fine_tune_run,
 };
 use medtransfer_core::model_file::ModelFile;
 use medtransfer_core::recipe::SearchEvent;
@@ -17,7 +18,6 @@ use medtransfer_core::train::{
     CancelToken, Classifier, LabelledEmbeddings, TrainError, TrainEvent,
 };
 
-use super::predictor::Predictor;
 use super::{STATE, post, post_with, yield_now};
 use crate::protocol::{FineTunedSummary, FromWorker, ImageId};
 
@@ -60,8 +60,9 @@ pub(super) async fn train(
                 if missing > 0 {
                     return Err(format!(
                         "{missing} of the {} images have no stored activations to fine-tune \
-                         from (they were added before this page kept them, or imported): \
-                         remove and add them again, or train the head alone",
+                         from (added before this page kept them, or imported from a project \
+                         file, which does not carry them): train the head alone, or add those \
+                         images again from their files",
                         items.len()
                     ));
                 }
@@ -242,7 +243,9 @@ async fn run_training(
         &device.device,
     )
     .map_err(|e| e.to_string())?;
-    STATE.with_borrow_mut(|s| s.classifier = Some(Rc::new(Predictor::Head(Box::new(classifier)))));
+    STATE.with_borrow_mut(|s| {
+        s.classifier = Some(Rc::new(ModelClassifier::Head(Box::new(classifier))))
+    });
     post_with(
         &FromWorker::Trained {
             kept_epoch: trained.kept_epoch,
@@ -309,7 +312,7 @@ async fn run_fine_tuning(
     let finished = fine_tune_run(
         &classes,
         &items,
-        &cut,
+        cut,
         None,
         &pretrained,
         &config,
@@ -321,12 +324,9 @@ async fn run_fine_tuning(
     .await
     .map_err(|e| match e {
         TrainError::Split { .. } => format!(
-            "{e}. Fine-tuning holds out the validation share of each class: add images, or \
-             raise the validation share"
+            "{e}. Fine-tuning holds out at least one image of each class for validation and \
+             cross-validates the head on the rest: add images to that class"
         ),
-        TrainError::Config(_) => {
-            format!("{e}. Fine-tuning needs held-out images: set a validation share above 0")
-        }
         e => e.to_string(),
     })?;
     let tuned = &finished.tuned;
@@ -343,7 +343,7 @@ async fn run_fine_tuning(
     )
     .map_err(|e| e.to_string())?;
     STATE.with_borrow_mut(|s| {
-        s.classifier = Some(Rc::new(Predictor::Tuned(Box::new(classifier), blocks)))
+        s.classifier = Some(Rc::new(ModelClassifier::Tuned(Box::new(classifier))))
     });
     let head_only = finished.head_run.trained.validation.as_ref();
     post_with(

@@ -16,8 +16,9 @@ use serde_json::{Value, json};
 
 use crate::backbone::{Backbone, BackboneArgs, folder_skipped, progress_bar, skipped_entry};
 use crate::dataset::{FolderDataset, LabelledFile, walk_tree};
-use crate::predictor::Predictor;
+use crate::predictor;
 use crate::train::group_keys;
+use medtransfer_core::finetune::ModelClassifier;
 
 /// Exit status when some input files could not be processed (the others were).
 pub(crate) const EXIT_SOME_FILES_FAILED: u8 = 2;
@@ -86,10 +87,10 @@ pub struct SplitArgs {
 fn open_backbone_and_model(
     backbone: &BackboneArgs,
     model: &Path,
-) -> Result<(Backbone, ModelFile, Predictor), String> {
+) -> Result<(Backbone, ModelFile, ModelClassifier), String> {
     let backbone = Backbone::open(backbone)?;
-    let (model, predictor) = Predictor::open(model, &backbone.device)?;
-    Ok((backbone, model, predictor))
+    let (model, classifier) = predictor::open(model, &backbone.device)?;
+    Ok((backbone, model, classifier))
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder, renamed over `path`
@@ -209,7 +210,7 @@ pub(crate) fn print_evaluation(e: &Evaluation, paths: Option<&[PathBuf]>) {
 
 /// `medtransfer eval`.
 pub fn eval(args: &EvalArgs) -> ExitCode {
-    let (mut backbone, model, predictor) =
+    let (mut backbone, model, classifier) =
         match open_backbone_and_model(&args.backbone, &args.model) {
             Ok(opened) => opened,
             Err(e) => return fail(e),
@@ -239,12 +240,12 @@ pub fn eval(args: &EvalArgs) -> ExitCode {
             ..f.clone()
         })
         .collect();
-    let bar = progress_bar(files.len(), predictor.stage(), args.json);
+    let bar = progress_bar(files.len(), predictor::stage(&classifier), args.json);
     let items: Vec<(PathBuf, View)> = files
         .iter()
         .map(|f| (f.path.clone(), View::Original))
         .collect();
-    let results = predictor.predict(&mut backbone, &items, &bar);
+    let results = predictor::predict(&classifier, &mut backbone, &items, &bar);
     bar.finish_and_clear();
     let mut skipped = folder_skipped(&dataset);
     let (mut probabilities, mut labels, mut kept) = (Vec::new(), Vec::new(), Vec::new());
@@ -304,7 +305,7 @@ pub fn eval(args: &EvalArgs) -> ExitCode {
 
 /// `medtransfer predict`.
 pub fn predict(args: &PredictArgs) -> ExitCode {
-    let (mut backbone, model, predictor) =
+    let (mut backbone, model, classifier) =
         match open_backbone_and_model(&args.backbone, &args.model) {
             Ok(opened) => opened,
             Err(e) => return fail(e),
@@ -318,8 +319,8 @@ pub fn predict(args: &PredictArgs) -> ExitCode {
         }
     }
     let items: Vec<(PathBuf, View)> = paths.iter().map(|p| (p.clone(), View::Original)).collect();
-    let bar = progress_bar(items.len(), predictor.stage(), args.json);
-    let results = predictor.predict(&mut backbone, &items, &bar);
+    let bar = progress_bar(items.len(), predictor::stage(&classifier), args.json);
+    let results = predictor::predict(&classifier, &mut backbone, &items, &bar);
     bar.finish_and_clear();
     let classes = &model.header.classes;
     let threshold = args

@@ -1,99 +1,59 @@
-//! A model file ready to predict: a head on the frozen backbone's embeddings, or a fine-tuned
-//! model whose tuned last blocks run on the frozen part's cut-point activations. `eval` and
-//! `predict` use it alike.
+//! A model file's classifier as `eval` and `predict` use it: a head on the frozen network's
+//! embeddings, or a fine-tuned model whose tuned last blocks run on the frozen part's cut-point
+//! activations (core's [`ModelClassifier`]), fed from files through the cache.
 
 use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
 use medtransfer_core::ComputeDevice;
 use medtransfer_core::augment::AugmentConfig;
-use medtransfer_core::efficientnet::EMBEDDING_DIM;
 use medtransfer_core::embeddings::View;
-use medtransfer_core::finetune::TunedClassifier;
+use medtransfer_core::finetune::ModelClassifier;
 use medtransfer_core::model_file::ModelFile;
-use medtransfer_core::train::Classifier;
 
 use crate::backbone::Backbone;
 
-/// What computes a model file's class probabilities.
-pub(crate) enum Predictor {
-    /// The head on the embeddings.
-    Head(Box<Classifier>),
-    /// The tuned tail and head on the cut-point activations of this many blocks.
-    Tuned(Box<TunedClassifier>, usize),
+/// Reads and checks a model file and builds its classifier on `device`.
+pub(crate) fn open(
+    path: &Path,
+    device: &ComputeDevice,
+) -> Result<(ModelFile, ModelClassifier), String> {
+    let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let model = ModelFile::from_bytes(&bytes).map_err(|e| at(&e))?;
+    let classifier = ModelClassifier::from_file(&model, &device.device).map_err(|e| at(&e))?;
+    Ok((model, classifier))
 }
 
-impl Predictor {
-    /// Reads and checks a model file and builds its predictor on `device`.
-    pub(crate) fn open(path: &Path, device: &ComputeDevice) -> Result<(ModelFile, Self), String> {
-        let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-        let bytes =
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let model = ModelFile::from_bytes(&bytes).map_err(|e| at(&e))?;
-        if model.header.head.input_dim != EMBEDDING_DIM {
-            return Err(format!(
-                "{}: the head expects {} features, the backbone gives {EMBEDDING_DIM}",
-                path.display(),
-                model.header.head.input_dim
-            ));
+/// Class probabilities of each of `items`, in order (a file that cannot be read or decoded
+/// gets its error; a failed device pass is every image's error), advancing `bar`.
+pub(crate) fn predict(
+    classifier: &ModelClassifier,
+    backbone: &mut Backbone,
+    items: &[(PathBuf, View)],
+    bar: &ProgressBar,
+) -> Vec<Result<Vec<f32>, String>> {
+    match classifier {
+        ModelClassifier::Head(head) => {
+            let inputs = backbone.embed(items, &AugmentConfig::default(), bar);
+            let ok: Vec<Vec<f32>> = inputs.iter().filter_map(|r| r.clone().ok()).collect();
+            let probabilities = pollster::block_on(head.predict(&ok));
+            distribute(inputs, probabilities.map_err(|e| e.to_string()))
         }
-        let predictor = match &model.tail {
-            Some(tail) => Self::Tuned(
-                Box::new(
-                    TunedClassifier::new(
-                        tail,
-                        &model.header.head,
-                        &model.weights,
-                        &model.normalization,
-                        &device.device,
-                    )
-                    .map_err(|e| at(&e))?,
-                ),
-                tail.blocks,
-            ),
-            None => Self::Head(Box::new(
-                Classifier::new(
-                    &model.header.head,
-                    &model.weights,
-                    &model.normalization,
-                    &device.device,
-                )
-                .map_err(|e| at(&e))?,
-            )),
-        };
-        Ok((model, predictor))
-    }
-
-    /// Class probabilities of each of `items`, in order (a file that cannot be read or
-    /// decoded gets its error; a failed device pass is every image's error), advancing `bar`.
-    pub(crate) fn predict(
-        &self,
-        backbone: &mut Backbone,
-        items: &[(PathBuf, View)],
-        bar: &ProgressBar,
-    ) -> Vec<Result<Vec<f32>, String>> {
-        match self {
-            Self::Head(classifier) => {
-                let inputs = backbone.embed(items, &AugmentConfig::default(), bar);
-                let ok: Vec<Vec<f32>> = inputs.iter().filter_map(|r| r.clone().ok()).collect();
-                let probabilities = pollster::block_on(classifier.predict(&ok));
-                distribute(inputs, probabilities.map_err(|e| e.to_string()))
-            }
-            Self::Tuned(classifier, blocks) => {
-                let inputs = backbone.cut_features(items, *blocks, bar);
-                let ok: Vec<_> = inputs.iter().filter_map(|r| r.clone().ok()).collect();
-                let probabilities = pollster::block_on(classifier.predict(&ok));
-                distribute(inputs, probabilities.map_err(|e| e.to_string()))
-            }
+        ModelClassifier::Tuned(tuned) => {
+            let inputs = backbone.cut_features(items, tuned.blocks(), bar);
+            let ok: Vec<_> = inputs.iter().filter_map(|r| r.clone().ok()).collect();
+            let probabilities = pollster::block_on(tuned.predict(&ok));
+            distribute(inputs, probabilities.map_err(|e| e.to_string()))
         }
     }
+}
 
-    /// What the images go through first, for progress bars.
-    pub(crate) fn stage(&self) -> &'static str {
-        match self {
-            Self::Head(_) => "embedding",
-            Self::Tuned(..) => "activations",
-        }
+/// What the images go through first, for progress bars.
+pub(crate) fn stage(classifier: &ModelClassifier) -> &'static str {
+    match classifier.tuned_blocks() {
+        None => "embedding",
+        Some(_) => "activations",
     }
 }
 

@@ -15,29 +15,28 @@
 //! - [`TunedClassifier`]: a tuned tail and head put on a device to predict.
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::efficientnet::tail::{Tail, TailWeights, check_blocks};
-use crate::head::{Head, HeadConfig, HeadWeights, OutputKind, probabilities};
+use crate::efficientnet::tail::{TailWeights, check_blocks};
 use crate::metrics::{EvaluationOptions, evaluate};
-use crate::readback::{ComputeError, read_f32};
-use crate::run::{Run, RunConfig, Validation, pick, run};
-use crate::split::stratified_split;
 use crate::threshold::{ThresholdRule, choose_on_roc};
-use crate::train::{
-    CancelToken, FeatureNormalization, LabelledEmbeddings, Progress, TrainError, TrainedHead,
-};
+use crate::train::{CancelToken, Progress, TrainError, TrainedHead};
 
+mod classifier;
 mod epochs;
 pub mod features;
+mod run;
 #[cfg(test)]
 mod tests;
 
+pub use classifier::{ModelClassifier, TunedClassifier};
+use classifier::{forward, normalization_tensors, predict_with};
 pub use features::{
     CutFeatureStore, CutFeatures, EmbeddingWithActivations, STORED_BLOCKS, advance, cut_cache_key,
     cut_features, cut_features_cached, embed_with_activations,
 };
+pub use run::{FineTuneRun, fine_tune_run};
 
 /// The regularisation of a fine-tuning run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,16 +144,6 @@ pub struct CutDataset {
     pub labels: Vec<usize>,
 }
 
-impl CutDataset {
-    /// The items at `indices` (each within the set).
-    pub fn pick(&self, indices: &[usize]) -> Self {
-        Self {
-            features: indices.iter().map(|&i| self.features[i].clone()).collect(),
-            labels: indices.iter().map(|&i| self.labels[i]).collect(),
-        }
-    }
-}
-
 /// A fine-tuned model: the tail and the head trained with it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FineTuned {
@@ -167,134 +156,11 @@ pub struct FineTuned {
     pub config: FineTuneConfig,
 }
 
-/// A tuned tail and head on a device, ready to predict from cut-point activations.
-pub struct TunedClassifier {
-    tail: Tail,
-    head: Head,
-    config: HeadConfig,
-    blocks: usize,
-    normalization: (Tensor<2>, Tensor<2>),
-    device: Device,
-}
-
-/// `(mean, 1 / std)` as `[1, dim]` tensors.
-fn normalization_tensors(
-    normalization: &FeatureNormalization,
-    device: &Device,
-) -> (Tensor<2>, Tensor<2>) {
-    let dim = normalization.mean.len();
-    let inverse: Vec<f32> = normalization.std.iter().map(|s| 1.0 / s).collect();
-    (
-        Tensor::from_data(
-            TensorData::new(normalization.mean.clone(), [1, dim]),
-            device,
-        ),
-        Tensor::from_data(TensorData::new(inverse, [1, dim]), device),
-    )
-}
-
-/// Logits `[N, classes]` of cut-point activations `[N, C, H, W]`.
-fn forward(
-    tail: &Tail,
-    head: &Head,
-    (mean, inverse_std): &(Tensor<2>, Tensor<2>),
-    x: Tensor<4>,
-) -> Tensor<2> {
-    let embedding = tail.forward(x);
-    head.forward((embedding - mean.clone()) * inverse_std.clone(), None)
-}
-
-/// Images per forward pass when predicting (bounded GPU buffers).
-const PREDICT_PASS: usize = 64;
-
-impl TunedClassifier {
-    /// Puts `tail` and the head of `head_weights` on `device` (a plain, non-autodiff device).
-    ///
-    /// # Errors
-    /// [`TrainError::Head`] or [`TrainError::Config`] when the weights do not fit.
-    pub fn new(
-        tail: &TailWeights,
-        config: &HeadConfig,
-        head_weights: &HeadWeights,
-        normalization: &FeatureNormalization,
-        device: &Device,
-    ) -> Result<Self, TrainError> {
-        let device = device.clone().without_autodiff();
-        if !normalization.is_valid_for(config.input_dim) {
-            return Err(TrainError::Data(
-                "the feature standardisation does not fit the head".into(),
-            ));
-        }
-        Ok(Self {
-            tail: Tail::from_weights(tail, &device)
-                .map_err(|e| TrainError::Config(e.to_string()))?,
-            head: Head::from_weights(config, head_weights, &device)?,
-            config: *config,
-            blocks: tail.blocks,
-            normalization: normalization_tensors(normalization, &device),
-            device,
-        })
-    }
-
-    /// Class probabilities `[items][classes]` of cut-point activations of this tail's block
-    /// count (rows summing to 1), read back asynchronously.
-    ///
-    /// # Errors
-    /// [`ComputeError`] when the device fails or an item has the wrong number of values.
-    pub async fn predict(&self, items: &[CutFeatures]) -> Result<Vec<Vec<f32>>, ComputeError> {
-        predict_with(
-            &self.tail,
-            &self.head,
-            &self.normalization,
-            self.config.output,
-            self.config.num_classes,
-            self.blocks,
-            items,
-            &self.device,
-        )
-        .await
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn predict_with(
-    tail: &Tail,
-    head: &Head,
-    normalization: &(Tensor<2>, Tensor<2>),
-    output: OutputKind,
-    num_classes: usize,
-    blocks: usize,
-    items: &[CutFeatures],
-    device: &Device,
-) -> Result<Vec<Vec<f32>>, ComputeError> {
-    let expected = CutFeatures::bytes_per_image(blocks) / 2;
-    if let Some(bad) = items.iter().position(|f| f.values.len() != expected) {
-        return Err(ComputeError::Execution(format!(
-            "item {bad} has {} cut-point values, expected {expected}",
-            items[bad].values.len()
-        )));
-    }
-    let mut out = Vec::with_capacity(items.len());
-    for chunk in items.chunks(PREDICT_PASS) {
-        let rows: Vec<&CutFeatures> = chunk.iter().collect();
-        let x = features::batch_tensor(&rows, blocks, device);
-        let p = probabilities(forward(tail, head, normalization, x), output);
-        let flat = read_f32(p).await?;
-        if flat.len() != chunk.len() * num_classes {
-            return Err(ComputeError::Execution(format!(
-                "read back {} probabilities for {} items",
-                flat.len(),
-                chunk.len()
-            )));
-        }
-        out.extend(flat.chunks(num_classes).map(<[f32]>::to_vec));
-    }
-    Ok(out)
-}
-
 /// Fine-tunes `pretrained`'s blocks and `start`'s head together on `train` (cut-point
 /// activations of `config.blocks`), keeping the epoch with the lowest validation loss when
-/// `validation` has items (else the last), until done, early-stopped or `cancel`led; with two
+/// `validation` has items (epoch 0 being `start` on the pretrained blocks, kept when no epoch
+/// beats it: fine-tuning never ends worse on the validation items than the head alone; without
+/// validation, the last epoch), until done, early-stopped or `cancel`led; with two
 /// classes and validation items, the threshold is chosen on the kept model's validation
 /// predictions by `threshold` (without validation: argmax). The loss and class weights are
 /// `start`'s; an MLP head trains without dropout. `progress` hears [`TrainEvent`]s as for a
@@ -404,157 +270,4 @@ pub async fn fine_tune(
         head: tuned,
         config: config.clone(),
     })
-}
-
-/// A [`Progress`] for a run on the subset `items` of the caller's items: the indices it is
-/// asked about (the subset's) are the caller's `items[i]`, and the augmented views it hands
-/// back are re-indexed into the subset (views of items outside it are dropped).
-struct Subset<'a, P> {
-    inner: &'a mut P,
-    items: &'a [usize],
-}
-
-impl<P: Progress> Subset<'_, P> {
-    fn outer(&self, subset: &[usize]) -> Vec<usize> {
-        subset
-            .iter()
-            .filter_map(|&i| self.items.get(i).copied())
-            .collect()
-    }
-}
-
-impl<P: Progress> Progress for Subset<'_, P> {
-    fn event(&mut self, event: &crate::train::TrainEvent) {
-        self.inner.event(event);
-    }
-
-    fn between_epochs(&mut self) -> impl std::future::Future<Output = ()> {
-        self.inner.between_epochs()
-    }
-
-    fn search(&mut self, event: &crate::recipe::SearchEvent) {
-        self.inner.search(event);
-    }
-
-    fn extra_training(&mut self, train: &[usize], validation: &[usize]) -> LabelledEmbeddings {
-        let (train, validation) = (self.outer(train), self.outer(validation));
-        self.inner.extra_training(&train, &validation)
-    }
-
-    fn augmented_views(&mut self, items: &[usize]) -> Vec<(usize, Vec<f32>)> {
-        let outer = self.outer(items);
-        let position: std::collections::HashMap<usize, usize> = self
-            .items
-            .iter()
-            .enumerate()
-            .map(|(i, &o)| (o, i))
-            .collect();
-        self.inner
-            .augmented_views(&outer)
-            .into_iter()
-            .filter_map(|(item, view)| position.get(&item).map(|&i| (i, view)))
-            .collect()
-    }
-}
-
-/// A finished fine-tuning run.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FineTuneRun {
-    /// The head's run on the training side (its search, when automatic), before fine-tuning:
-    /// its `trained` is the frozen-backbone head, evaluated on the validation items.
-    pub head_run: Run,
-    /// The fine-tuned model.
-    pub tuned: FineTuned,
-}
-
-/// A whole fine-tuning run on `items` (embeddings and labels) and their cut-point activations
-/// `cut` (same order, of `tune.blocks`): holds out `config.validation_share` of each class
-/// (whole groups with `groups`), fits the head on the rest by `config`'s recipe (evaluated on
-/// the held-out items), then fine-tunes `pretrained` and that head with early stopping on the
-/// held-out items, whose figures and (two classes) threshold the tuned model carries.
-///
-/// # Errors
-/// [`TrainError::Config`] when the validation share is 0 (fine-tuning needs held-out items to
-/// stop on) or a setting is out of range; [`TrainError::Split`] when a class has too few items
-/// or groups; [`TrainError::Data`] when `cut` does not match `items`; those of
-/// [`crate::run::run`] and [`fine_tune`].
-#[allow(clippy::too_many_arguments)]
-pub async fn fine_tune_run(
-    classes: &[String],
-    items: &LabelledEmbeddings,
-    cut: &[CutFeatures],
-    groups: Option<&[String]>,
-    pretrained: &TailWeights,
-    config: &RunConfig,
-    tune: &FineTuneConfig,
-    device: &Device,
-    cancel: &CancelToken,
-    progress: &mut impl Progress,
-) -> Result<FineTuneRun, TrainError> {
-    tune.validate()?;
-    if cut.len() != items.labels.len() || items.embeddings.len() != items.labels.len() {
-        return Err(TrainError::Data(format!(
-            "{} embeddings, {} cut-point activations and {} labels",
-            items.embeddings.len(),
-            cut.len(),
-            items.labels.len()
-        )));
-    }
-    if config.validation_share.is_nan() || config.validation_share <= 0.0 {
-        return Err(TrainError::Config(
-            "fine-tuning the blocks needs a validation share above 0 (its early stopping and \
-             figures come from the held-out images)"
-                .into(),
-        ));
-    }
-    let split = stratified_split(
-        &items.labels,
-        groups,
-        config.validation_share,
-        config.train.seed,
-    )
-    .map_err(|error| TrainError::Split {
-        error,
-        classes: classes.to_vec(),
-    })?;
-    let train_groups: Option<Vec<String>> =
-        groups.map(|g| split.train.iter().map(|&i| g[i].clone()).collect());
-    let train_items = pick(items, &split.train);
-    let held_out = pick(items, &split.validation);
-    let mut head_run = run(
-        classes,
-        &train_items,
-        Validation::Given {
-            set: &held_out,
-            groups: train_groups.as_deref(),
-        },
-        config,
-        device,
-        cancel,
-        &mut Subset {
-            inner: &mut *progress,
-            items: &split.train,
-        },
-    )
-    .await?;
-    head_run.train_items = split.train.clone();
-    head_run.validation_items = split.validation.clone();
-    let all = CutDataset {
-        features: cut.to_vec(),
-        labels: items.labels.clone(),
-    };
-    let tuned = fine_tune(
-        &head_run.trained,
-        pretrained,
-        &all.pick(&split.train),
-        Some(&all.pick(&split.validation)),
-        tune,
-        config.threshold,
-        config.train.seed,
-        device,
-        cancel,
-        progress,
-    )
-    .await?;
-    Ok(FineTuneRun { head_run, tuned })
 }

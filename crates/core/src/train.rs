@@ -40,7 +40,7 @@ pub use config::{
     OptimizerKind, Schedule, TrainConfig, limits,
 };
 pub use loss::class_weights_for;
-pub(crate) use loss::{host_loss, per_item_loss};
+pub(crate) use loss::{host_loss, per_item_loss, targets};
 pub use trainer::Trainer;
 use trainer::{Prepared, prepare};
 

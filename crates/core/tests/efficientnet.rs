@@ -485,8 +485,11 @@ fn cut_point_activations_and_the_pretrained_tail_give_the_embedding() {
     let full = pollster::block_on(run_batch_on(&model, &images, &device, Engine::Auto))
         .expect("the kernels run");
     for blocks in [1, 2, 5, 8] {
-        let cut = pollster::block_on(cut_features(&model, &images, blocks, &device))
-            .expect("cut-point activations");
+        let cut: Vec<_> = pollster::block_on(cut_features(&model, &images, blocks, &device))
+            .expect("cut-point activations")
+            .into_iter()
+            .map(|r| r.expect("finite"))
+            .collect();
         let (c, h, w) = cut_shape(blocks);
         assert!(cut.iter().all(|f| f.values.len() == c * h * w));
         let weights = pollster::block_on(TailWeights::pretrained(&model, blocks)).expect("reads");
@@ -554,8 +557,11 @@ fn embedding_with_activations_and_advancing_the_cut_agree_with_the_direct_paths(
     assert_eq!(both.len(), images.len() + 1);
     assert_eq!(both[1], Err("a bad file".to_string()));
     let both: Vec<_> = both.into_iter().filter_map(Result::ok).collect();
-    let stored = pollster::block_on(cut_features(&model, &images, STORED_BLOCKS, &device))
-        .expect("activations");
+    let stored: Vec<_> = pollster::block_on(cut_features(&model, &images, STORED_BLOCKS, &device))
+        .expect("activations")
+        .into_iter()
+        .map(|r| r.expect("finite"))
+        .collect();
     for (i, b) in both.iter().enumerate() {
         assert_eq!(
             b.embedding, full.embeddings[i],
@@ -565,7 +571,11 @@ fn embedding_with_activations_and_advancing_the_cut_agree_with_the_direct_paths(
     }
     let moved =
         pollster::block_on(advance(&model, &stored, STORED_BLOCKS, 2, &device)).expect("advances");
-    let direct = pollster::block_on(cut_features(&model, &images, 2, &device)).expect("direct");
+    let direct: Vec<_> = pollster::block_on(cut_features(&model, &images, 2, &device))
+        .expect("direct")
+        .into_iter()
+        .map(|r| r.expect("finite"))
+        .collect();
     for (a, b) in moved.iter().zip(&direct) {
         let max_diff = a
             .values

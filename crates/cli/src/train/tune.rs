@@ -128,7 +128,7 @@ pub(super) fn fine_tune(
     let finished = pollster::block_on(fine_tune_run(
         classes,
         items,
-        &cut,
+        cut,
         groups,
         &pretrained,
         config,

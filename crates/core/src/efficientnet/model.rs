@@ -148,6 +148,14 @@ pub struct MbConvBlock {
 }
 
 impl MbConvBlock {
+    /// Its convolutions in order: the expansion (when it has one), depthwise, projection.
+    pub fn convs(&self) -> Vec<&SameConv2d> {
+        self.expand
+            .iter()
+            .chain([&self.depthwise, &self.project])
+            .collect()
+    }
+
     /// Runs the block on `[N, C_in, H, W]`.
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let x = match &self.expand {

@@ -142,22 +142,12 @@ impl TailWeights {
         blocks: usize,
     ) -> Result<Self, ComputeError> {
         check_blocks(blocks).map_err(|e| ComputeError::Execution(e.to_string()))?;
-        let mut values = Vec::new();
         let first = model.blocks.len().saturating_sub(blocks);
-        for block in &model.blocks[first..] {
-            let mut convs: Vec<&SameConv2d> = Vec::new();
-            if let Some(expand) = &block.expand {
-                convs.push(expand);
-            }
-            convs.push(&block.depthwise);
-            convs.push(&block.project);
-            for conv in convs {
-                values.push(read_f32(conv.weight.val()).await?);
-                values.push(read_f32(conv.bias.val()).await?);
-            }
-        }
-        values.push(read_f32(model.head.weight.val()).await?);
-        values.push(read_f32(model.head.bias.val()).await?);
+        let convs = model.blocks[first..]
+            .iter()
+            .flat_map(MbConvBlock::convs)
+            .chain([&model.head]);
+        let values = read_convs(convs).await?;
         let tensors = tail_tensor_shapes(blocks)
             .into_iter()
             .zip(values)
@@ -202,6 +192,18 @@ impl TailWeights {
         }
         Ok(())
     }
+}
+
+/// Each convolution's weight then bias, read back in order.
+async fn read_convs<'a>(
+    convs: impl IntoIterator<Item = &'a SameConv2d>,
+) -> Result<Vec<Vec<f32>>, ComputeError> {
+    let mut values = Vec::new();
+    for conv in convs {
+        values.push(read_f32(conv.weight.val()).await?);
+        values.push(read_f32(conv.bias.val()).await?);
+    }
+    Ok(values)
 }
 
 /// The last blocks and the head convolution as a Burn module.
@@ -258,6 +260,15 @@ impl Tail {
         Ok(Self { blocks, head })
     }
 
+    /// Its convolutions in network order, the head convolution last.
+    pub fn convs(&self) -> Vec<&SameConv2d> {
+        self.blocks
+            .iter()
+            .flat_map(MbConvBlock::convs)
+            .chain([&self.head])
+            .collect()
+    }
+
     /// The `[N, 1280]` embedding from cut-point activations `[N, C, H, W]` (see
     /// [`cut_shape`]): the blocks, the head convolution, ReLU6, global average pooling.
     pub fn forward(&self, features: Tensor<4>) -> Tensor<2> {
@@ -275,19 +286,7 @@ impl Tail {
     /// # Errors
     /// A failed read.
     pub async fn to_weights(&self, blocks: usize) -> Result<TailWeights, ComputeError> {
-        let mut values = Vec::new();
-        for block in &self.blocks {
-            if let Some(expand) = &block.expand {
-                values.push(read_f32(expand.weight.val()).await?);
-                values.push(read_f32(expand.bias.val()).await?);
-            }
-            for conv in [&block.depthwise, &block.project] {
-                values.push(read_f32(conv.weight.val()).await?);
-                values.push(read_f32(conv.bias.val()).await?);
-            }
-        }
-        values.push(read_f32(self.head.weight.val()).await?);
-        values.push(read_f32(self.head.bias.val()).await?);
+        let values = read_convs(self.convs()).await?;
         Ok(TailWeights {
             blocks,
             tensors: tail_tensor_shapes(blocks)

@@ -10,7 +10,6 @@ use super::features::batch_tensor;
 use super::{
     CutDataset, FineTuneConfig, TunePenalty, forward, normalization_tensors, predict_with,
 };
-use crate::efficientnet::model::SameConv2d;
 use crate::efficientnet::tail::{Tail, TailWeights};
 use crate::head::{Head, OutputKind};
 use crate::metrics::{EvaluationOptions, evaluate};
@@ -18,7 +17,7 @@ use crate::readback::{ComputeError, read_f32};
 use crate::rng::SeededRng;
 use crate::train::{
     CancelToken, EpochSummary, OptimizerKind, Progress, StopReason, TrainError, TrainEvent,
-    TrainedHead, host_loss, per_item_loss,
+    TrainedHead, host_loss, per_item_loss, targets,
 };
 
 /// The shuffling stream of fine-tuning (distinct from the head's).
@@ -49,18 +48,6 @@ pub(super) struct Loop<'a> {
     rng: SeededRng,
 }
 
-/// The convolutions of a tail, in order.
-fn convs(tail: &Tail) -> Vec<&SameConv2d> {
-    let mut out = Vec::new();
-    for block in &tail.blocks {
-        out.extend(block.expand.as_ref());
-        out.push(&block.depthwise);
-        out.push(&block.project);
-    }
-    out.push(&tail.head);
-    out
-}
-
 /// λ/2 (‖W_head‖² + ‖θ − θ₀‖²): the head's own penalty and the blocks' distance from their
 /// pretrained weights (see [`TunePenalty::Recipe`]).
 fn recipe_penalty(tail: &Tail, head: &Head, (pretrained, lambda): &(Tail, f64)) -> Tensor<1> {
@@ -68,7 +55,7 @@ fn recipe_penalty(tail: &Tail, head: &Head, (pretrained, lambda): &(Tail, f64)) 
     if let Some(hidden) = &head.hidden {
         total = total + hidden.weight.val().powi_scalar(2).sum();
     }
-    for (conv, anchor) in convs(tail).into_iter().zip(convs(pretrained)) {
+    for (conv, anchor) in tail.convs().into_iter().zip(pretrained.convs()) {
         total = total
             + (conv.weight.val() - anchor.weight.val().detach())
                 .powi_scalar(2)
@@ -129,25 +116,52 @@ impl<'a> Loop<'a> {
         })
     }
 
-    /// The targets of `labels`: `[B, 1]` for a sigmoid head, one-hot `[B, K]` for softmax.
+    /// The targets of `labels`, smoothed as the head's were.
     fn targets(&self, labels: &[usize]) -> Tensor<2> {
-        let k = self.start.classes.len();
-        match self.start.config.output {
-            OutputKind::Sigmoid => {
-                let t: Vec<f32> = labels
-                    .iter()
-                    .map(|&l| if l == 1 { 1.0 } else { 0.0 })
-                    .collect();
-                Tensor::from_data(TensorData::new(t, [labels.len(), 1]), &self.device)
-            }
-            OutputKind::Softmax => {
-                let mut t = vec![0.0f32; labels.len() * k];
-                for (i, &l) in labels.iter().enumerate() {
-                    t[i * k + l] = 1.0;
-                }
-                Tensor::from_data(TensorData::new(t, [labels.len(), k]), &self.device)
-            }
-        }
+        targets(
+            labels,
+            self.start.classes.len(),
+            self.start.config.output,
+            self.start.train_config.label_smoothing,
+            &self.device,
+        )
+    }
+
+    /// The validation loss of `tail` and `head` (class-weighted, unsmoothed) and its figures.
+    async fn validate(
+        &self,
+        tail: &Tail,
+        head: &Head,
+        normalization: &(Tensor<2>, Tensor<2>),
+        validation: &CutDataset,
+    ) -> Result<(f64, crate::metrics::Evaluation), TrainError> {
+        let probs = predict_with(
+            &tail.valid(),
+            &head.valid(),
+            normalization,
+            self.start.config.output,
+            self.start.classes.len(),
+            self.config.blocks,
+            &validation.features,
+            &self.plain,
+        )
+        .await?;
+        let loss = host_loss(
+            &probs,
+            &validation.labels,
+            &self.start.class_weights,
+            self.start.loss,
+        );
+        let evaluation = evaluate(
+            &probs,
+            &validation.labels,
+            &self.start.classes,
+            &EvaluationOptions {
+                bootstrap_samples: 0,
+                ..EvaluationOptions::default()
+            },
+        )?;
+        Ok((loss, evaluation))
     }
 
     /// Runs the epochs; see [`super::fine_tune`].
@@ -177,12 +191,19 @@ impl<'a> Loop<'a> {
         };
         let mut tail_optimizer = optimizer(decay);
         let mut head_optimizer = optimizer(decay);
-        let mut best: Option<(Tail, Head, f64, usize)> = None;
+        let (mut tail, mut head) = (self.tail.clone(), self.head.clone());
+        // Epoch 0, the head alone on the pretrained blocks: kept when no epoch beats it.
+        let mut best: Option<(Tail, Head, f64, usize)> = match self.validation {
+            Some(v) => {
+                let (loss, _) = self.validate(&tail, &head, &plain_normalization, v).await?;
+                Some((tail.clone(), head.clone(), loss, 0))
+            }
+            None => None,
+        };
         let mut history = Vec::new();
         let mut stale = 0;
         let mut stop_reason = StopReason::Completed;
         let mut step = 0usize;
-        let (mut tail, mut head) = (self.tail.clone(), self.head.clone());
         for epoch in 1..=config.epochs {
             progress.between_epochs().await;
             if cancel.is_cancelled() {
@@ -272,32 +293,8 @@ impl<'a> Loop<'a> {
                 is_best: false,
             };
             if let Some(v) = self.validation {
-                let probs = predict_with(
-                    &tail.valid(),
-                    &head.valid(),
-                    &plain_normalization,
-                    self.start.config.output,
-                    self.start.classes.len(),
-                    config.blocks,
-                    &v.features,
-                    &self.plain,
-                )
-                .await?;
-                let loss = host_loss(
-                    &probs,
-                    &v.labels,
-                    &self.start.class_weights,
-                    self.start.loss,
-                );
-                let evaluation = evaluate(
-                    &probs,
-                    &v.labels,
-                    &self.start.classes,
-                    &EvaluationOptions {
-                        bootstrap_samples: 0,
-                        ..EvaluationOptions::default()
-                    },
-                )?;
+                let (loss, evaluation) =
+                    self.validate(&tail, &head, &plain_normalization, v).await?;
                 summary.validation_loss = Some(loss);
                 summary.validation_accuracy = Some(evaluation.accuracy);
                 summary.validation_balanced_accuracy = Some(evaluation.balanced_accuracy);

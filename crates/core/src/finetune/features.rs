@@ -64,48 +64,95 @@ pub fn cut_cache_key(content_hash: &str, view: View, blocks: usize) -> String {
 }
 
 /// The cut-point activations of `images` (flat CHW 3×224×224 each, from
-/// [`crate::preprocess`]) for fine-tuning the last `blocks` blocks: on `flex` through the CPU
-/// kernels (all images in one pass over the cores), elsewhere through the Burn graph in
-/// passes of [`MAX_FORWARD_BATCH`].
+/// [`crate::preprocess`]) for fine-tuning the last `blocks` blocks, one result per image: on
+/// `flex` through the CPU kernels (all images in one pass over the cores, stopping at the
+/// cut), elsewhere through the Burn graph in passes of [`MAX_FORWARD_BATCH`]. An image whose
+/// activations are not finite in f16 gets its own error.
 ///
 /// # Errors
 /// [`InferenceError::Input`] for an input of the wrong length; [`InferenceError::Compute`] for
-/// a block count outside 1..=[`crate::efficientnet::MAX_TRAIN_BLOCKS`], a failed device, or a
-/// non-finite activation.
+/// a block count outside 1..=[`crate::efficientnet::MAX_TRAIN_BLOCKS`] or a failed device.
 pub async fn cut_features(
     model: &EfficientNetLite0,
     images: &[Vec<f32>],
     blocks: usize,
     device: &Device,
-) -> Result<Vec<CutFeatures>, InferenceError> {
+) -> Result<Vec<Result<CutFeatures, String>>, InferenceError> {
+    let rows = frozen_pass(model, images, blocks, device, false).await?;
+    Ok(rows.into_iter().map(|(_, cut)| to_f16(&cut)).collect())
+}
+
+/// The frozen part on `images`: each image's embedding (when `with_embedding`, from the same
+/// pass) and its planar activations at `blocks`' cut.
+async fn frozen_pass(
+    model: &EfficientNetLite0,
+    images: &[Vec<f32>],
+    blocks: usize,
+    device: &Device,
+    with_embedding: bool,
+) -> Result<Vec<(Option<Vec<f32>>, Vec<f32>)>, InferenceError> {
     check_blocks(blocks).map_err(|e| ComputeError::Execution(e.to_string()))?;
+    if images.is_empty() {
+        return Ok(Vec::new());
+    }
     let frozen = block_specs().len() - blocks;
-    let (c, h, w) = cut_shape(blocks);
-    let mut planar: Vec<Vec<f32>> = Vec::with_capacity(images.len());
+    let shape = cut_shape(blocks);
+    let (c, h, w) = shape;
+    let mut rows: Vec<(Option<Vec<f32>>, Vec<f32>)> = Vec::with_capacity(images.len());
     if *device == Device::flex() {
         let network = cpu_network(model).await.map_err(ComputeError::from)?;
         let inputs: Vec<&[f32]> = images.iter().map(Vec::as_slice).collect();
-        let activations = network
-            .cut_features(&inputs, IMAGE_SIZE, IMAGE_SIZE, frozen)
-            .map_err(kernel_error)?;
-        let shape = (activations.height, activations.width, activations.channels);
-        if !activations.rows.is_empty() && shape != (h, w, c) {
+        let (embeddings, activations) = if with_embedding {
+            let (output, activations) = network
+                .forward_with_cut(&inputs, IMAGE_SIZE, IMAGE_SIZE, frozen)
+                .map_err(kernel_error)?;
+            let embeddings = output
+                .embeddings
+                .chunks_exact(EMBEDDING_DIM)
+                .map(|e| Some(e.to_vec()))
+                .collect();
+            (embeddings, activations)
+        } else {
+            let activations = network
+                .cut_features(&inputs, IMAGE_SIZE, IMAGE_SIZE, frozen)
+                .map_err(kernel_error)?;
+            (vec![None; images.len()], activations)
+        };
+        let got = (activations.height, activations.width, activations.channels);
+        if got != (h, w, c) {
             return Err(ComputeError::Execution(format!(
-                "the cut point has shape {shape:?}, expected {:?}",
+                "the cut point has shape {got:?}, expected {:?}",
                 (h, w, c)
             ))
             .into());
         }
-        for row in activations.rows {
-            planar.push(to_planar(&row, (h, w, c)));
+        for (embedding, cut) in embeddings.into_iter().zip(activations.rows) {
+            rows.push((embedding, to_planar(&cut, (h, w, c))));
         }
     } else {
         for chunk in images.chunks(MAX_FORWARD_BATCH) {
-            let x = model.forward_cut(batch_to_tensor(chunk, device)?, frozen);
-            planar.extend(read_rows(x, chunk.len(), c * h * w).await?);
+            let cut = model.forward_cut(batch_to_tensor(chunk, device)?, frozen);
+            let embeddings: Vec<Option<Vec<f32>>> = if with_embedding {
+                let flat = read_f32(model.embedding_from_cut(cut.clone(), frozen)).await?;
+                flat.chunks_exact(EMBEDDING_DIM)
+                    .map(|e| Some(e.to_vec()))
+                    .collect()
+            } else {
+                vec![None; chunk.len()]
+            };
+            let cuts = read_rows(cut, chunk.len(), c * h * w).await?;
+            rows.extend(embeddings.into_iter().zip(cuts));
         }
     }
-    planar.iter().map(|row| to_f16(row)).collect()
+    if rows.len() != images.len() {
+        return Err(ComputeError::Execution(format!(
+            "the backbone returned {} rows for {} images",
+            rows.len(),
+            images.len()
+        ))
+        .into());
+    }
+    Ok(rows)
 }
 
 /// A kernel's error as the inference error a caller reads.
@@ -141,16 +188,17 @@ async fn read_rows(x: Tensor<4>, n: usize, len: usize) -> Result<Vec<Vec<f32>>, 
     Ok(values.chunks_exact(len).map(<[f32]>::to_vec).collect())
 }
 
-/// f16 activations, or an error for a value that is not finite in f16.
-fn to_f16(row: &[f32]) -> Result<CutFeatures, InferenceError> {
+/// f16 activations, or the image's error for a value that is not finite in f16.
+fn to_f16(row: &[f32]) -> Result<CutFeatures, String> {
     let values: Vec<f16> = row.iter().map(|&v| f16::from_f32(v)).collect();
     if values.iter().all(|v| v.is_finite()) {
         Ok(CutFeatures { values })
     } else {
-        Err(ComputeError::Execution(
-            "the network's activations for an image are not finite numbers".into(),
+        Err(
+            "the network's activations for this image are not finite numbers (NaN, or beyond \
+             f16's range)"
+                .into(),
         )
-        .into())
     }
 }
 
@@ -188,8 +236,21 @@ pub async fn embed_with_activations(
             Err(error) => Some(error),
         })
         .collect();
-    let mut outputs = match embed_and_cut(model, &ok, blocks, device).await {
-        Ok(rows) => Ok(rows.into_iter()),
+    let mut outputs = match frozen_pass(model, &ok, blocks, device, true).await {
+        Ok(rows) => Ok(rows.into_iter().map(|(embedding, cut)| {
+            let embedding = embedding.unwrap_or_default();
+            if embedding.len() != EMBEDDING_DIM || embedding.iter().any(|v| !v.is_finite()) {
+                return Err(
+                    "the network's output for this image is not a finite number (NaN or \
+                     infinity)"
+                        .to_string(),
+                );
+            }
+            Ok(EmbeddingWithActivations {
+                embedding,
+                activations: to_f16(&cut)?,
+            })
+        })),
         Err(error) => Err(error.to_string()),
     };
     errors
@@ -198,69 +259,8 @@ pub async fn embed_with_activations(
             (Some(error), _) => Err(error),
             (None, Ok(rows)) => rows
                 .next()
-                .ok_or_else(|| "the backbone returned fewer rows than images".to_string()),
+                .unwrap_or_else(|| Err("the backbone returned fewer rows than images".to_string())),
             (None, Err(error)) => Err(error.clone()),
-        })
-        .collect()
-}
-
-async fn embed_and_cut(
-    model: &EfficientNetLite0,
-    images: &[Vec<f32>],
-    blocks: usize,
-    device: &Device,
-) -> Result<Vec<EmbeddingWithActivations>, InferenceError> {
-    check_blocks(blocks).map_err(|e| ComputeError::Execution(e.to_string()))?;
-    if images.is_empty() {
-        return Ok(Vec::new());
-    }
-    let frozen = block_specs().len() - blocks;
-    let (c, h, w) = cut_shape(blocks);
-    let mut rows: Vec<(Vec<f32>, Vec<f32>)> = Vec::with_capacity(images.len());
-    if *device == Device::flex() {
-        let network = cpu_network(model).await.map_err(ComputeError::from)?;
-        let inputs: Vec<&[f32]> = images.iter().map(Vec::as_slice).collect();
-        let (output, activations) = network
-            .forward_with_cut(&inputs, IMAGE_SIZE, IMAGE_SIZE, frozen)
-            .map_err(kernel_error)?;
-        for (embedding, cut) in output
-            .embeddings
-            .chunks_exact(EMBEDDING_DIM)
-            .zip(activations.rows)
-        {
-            rows.push((embedding.to_vec(), to_planar(&cut, (h, w, c))));
-        }
-    } else {
-        for chunk in images.chunks(MAX_FORWARD_BATCH) {
-            let cut = model.forward_cut(batch_to_tensor(chunk, device)?, frozen);
-            let embedding = model.embedding_from_cut(cut.clone(), frozen);
-            let embeddings = read_f32(embedding).await?;
-            let cuts = read_rows(cut, chunk.len(), c * h * w).await?;
-            for (embedding, cut) in embeddings.chunks_exact(EMBEDDING_DIM).zip(cuts) {
-                rows.push((embedding.to_vec(), cut));
-            }
-        }
-    }
-    if rows.len() != images.len() {
-        return Err(ComputeError::Execution(format!(
-            "the backbone returned {} rows for {} images",
-            rows.len(),
-            images.len()
-        ))
-        .into());
-    }
-    rows.into_iter()
-        .map(|(embedding, cut)| {
-            if embedding.iter().any(|v| !v.is_finite()) {
-                return Err(ComputeError::Execution(
-                    "the network's output for this image is not a finite number".into(),
-                )
-                .into());
-            }
-            Ok(EmbeddingWithActivations {
-                embedding,
-                activations: to_f16(&cut)?,
-            })
         })
         .collect()
 }
@@ -302,7 +302,7 @@ pub async fn advance(
         let rows: Vec<&CutFeatures> = chunk.iter().collect();
         let x = model.forward_blocks(batch_tensor(&rows, from, device), all - from..all - to);
         for row in read_rows(x, chunk.len(), c * h * w).await? {
-            out.push(to_f16(&row).map_err(|e| ComputeError::Execution(e.to_string()))?);
+            out.push(to_f16(&row).map_err(ComputeError::Execution)?);
         }
     }
     Ok(out)
@@ -370,8 +370,10 @@ pub async fn cut_features_cached(
         match cut_features(model, &inputs, blocks, device).await {
             Ok(rows) => {
                 for ((i, key), features) in missing.into_iter().zip(rows) {
-                    store.put_cut(&key, &features.to_bytes());
-                    results[i] = Some(Ok(features));
+                    if let Ok(features) = &features {
+                        store.put_cut(&key, &features.to_bytes());
+                    }
+                    results[i] = Some(features);
                 }
             }
             Err(error) => {

@@ -1,11 +1,15 @@
 use burn::tensor::Device;
 use half::f16;
 
+use super::run::Subset;
 use super::*;
+use crate::efficientnet::Tail;
 use crate::efficientnet::cut_shape;
 use crate::efficientnet::tail::tail_tensor_shapes;
+use crate::readback::read_f32;
 use crate::rng::SeededRng;
 use crate::test_support::names;
+use crate::train::LabelledEmbeddings;
 use crate::train::{OptimizerKind, TrainConfig, train as fit};
 
 /// A tail of 1 block with small random weights (no pretrained network in unit tests).
@@ -115,13 +119,13 @@ fn tune(
     start: &TrainedHead,
     tail: &TailWeights,
     train: &CutDataset,
-    val: &CutDataset,
+    val: Option<&CutDataset>,
 ) -> FineTuned {
     pollster::block_on(fine_tune(
         start,
         tail,
         train,
-        Some(val),
+        val,
         &settings(),
         ThresholdRule::BalancedAccuracy,
         7,
@@ -132,27 +136,53 @@ fn tune(
     .expect("fine-tunes")
 }
 
+/// Class-weighted validation loss of a tail and head on `set`.
+fn loss_on(tail: &TailWeights, head: &TrainedHead, set: &CutDataset) -> f64 {
+    let classifier = TunedClassifier::new(
+        tail,
+        &head.config,
+        &head.weights,
+        &head.normalization,
+        &Device::flex(),
+    )
+    .expect("builds");
+    let probs = pollster::block_on(classifier.predict(&set.features)).expect("predicts");
+    crate::train::host_loss(&probs, &set.labels, &head.class_weights, head.loss)
+}
+
 #[test]
 fn fine_tuning_trains_the_tail_and_is_reproducible() {
     let tail = random_tail(3);
     let train = cut_set(16, 4);
     let val = cut_set(8, 5);
     let start = start_head(&tail, &train);
-    let tuned = tune(&start, &tail, &train, &val);
-    assert_eq!(tuned.head.history.len(), 4);
+    // Without validation every epoch runs and the last is kept.
+    let free = tune(&start, &tail, &train, None);
+    assert_eq!(free.head.history.len(), 4);
     let (first, last) = (
-        tuned.head.history[0].train_loss,
-        tuned.head.history[3].train_loss,
+        free.head.history[0].train_loss,
+        free.head.history[3].train_loss,
     );
     assert!(last < first, "training loss {first} → {last}");
-    assert_ne!(tuned.tail, tail, "the blocks changed");
-    assert_ne!(tuned.head.weights, start.weights, "the head changed");
-    assert!(tuned.tail.check().is_ok());
+    assert!(free.tail != tail, "the blocks changed");
+    assert!(free.head.weights != start.weights, "the head changed");
+    assert!(free.tail.check().is_ok());
+    // With validation the kept model is never worse there than the head alone (epoch 0).
+    let tuned = tune(&start, &tail, &train, Some(&val));
+    let alone = loss_on(&tail, &start, &val);
+    let kept = loss_on(&tuned.tail, &tuned.head, &val);
+    assert!(
+        kept <= alone + 1e-9,
+        "kept {kept} vs the head alone {alone}"
+    );
+    if tuned.head.kept_epoch == 0 {
+        assert!(tuned.tail == tail && tuned.head.weights == start.weights);
+    }
     let validation = tuned.head.validation.as_ref().expect("validation figures");
     assert_eq!(validation.n, 16);
     assert!(tuned.head.threshold.is_some(), "two classes: a threshold");
     // Same data and seed: the same model.
-    assert_eq!(tune(&start, &tail, &train, &val), tuned);
+    assert!(tune(&start, &tail, &train, Some(&val)) == tuned);
     // The classifier built from the stored weights predicts what validation measured.
     let classifier = TunedClassifier::new(
         &tuned.tail,

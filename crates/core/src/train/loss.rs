@@ -1,8 +1,8 @@
 //! The losses: class weights by inverse frequency, the per-item training loss on the device
 //! and the validation loss on the host.
 
-use burn::tensor::Tensor;
 use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Tensor, TensorData};
 
 use super::{ClassWeighting, IMBALANCE_RATIO, LossKind};
 use crate::head::{OutputKind, probabilities};
@@ -40,6 +40,39 @@ pub fn class_weights_for(
             }
         })
         .collect()
+}
+
+/// The training targets of `labels` with label smoothing `eps`: `[n, 1]` (`y(1 − ε/2) +
+/// (1 − y)ε/2`) for a sigmoid output, `[n, K]` (one-hot smoothed to `1 − ε + ε/K` and `ε/K`)
+/// for softmax.
+pub(crate) fn targets(
+    labels: &[usize],
+    num_classes: usize,
+    output: OutputKind,
+    eps: f32,
+    device: &Device,
+) -> Tensor<2> {
+    let n = labels.len();
+    match output {
+        OutputKind::Softmax => {
+            let off = eps / num_classes as f32;
+            let on = 1.0 - eps + off;
+            let mut t = vec![off; n * num_classes];
+            for (i, &label) in labels.iter().enumerate() {
+                if let Some(cell) = t.get_mut(i * num_classes + label) {
+                    *cell = on;
+                }
+            }
+            Tensor::from_data(TensorData::new(t, [n, num_classes]), device)
+        }
+        OutputKind::Sigmoid => {
+            let t: Vec<f32> = labels
+                .iter()
+                .map(|&l| if l == 1 { 1.0 - eps / 2.0 } else { eps / 2.0 })
+                .collect();
+            Tensor::from_data(TensorData::new(t, [n, 1]), device)
+        }
+    }
 }
 
 /// Per-item loss `[batch]` of `logits` against `targets` (soft one-hot `[batch, K]` for

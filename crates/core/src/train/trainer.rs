@@ -162,26 +162,13 @@ impl Trainer {
         let plain = device.clone().without_autodiff();
         let n = train.labels.len();
         let x = upload_rows(&train.embeddings, &normalization, &device);
-        let eps = config.label_smoothing;
-        let targets = match head_config.output {
-            OutputKind::Softmax => {
-                let off = eps / num_classes as f32;
-                let on = 1.0 - eps + off;
-                let mut t = vec![off; n * num_classes];
-                for (i, &label) in train.labels.iter().enumerate() {
-                    t[i * num_classes + label] = on;
-                }
-                Tensor::<2>::from_data(TensorData::new(t, [n, num_classes]), &device)
-            }
-            OutputKind::Sigmoid => {
-                let t: Vec<f32> = train
-                    .labels
-                    .iter()
-                    .map(|&l| if l == 1 { 1.0 - eps / 2.0 } else { eps / 2.0 })
-                    .collect();
-                Tensor::<2>::from_data(TensorData::new(t, [n, 1]), &device)
-            }
-        };
+        let targets = targets(
+            &train.labels,
+            num_classes,
+            head_config.output,
+            config.label_smoothing,
+            &device,
+        );
         let sample_weights: Vec<f32> = train.labels.iter().map(|&l| class_weights[l]).collect();
         let sample_weights = Tensor::<1>::from_data(TensorData::new(sample_weights, [n]), &device);
         let labels_i: Vec<i64> = train.labels.iter().map(|&l| l as i64).collect();
