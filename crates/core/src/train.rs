@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::head::{Head, HeadConfig, HeadError, HeadKind, HeadWeights, OutputKind};
 use crate::metrics::{Evaluation, EvaluationOptions, MetricsError, evaluate};
-use crate::readback::{ComputeError, read_f32};
+use crate::readback::ComputeError;
 use crate::rng::SeededRng;
 use crate::split::SplitError;
 use crate::threshold::Threshold;
@@ -40,7 +40,7 @@ pub use config::{
     OptimizerKind, Schedule, TrainConfig, limits,
 };
 pub use loss::class_weights_for;
-pub(crate) use loss::{host_loss, per_item_loss, targets};
+pub(crate) use loss::{epoch_means, host_loss, per_item_loss, targets};
 pub use trainer::Trainer;
 use trainer::{Prepared, prepare};
 

@@ -34,14 +34,7 @@ impl Network {
         width: usize,
         blocks: usize,
     ) -> Result<CutActivations, KernelError> {
-        self.check_inputs(images, height, width)?;
-        if blocks > self.blocks.len() {
-            return Err(KernelError::Channels {
-                layer: "cut point".to_string(),
-                got: blocks,
-                expected: self.blocks.len(),
-            });
-        }
+        self.check_cut(images, height, width, blocks)?;
         let one = |image: &[f32], scratch: &mut Scratch| {
             let (h, w, c) = self.run_blocks(
                 image,
@@ -90,14 +83,7 @@ impl Network {
         width: usize,
         blocks: usize,
     ) -> Result<(BatchOutput, CutActivations), KernelError> {
-        self.check_inputs(images, height, width)?;
-        if blocks > self.blocks.len() {
-            return Err(KernelError::Channels {
-                layer: "cut point".to_string(),
-                got: blocks,
-                expected: self.blocks.len(),
-            });
-        }
+        self.check_cut(images, height, width, blocks)?;
         let dim = self.embedding_dim();
         let one = |image: &[f32], scratch: &mut Scratch, threads: Threads| {
             let mut embedding = vec![0.0; dim];
@@ -153,6 +139,25 @@ impl Network {
                 channels,
             },
         ))
+    }
+
+    /// The inputs' sizes and a cut within the network.
+    fn check_cut(
+        &self,
+        images: &[&[f32]],
+        height: usize,
+        width: usize,
+        blocks: usize,
+    ) -> Result<(), KernelError> {
+        self.check_inputs(images, height, width)?;
+        if blocks > self.blocks.len() {
+            return Err(KernelError::Channels {
+                layer: "cut point".to_string(),
+                got: blocks,
+                expected: self.blocks.len(),
+            });
+        }
+        Ok(())
     }
 
     /// `(height, width, channels)` after the stem and the first `blocks` blocks of a

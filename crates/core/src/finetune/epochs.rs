@@ -13,11 +13,10 @@ use super::{
 use crate::efficientnet::tail::{Tail, TailWeights};
 use crate::head::{Head, OutputKind};
 use crate::metrics::{EvaluationOptions, evaluate};
-use crate::readback::{ComputeError, read_f32};
 use crate::rng::SeededRng;
 use crate::train::{
     CancelToken, EpochSummary, OptimizerKind, Progress, StopReason, TrainError, TrainEvent,
-    TrainedHead, host_loss, per_item_loss, targets,
+    TrainedHead, epoch_means, host_loss, per_item_loss, targets,
 };
 
 /// The shuffling stream of fine-tuning (distinct from the head's).
@@ -265,15 +264,7 @@ impl<'a> Loop<'a> {
                 });
             }
             let (train_loss, train_accuracy) = match sums {
-                Some(sums) => match read_f32(sums).await?.as_slice() {
-                    [l, c] => (f64::from(*l) / n as f64, f64::from(*c) / n as f64),
-                    _ => {
-                        return Err(ComputeError::Execution(
-                            "could not read the epoch's loss".into(),
-                        )
-                        .into());
-                    }
-                },
+                Some(sums) => epoch_means(sums, n).await?,
                 None => (0.0, 0.0),
             };
             if !train_loss.is_finite() {

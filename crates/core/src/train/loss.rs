@@ -6,6 +6,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::{ClassWeighting, IMBALANCE_RATIO, LossKind};
 use crate::head::{OutputKind, probabilities};
+use crate::readback::{ComputeError, read_f32};
 
 /// Inverse-frequency class weights `N / (K · n_c)`, or all ones.
 pub fn class_weights_for(
@@ -128,5 +129,16 @@ pub(crate) fn host_loss(
         total / weight_sum
     } else {
         0.0
+    }
+}
+
+/// An epoch's `[loss sum, correct count]` read back once, as the mean loss and the accuracy
+/// over `n` items.
+pub(crate) async fn epoch_means(sums: Tensor<1>, n: usize) -> Result<(f64, f64), ComputeError> {
+    match read_f32(sums).await?.as_slice() {
+        [l, c] => Ok((f64::from(*l) / n as f64, f64::from(*c) / n as f64)),
+        _ => Err(ComputeError::Execution(
+            "could not read the epoch's loss".into(),
+        )),
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::readback::read_f32;
 
 /// Blobs per class in 8 dimensions, separable but noisy.
 fn blobs(n_per_class: &[usize], seed: u64) -> LabelledEmbeddings {

@@ -328,18 +328,7 @@ impl Trainer {
         }
         self.head = Some(head);
         let (train_loss, train_accuracy) = match (loss_sum, correct_sum) {
-            (Some(l), Some(c)) => {
-                let values = read_f32(Tensor::cat(vec![l, c], 0)).await?;
-                match values.as_slice() {
-                    [l, c] => (f64::from(*l) / n as f64, f64::from(*c) / n as f64),
-                    _ => {
-                        return Err(ComputeError::Execution(
-                            "could not read the epoch's loss".into(),
-                        )
-                        .into());
-                    }
-                }
-            }
+            (Some(l), Some(c)) => epoch_means(Tensor::cat(vec![l, c], 0), n).await?,
             _ => (0.0, 0.0),
         };
         if !train_loss.is_finite() {
