@@ -79,9 +79,8 @@ pub fn FineTuneChoice() -> impl IntoView {
         (blocks.get() > 0 && with < all).then(|| {
             format!(
                 "{with} of {all} images have the activations fine-tuning starts from; the others \
-                 were added before this page kept them, or imported from a project file (which \
-                 does not carry them): train the head alone, or add those images again from \
-                 their files."
+                 were embedded by an older page or imported from a project file it wrote: train \
+                 the head alone, or add those images again from their files."
             )
         })
     };

@@ -3,6 +3,7 @@
 
 use leptos::prelude::*;
 use medtransfer_core::embeddings::{decode_embedding, decode_rows, encode_embedding, encode_rows};
+use medtransfer_core::finetune::{CutFeatures, STORED_BLOCKS};
 use medtransfer_core::model_file::ModelFile;
 use medtransfer_core::project_file::{ProjectArchive, ProjectImage};
 use medtransfer_core::train::limits;
@@ -47,6 +48,10 @@ impl Project {
                         .into_iter()
                         .take(*limits::AUGMENTED_VIEWS.end() as usize)
                         .collect(),
+                    activations: record
+                        .activations
+                        .as_deref()
+                        .and_then(|a| CutFeatures::from_bytes(a, STORED_BLOCKS)),
                     name: record.name,
                     class,
                     thumbnail: record.thumbnail,
@@ -117,7 +122,7 @@ impl Project {
                 thumbnail: image.thumbnail.clone(),
                 embedding: Some(encode_embedding(&image.embedding)),
                 views: (!image.views.is_empty()).then(|| encode_rows(&image.views)),
-                activations: None,
+                activations: image.activations.as_ref().map(CutFeatures::to_bytes),
             })
             .collect();
         let model = archive

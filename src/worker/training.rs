@@ -60,9 +60,9 @@ pub(super) async fn train(
                 if missing > 0 {
                     return Err(format!(
                         "{missing} of the {} images have no stored activations to fine-tune \
-                         from (added before this page kept them, or imported from a project \
-                         file, which does not carry them): train the head alone, or add those \
-                         images again from their files",
+                         from (embedded by an older page, or imported from a project file it \
+                         wrote): train the head alone, or add those images again from their \
+                         files",
                         items.len()
                     ));
                 }

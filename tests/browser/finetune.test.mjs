@@ -107,6 +107,30 @@ for (const mode of [
       assert.deepEqual(record.foreign, [], 'requests left the page origin');
       assert.deepEqual(record.errors, [], 'page, worker or shader errors');
 
+      if (!mode.webgpu) {
+        // Exported and imported into another profile, the images keep their activations: the
+        // imported project fine-tunes.
+        const [projectDownload] = await Promise.all([
+          page.waitForEvent('download'),
+          page.getByTestId('export-project').click(),
+        ]);
+        const projectPath = join(served.scratch, 'tuned.mtproject');
+        await projectDownload.saveAs(projectPath);
+        const other = await openProject(browser, served.server.origin);
+        await other.page.getByTestId('import-project').setInputFiles(projectPath);
+        await other.page.getByTestId('project-notice').filter({ hasText: /Imported/ }).waitFor({ timeout: 60_000 });
+        assert.equal(await other.page.getByTestId('train-blocks').inputValue(), '2');
+        assert.equal(await other.page.getByTestId('fine-tune-status').count(), 0, 'the imported images have their activations');
+        await waitForWorker(other.page);
+        await other.page.getByTestId('train').and(other.page.locator(':enabled')).waitFor({ timeout: 120_000 });
+        await other.page.getByTestId('train').click();
+        await other.page.locator('[data-testid="train-status"][data-running="false"]').waitFor({ timeout: 600_000 });
+        assert.match(await other.page.getByTestId('train-status').innerText(), /Trained in/);
+        assert.match(await other.page.getByTestId('figures-source').innerText(), /fine-tuned/);
+        assert.deepEqual(other.record.errors, [], 'errors in the imported project');
+        await screenshot(other.page, 'finetune-cpu-fallback-3-imported');
+      }
+
       if (mode.webgpu) {
         // A worker that dies while fine-tuning on the GPU is replaced by one on the CPU, where
         // the run goes through; the tuned model from before stays until then.

@@ -65,6 +65,7 @@ fn main() -> ExitCode {
                 .map(|c| (c + 0.5 * rng.normal()).max(0.0))
                 .collect(),
             views: Vec::new(),
+            activations: None,
         });
     }
     write(out, &project)
@@ -112,6 +113,7 @@ fn from_embed(path: &str) -> Result<ProjectArchive, String> {
                 .map(|v| v as f32)
                 .collect(),
             views: Vec::new(),
+            activations: None,
         });
     }
     Ok(project)

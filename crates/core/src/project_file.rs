@@ -8,6 +8,9 @@
 //! - `views.f32`: the embeddings of the images' augmented views, rows as above, each image's
 //!   `views` rows in the manifest's order, when any image has views (files without it, from
 //!   before views existed, read as images without views);
+//! - `activations.f16`: the activations kept for fine-tuning
+//!   ([`crate::finetune::STORED_BLOCKS`], 31,360 bytes each) of the images whose manifest entry
+//!   says `activations`, in the manifest's order (files without it read as images without);
 //! - `thumbnails/<n>.jpg`: the n-th image's thumbnail, when it has one;
 //! - `model.mtmodel`: the trained model ([`crate::model_file`]), when there is one.
 //!
@@ -26,6 +29,7 @@ use crate::efficientnet::EMBEDDING_DIM;
 use crate::embeddings::{
     BACKBONE_ID, PREPROCESSING_ID, decode_embedding, encode_embedding, encode_rows,
 };
+use crate::finetune::{CutFeatures, STORED_BLOCKS};
 use crate::model_file::ModelFile;
 use crate::train::limits;
 
@@ -47,10 +51,16 @@ pub const MAX_MODEL_BYTES: u64 = 256 * 1024 * 1024;
 const MANIFEST: &str = "manifest.json";
 const EMBEDDINGS: &str = "embeddings.f32";
 const VIEWS: &str = "views.f32";
+const ACTIVATIONS: &str = "activations.f16";
 /// Most augmented views an image may have.
 const MAX_VIEWS: usize = *limits::AUGMENTED_VIEWS.end() as usize;
 const MODEL: &str = "model.mtmodel";
 const FORMAT: &str = "medtransfer-project";
+
+/// Bytes of one image's stored activations.
+fn activation_bytes() -> usize {
+    CutFeatures::bytes_per_image(STORED_BLOCKS)
+}
 
 fn thumbnail_path(index: usize) -> String {
     format!("thumbnails/{index}.jpg")
@@ -99,6 +109,9 @@ pub struct ManifestImage {
     /// Rows of `views.f32` that are this image's augmented views (absent: none).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub views: usize,
+    /// Whether `activations.f16` holds this image's activations for fine-tuning.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub activations: bool,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -145,6 +158,8 @@ pub struct ProjectImage {
     /// The embeddings of its augmented views ([`EMBEDDING_DIM`] values each; at most
     /// [`limits::AUGMENTED_VIEWS`]' end of them).
     pub views: Vec<Vec<f32>>,
+    /// Its activations for fine-tuning ([`STORED_BLOCKS`]), when it has them.
+    pub activations: Option<CutFeatures>,
 }
 
 /// A project read from or to be written to a file.
@@ -170,9 +185,14 @@ impl ProjectArchive {
                 || im.class >= self.classes.len()
                 || im.views.len() > MAX_VIEWS
                 || im.views.iter().any(|v| v.len() != EMBEDDING_DIM)
+                || im
+                    .activations
+                    .as_ref()
+                    .is_some_and(|a| 2 * a.values.len() != activation_bytes())
         }) {
             return Err(invalid(format!(
-                "image {i} ({}) has class {} of {}, {} features and {} views",
+                "image {i} ({}) has class {} of {}, {} features and {} views, or activations of \
+                 another length",
                 image.name,
                 image.class,
                 self.classes.len(),
@@ -196,6 +216,7 @@ impl ProjectArchive {
                     class: im.class,
                     thumbnail: im.thumbnail.is_some(),
                     views: im.views.len(),
+                    activations: im.activations.is_some(),
                 })
                 .collect(),
             settings: self.settings.clone(),
@@ -223,6 +244,15 @@ impl ProjectArchive {
             .collect();
         if !views.is_empty() {
             add(VIEWS, &views)?;
+        }
+        let activations: Vec<u8> = self
+            .images
+            .iter()
+            .filter_map(|im| im.activations.as_ref())
+            .flat_map(CutFeatures::to_bytes)
+            .collect();
+        if !activations.is_empty() {
+            add(ACTIVATIONS, &activations)?;
         }
         for (i, image) in self.images.iter().enumerate() {
             if let Some(thumbnail) = &image.thumbnail {
@@ -331,6 +361,21 @@ impl ProjectArchive {
             Some(views) => views,
         };
         let mut view_rows = views.chunks_exact(row_bytes);
+        let block = activation_bytes();
+        let with_activations = manifest.images.iter().filter(|im| im.activations).count() as u64;
+        let expected = with_activations * block as u64;
+        let activations = match read_entry(zip, ACTIVATIONS, expected)? {
+            None if with_activations > 0 => return Err(damaged("its activations are missing")),
+            None => Vec::new(),
+            Some(bytes) if bytes.len() as u64 != expected => {
+                return Err(damaged(format!(
+                    "its activations have {} bytes, {with_activations} images need {expected}",
+                    bytes.len()
+                )));
+            }
+            Some(bytes) => bytes,
+        };
+        let mut activation_blocks = activations.chunks_exact(block);
         let mut images = Vec::with_capacity(manifest.images.len());
         for (i, (entry, row)) in manifest
             .images
@@ -369,12 +414,22 @@ impl ProjectArchive {
                     })
                 })
                 .collect::<Result<_, _>>()?;
+            // A block that is not finite leaves the image without activations (it can still
+            // be trained on, only not fine-tuned).
+            let activations = if entry.activations {
+                activation_blocks
+                    .next()
+                    .and_then(|b| CutFeatures::from_bytes(b, STORED_BLOCKS))
+            } else {
+                None
+            };
             images.push(ProjectImage {
                 name: entry.name,
                 class: entry.class,
                 thumbnail,
                 embedding,
                 views,
+                activations,
             });
         }
         let model = if manifest.has_model {

@@ -4,6 +4,12 @@ fn embedding(seed: f32) -> Vec<f32> {
     (0..EMBEDDING_DIM).map(|i| seed + i as f32 * 1e-3).collect()
 }
 
+fn activations(v: f32) -> CutFeatures {
+    CutFeatures {
+        values: vec![half::f16::from_f32(v); activation_bytes() / 2],
+    }
+}
+
 fn sample() -> ProjectArchive {
     ProjectArchive {
         classes: vec!["NORMAL".into(), "PNEUMONIA".into()],
@@ -14,6 +20,7 @@ fn sample() -> ProjectArchive {
                 thumbnail: Some(vec![0xFF, 0xD8, 1, 2, 3]),
                 embedding: embedding(0.5),
                 views: vec![embedding(0.25), embedding(0.75)],
+                activations: Some(activations(1.5)),
             },
             ProjectImage {
                 name: "b.png".into(),
@@ -21,6 +28,7 @@ fn sample() -> ProjectArchive {
                 thumbnail: None,
                 embedding: embedding(-2.0),
                 views: Vec::new(),
+                activations: None,
             },
         ],
         settings: serde_json::json!({"epochs": 7}),
@@ -33,6 +41,33 @@ fn round_trips() {
     let project = sample();
     let bytes = project.to_bytes("test").expect("write");
     assert_eq!(ProjectArchive::from_bytes(&bytes), Ok(project));
+}
+
+#[test]
+fn activations_travel_and_a_file_without_them_reads_as_images_without() {
+    let bytes = sample().to_bytes("test").expect("write");
+    let back = ProjectArchive::from_bytes(&bytes).expect("reads");
+    assert_eq!(back.images[0].activations, Some(activations(1.5)));
+    assert_eq!(back.images[1].activations, None);
+    // Announced but missing: damaged; none announced (an older file): none.
+    let announced = with_manifest(|m| m["images"][1]["activations"] = true.into());
+    assert!(matches!(
+        ProjectArchive::from_bytes(&announced),
+        Err(ProjectFileError::Damaged(_))
+    ));
+    let older = ProjectArchive {
+        images: sample()
+            .images
+            .into_iter()
+            .map(|im| ProjectImage {
+                activations: None,
+                ..im
+            })
+            .collect(),
+        ..sample()
+    };
+    let back = ProjectArchive::from_bytes(&older.to_bytes("test").expect("write")).expect("reads");
+    assert!(back.images.iter().all(|im| im.activations.is_none()));
 }
 
 /// A linear two-class model on the real embedding size, trained "with" `classes`.
