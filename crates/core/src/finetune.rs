@@ -78,8 +78,9 @@ pub struct FineTuneConfig {
 }
 
 impl Default for FineTuneConfig {
-    /// 2 blocks, 10 epochs of 32 images, head 1e-4, blocks 1e-5, weight decay 1e-4,
-    /// patience 3 (chosen on the chest X-ray training split's validation side: `docs/RESULTS.md`).
+    /// 2 blocks, 10 epochs of 32 images, head 1e-4 (the source recipe's rate), blocks 1e-5 (a
+    /// tenth), weight decay 1e-4, patience 3: set beforehand, not tuned; what they give on
+    /// the shared data sets is in `docs/RESULTS.md` ("Fine-tuning the last blocks").
     fn default() -> Self {
         Self {
             blocks: 2,
