@@ -8,15 +8,12 @@ use std::rc::Rc;
 use medtransfer_core::ComputeDevice;
 use medtransfer_core::efficientnet::{EfficientNetLite0, TailWeights};
 use medtransfer_core::finetune::{
-    CutFeatures, FineTuneConfig, ModelClassifier, STORED_BLOCKS, TunedClassifier, advance,
-    fine_tune_run,
+    CutFeatures, FineTuneConfig, ModelClassifier, STORED_BLOCKS, advance, fine_tune_run,
 };
 use medtransfer_core::model_file::ModelFile;
 use medtransfer_core::recipe::SearchEvent;
 use medtransfer_core::run::{Progress, Recipe, RunConfig, Validation, run};
-use medtransfer_core::train::{
-    CancelToken, Classifier, LabelledEmbeddings, TrainError, TrainEvent,
-};
+use medtransfer_core::train::{CancelToken, LabelledEmbeddings, TrainError, TrainEvent};
 
 use super::{STATE, post, post_with, yield_now};
 use crate::protocol::{FineTunedSummary, FromWorker, ImageId};
@@ -224,7 +221,6 @@ async fn run_training(
     if let Some(search) = &finished.search {
         model_file = model_file.with_search(search);
     }
-    let model_file = model_file.to_bytes();
     // The automatic recipe's figures are out of fold over every image.
     let (validation, validation_items) = match &finished.search {
         Some(search) => (
@@ -236,18 +232,9 @@ async fn run_training(
             finished.validation_items.clone(),
         ),
     };
-    let classifier = Classifier::new(
-        &trained.config,
-        &trained.weights,
-        &trained.normalization,
-        &device.device,
-    )
-    .map_err(|e| e.to_string())?;
-    STATE.with_borrow_mut(|s| {
-        s.classifier = Some(Rc::new(ModelClassifier::Head(Box::new(classifier))))
-    });
-    post_with(
-        &FromWorker::Trained {
+    keep_and_post(
+        &model_file,
+        FromWorker::Trained {
             kept_epoch: trained.kept_epoch,
             stop_reason: trained.stop_reason,
             validation: validation.map(Box::new),
@@ -263,8 +250,21 @@ async fn run_training(
             millis: js_sys::Date::now() - started,
             fine_tuned: None,
         },
-        Some(model_file),
-    );
+        &device,
+    )
+}
+
+/// Keeps `model_file`'s classifier for predictions (as a `LoadClassifier` message would)
+/// and posts `trained` with the file's bytes.
+fn keep_and_post(
+    model_file: &ModelFile,
+    trained: FromWorker,
+    device: &ComputeDevice,
+) -> Result<(), String> {
+    let classifier =
+        ModelClassifier::from_file(model_file, &device.device).map_err(|e| e.to_string())?;
+    STATE.with_borrow_mut(|s| s.classifier = Some(Rc::new(classifier)));
+    post_with(&trained, Some(model_file.to_bytes()));
     Ok(())
 }
 
@@ -334,20 +334,10 @@ async fn run_fine_tuning(
     if let Some(search) = &finished.head_run.search {
         model_file = model_file.with_search(search);
     }
-    let classifier = TunedClassifier::new(
-        &tuned.tail,
-        &tuned.head.config,
-        &tuned.head.weights,
-        &tuned.head.normalization,
-        &device.device,
-    )
-    .map_err(|e| e.to_string())?;
-    STATE.with_borrow_mut(|s| {
-        s.classifier = Some(Rc::new(ModelClassifier::Tuned(Box::new(classifier))))
-    });
     let head_only = finished.head_run.trained.validation.as_ref();
-    post_with(
-        &FromWorker::Trained {
+    keep_and_post(
+        &model_file,
+        FromWorker::Trained {
             kept_epoch: tuned.head.kept_epoch,
             stop_reason: tuned.head.stop_reason,
             validation: tuned.head.validation.clone().map(Box::new),
@@ -370,9 +360,8 @@ async fn run_fine_tuning(
                 head_only_auc: head_only.and_then(|v| v.auc),
             }),
         },
-        Some(model_file.to_bytes()),
-    );
-    Ok(())
+        &device,
+    )
 }
 
 #[cfg(test)]

@@ -229,33 +229,73 @@ pub async fn embed_cached(
     requests: &[EmbeddingRequest],
     augment: &AugmentConfig,
 ) -> Vec<Result<Vec<f32>, String>> {
-    let mut results: Vec<Option<Result<Vec<f32>, String>>> = vec![None; requests.len()];
-    let mut missing = Vec::new();
-    let mut inputs = Vec::new();
-    for (i, request) in requests.iter().enumerate() {
-        let bytes = match &request.bytes {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                results[i] = Some(Err(error.clone()));
-                continue;
-            }
-        };
-        let hash = content_hash(bytes);
-        let key = cache_key(&hash, request.view);
-        if let Some(embedding) = store.get(&key) {
-            results[i] = Some(Ok(embedding));
-            continue;
-        }
-        missing.push((i, key));
-        inputs.push(prepare_input(bytes, &hash, request.view, augment));
-    }
-    let outputs = run_each(model, inputs, device).await;
+    let CacheFill {
+        mut results,
+        missing,
+        inputs,
+    } = split_cached(requests, augment, cache_key, |key| store.get(key));
+    let outputs = run_each(model, inputs.into_iter().map(Ok).collect(), device).await;
     for ((i, key), output) in missing.into_iter().zip(outputs) {
         results[i] = Some(output.map(|o| {
             store.put(&key, &o.embedding);
             o.embedding
         }));
     }
+    finish_fill(results)
+}
+
+/// The first half of filling a cache for `requests`: each one's cached value or error, and
+/// for the others their cache keys and network inputs (what [`embed_cached`] and
+/// [`crate::finetune::cut_features_cached`] then compute and store).
+pub(crate) struct CacheFill<T> {
+    /// `Some` for a request already answered (cached, or its file's error).
+    pub(crate) results: Vec<Option<Result<T, String>>>,
+    /// `(request index, cache key)` of each input to compute.
+    pub(crate) missing: Vec<(usize, String)>,
+    /// Their network inputs, in the same order.
+    pub(crate) inputs: Vec<Vec<f32>>,
+}
+
+/// Splits `requests` into cached ones (`cached(key)`, keys from `key(content hash, view)`),
+/// per-file errors, and inputs to compute.
+pub(crate) fn split_cached<T>(
+    requests: &[EmbeddingRequest],
+    augment: &AugmentConfig,
+    key: impl Fn(&str, View) -> String,
+    mut cached: impl FnMut(&str) -> Option<T>,
+) -> CacheFill<T> {
+    let mut fill = CacheFill {
+        results: (0..requests.len()).map(|_| None).collect(),
+        missing: Vec::new(),
+        inputs: Vec::new(),
+    };
+    for (i, request) in requests.iter().enumerate() {
+        let bytes = match &request.bytes {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                fill.results[i] = Some(Err(error.clone()));
+                continue;
+            }
+        };
+        let hash = content_hash(bytes);
+        let key = key(&hash, request.view);
+        if let Some(value) = cached(&key) {
+            fill.results[i] = Some(Ok(value));
+            continue;
+        }
+        match prepare_input(bytes, &hash, request.view, augment) {
+            Ok(input) => {
+                fill.missing.push((i, key));
+                fill.inputs.push(input);
+            }
+            Err(error) => fill.results[i] = Some(Err(error)),
+        }
+    }
+    fill
+}
+
+/// The results of a finished fill, one per request.
+pub(crate) fn finish_fill<T>(results: Vec<Option<Result<T, String>>>) -> Vec<Result<T, String>> {
     results
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err("the image was not processed".to_string())))

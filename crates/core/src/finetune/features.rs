@@ -12,7 +12,7 @@ use crate::efficientnet::tail::{check_blocks, cut_shape};
 use crate::efficientnet::{
     EMBEDDING_DIM, EfficientNetLite0, IMAGE_SIZE, MAX_TRAIN_BLOCKS, block_specs,
 };
-use crate::embeddings::{EmbeddingRequest, View, cache_key, content_hash, prepare_input};
+use crate::embeddings::{CacheFill, EmbeddingRequest, View, cache_key, finish_fill, split_cached};
 use crate::inference::{InferenceError, MAX_FORWARD_BATCH};
 use crate::preprocess::{PreprocessError, batch_to_tensor};
 use crate::readback::{ComputeError, read_f32};
@@ -338,34 +338,20 @@ pub async fn cut_features_cached(
     blocks: usize,
     augment: &AugmentConfig,
 ) -> Vec<Result<CutFeatures, String>> {
-    let mut results: Vec<Option<Result<CutFeatures, String>>> = vec![None; requests.len()];
-    let mut missing = Vec::new();
-    let mut inputs = Vec::new();
-    for (i, request) in requests.iter().enumerate() {
-        let bytes = match &request.bytes {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                results[i] = Some(Err(error.clone()));
-                continue;
-            }
-        };
-        let hash = content_hash(bytes);
-        let key = cut_cache_key(&hash, request.view, blocks);
-        if let Some(features) = store
-            .get_cut(&key)
-            .and_then(|b| CutFeatures::from_bytes(&b, blocks))
-        {
-            results[i] = Some(Ok(features));
-            continue;
-        }
-        match prepare_input(bytes, &hash, request.view, augment) {
-            Ok(input) => {
-                missing.push((i, key));
-                inputs.push(input);
-            }
-            Err(error) => results[i] = Some(Err(error)),
-        }
-    }
+    let CacheFill {
+        mut results,
+        missing,
+        inputs,
+    } = split_cached(
+        requests,
+        augment,
+        |hash, view| cut_cache_key(hash, view, blocks),
+        |key| {
+            store
+                .get_cut(key)
+                .and_then(|b| CutFeatures::from_bytes(&b, blocks))
+        },
+    );
     if !inputs.is_empty() {
         match cut_features(model, &inputs, blocks, device).await {
             Ok(rows) => {
@@ -383,10 +369,7 @@ pub async fn cut_features_cached(
             }
         }
     }
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err("the image was not processed".to_string())))
-        .collect()
+    finish_fill(results)
 }
 
 /// A batch of cut-point activations as one `[N, C, H, W]` f32 tensor on `device`.
