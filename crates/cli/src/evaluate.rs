@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::backbone::{Backbone, BackboneArgs, folder_skipped, progress_bar, skipped_entry};
 use crate::dataset::{FolderDataset, LabelledFile, walk_tree};
-use crate::predictor;
+use crate::predictor::{self, Predicted};
 use crate::train::group_keys;
 use medtransfer_core::finetune::ModelClassifier;
 
@@ -245,14 +245,14 @@ pub fn eval(args: &EvalArgs) -> ExitCode {
         .iter()
         .map(|f| (f.path.clone(), View::Original))
         .collect();
-    let results = predictor::predict(&classifier, &mut backbone, &items, &bar);
+    let results = predictor::predict(&classifier, None, &mut backbone, &items, &bar);
     bar.finish_and_clear();
     let mut skipped = folder_skipped(&dataset);
     let (mut probabilities, mut labels, mut kept) = (Vec::new(), Vec::new(), Vec::new());
     for (i, (file, result)) in files.iter().zip(results).enumerate() {
         match result {
             Ok(p) => {
-                probabilities.push(p);
+                probabilities.push(p.probabilities);
                 labels.push(file.label);
                 kept.push(i);
             }
@@ -320,7 +320,7 @@ pub fn predict(args: &PredictArgs) -> ExitCode {
     }
     let items: Vec<(PathBuf, View)> = paths.iter().map(|p| (p.clone(), View::Original)).collect();
     let bar = progress_bar(items.len(), predictor::stage(&classifier), args.json);
-    let results = predictor::predict(&classifier, &mut backbone, &items, &bar);
+    let results = predictor::predict(&classifier, model.ood.as_ref(), &mut backbone, &items, &bar);
     bar.finish_and_clear();
     let classes = &model.header.classes;
     let threshold = args
@@ -333,14 +333,21 @@ pub fn predict(args: &PredictArgs) -> ExitCode {
         .map(|(path, result)| {
             let path = path.display().to_string();
             match result {
-                Ok(p) => {
+                Ok(Predicted { probabilities: p, ood }) => {
                     let best = predicted_class(&p, threshold);
                     let probs: serde_json::Map<String, Value> = classes
                         .iter()
                         .zip(&p)
                         .map(|(c, &v)| (c.clone(), json!(v)))
                         .collect();
-                    json!({ "path": path, "label": classes.get(best), "probability": p.get(best), "probabilities": probs })
+                    let mut entry = json!({ "path": path, "label": classes.get(best), "probability": p.get(best), "probabilities": probs });
+                    // Absent for a model file without an OOD reference (older, or too few
+                    // training images).
+                    if let Some(ood) = ood {
+                        entry["out_of_distribution"] = json!(ood.out_of_distribution);
+                        entry["ood_score"] = json!(ood.score);
+                    }
+                    entry
                 }
                 Err(error) => json!({ "path": path, "error": error }),
             }
@@ -365,8 +372,15 @@ pub fn predict(args: &PredictArgs) -> ExitCode {
                     )
                 })
                 .collect();
+            let warning = match e["out_of_distribution"].as_bool() {
+                Some(true) => format!(
+                    "  WARNING: unlike the training images (OOD score {:.2}; above 1 is out of distribution): do not trust this prediction",
+                    e["ood_score"].as_f64().unwrap_or(f64::NAN)
+                ),
+                _ => String::new(),
+            };
             println!(
-                "{path}: {}  ({})",
+                "{path}: {}  ({}){warning}",
                 e["label"].as_str().unwrap_or("?"),
                 probs.join(", ")
             );

@@ -15,7 +15,8 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 use medtransfer_core::efficientnet::MAX_TRAIN_BLOCKS;
 use medtransfer_core::model_file::ModelFile;
-use medtransfer_core::run::{DEFAULT_FOLDS, Recipe, Validation, cross_validate, run};
+use medtransfer_core::ood::OodReference;
+use medtransfer_core::run::{DEFAULT_FOLDS, Validation, cross_validate, run};
 use medtransfer_core::threshold::ThresholdRule;
 use medtransfer_core::train::{CancelToken, TrainConfig, limits};
 
@@ -277,18 +278,11 @@ pub fn train(args: &TrainArgs) -> ExitCode {
         }
         None => None,
     };
-    // Group keys matter to a split and to cross-validation (the automatic recipe's folds keep
-    // groups whole with or without --val); read once for all.
-    let splits = recipe == Recipe::Automatic
-        || args.train_blocks > 0
-        || (val_folder_set.is_none() && config.validation_share > 0.0);
-    let groups = if splits || args.cv.is_some() {
-        match group_keys(&usable, args.group_pattern.as_deref()) {
-            Ok(g) => g,
-            Err(e) => return fail(e),
-        }
-    } else {
-        None
+    // Group keys matter to a split, to cross-validation (the automatic recipe's folds keep
+    // groups whole with or without --val) and to the OOD calibration; read once for all.
+    let groups = match group_keys(&usable, args.group_pattern.as_deref()) {
+        Ok(g) => g,
+        Err(e) => return fail(e),
     };
     let validation = match &val_folder_set {
         Some((set, _)) => Validation::Given {
@@ -400,6 +394,17 @@ pub fn train(args: &TrainArgs) -> ExitCode {
     if let Some(search) = &finished.search {
         model = model.with_search(search);
     }
+    // The out-of-distribution reference, from every training image's frozen embedding.
+    match OodReference::fit(
+        &all_set.embeddings,
+        &all_set.labels,
+        groups.as_deref(),
+        config.train.seed,
+    ) {
+        Ok(reference) => model = model.with_ood(reference),
+        Err(e) if !args.json => eprintln!("no out-of-distribution warning: {e}"),
+        Err(_) => {}
+    }
     if let Err(e) = write_atomically(&args.out, &model.to_bytes()) {
         return fail(format!("cannot write {}: {e}", args.out.display()));
     }
@@ -429,9 +434,21 @@ pub fn train(args: &TrainArgs) -> ExitCode {
         fine_tuning: tuned.as_ref().map(|(_, report)| report),
     };
     if args.json {
-        println!("{}", outcome.json());
+        let mut report = outcome.json();
+        report["out_of_distribution"] = serde_json::json!(model.header.ood);
+        println!("{report}");
     } else {
         outcome.print();
+        if let Some(ood) = &model.header.ood {
+            println!(
+                "out-of-distribution warning: above cosine distance {:.4} to the {}th nearest of {} training images ({:.0}% of {} training images are within it, out of fold)",
+                ood.threshold,
+                ood.neighbours,
+                ood.references,
+                ood.quantile * 100.0,
+                ood.calibration_images
+            );
+        }
     }
     if skipped.is_empty() {
         ExitCode::SUCCESS

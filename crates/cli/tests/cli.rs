@@ -375,6 +375,8 @@ fn train_predict_eval_on_a_tiny_set_and_refuse_bad_model_files() {
             "dark"
         };
         assert_eq!(p["label"], expected, "{p}");
+        // Eight images are too few to calibrate an OOD warning: the keys are absent.
+        assert!(p.get("out_of_distribution").is_none(), "{p}");
     }
 
     // eval refuses a class the model does not know.
@@ -533,7 +535,9 @@ fn fine_tuning_the_last_blocks_writes_a_model_that_eval_and_predict_run() {
     let cached = walk_count(&root.join("cache"));
     assert!(cached >= 40, "{cached} cache files");
     let bytes = std::fs::read(&model).expect("model");
-    assert_eq!(bytes[18..22], 3u32.to_le_bytes(), "format version 3");
+    // Fine-tuned, with an out-of-distribution reference of its 20 images: format version 4.
+    assert_eq!(bytes[18..22], 4u32.to_le_bytes(), "format version 4");
+    assert_eq!(report["out_of_distribution"]["references"], 20, "{report}");
 
     // eval on the held-out images reproduces the figures training measured on them, so
     // eval ran the tuned blocks (the frozen backbone's embeddings would give others).
@@ -574,6 +578,12 @@ fn fine_tuning_the_last_blocks_writes_a_model_that_eval_and_predict_run() {
             "{key}: eval {a:?}, training {b:?}"
         );
     }
+    // A photo of a cat is unlike every training image; the training images themselves are
+    // mostly not (the threshold is the 95th percentile of their out-of-fold distances).
+    let cat = weights
+        .join("photos/chelsea.png")
+        .to_string_lossy()
+        .to_string();
     let output = medtransfer(
         &[
             "predict",
@@ -585,20 +595,54 @@ fn fine_tuning_the_last_blocks_writes_a_model_that_eval_and_predict_run() {
             &cache,
             "--json",
             &data,
+            &cat,
         ],
         &weights,
     );
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let predictions = json_stdout(&output);
     let predictions = predictions.as_array().expect("array");
-    assert_eq!(predictions.len(), 20);
+    assert_eq!(predictions.len(), 21);
     for p in predictions {
         let sum: f64 = ["bright", "dark"]
             .iter()
             .filter_map(|c| p["probabilities"][c].as_f64())
             .sum();
         assert!((sum - 1.0).abs() < 1e-5, "{p}");
+        let (flag, score) = (p["out_of_distribution"].as_bool(), p["ood_score"].as_f64());
+        assert!(flag.zip(score).is_some_and(|(f, s)| f == (s > 1.0)), "{p}");
     }
+    let flagged = |ps: &[Value]| {
+        ps.iter()
+            .filter(|p| p["out_of_distribution"] == true)
+            .count()
+    };
+    assert_eq!(
+        flagged(&predictions[20..]),
+        1,
+        "the cat: {}",
+        predictions[20]
+    );
+    assert!(flagged(&predictions[..20]) <= 2, "{predictions:?}");
+    // Its text output warns.
+    let output = medtransfer(
+        &[
+            "predict",
+            "--model",
+            &m,
+            "--backend",
+            "cpu",
+            "--cache",
+            &cache,
+            &cat,
+        ],
+        &weights,
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("WARNING: unlike the training images"),
+        "{text}"
+    );
     // Fine-tuning needs held-out images; other flags it cannot serve are refused.
     for extra in [
         &["--val-split", "0"][..],

@@ -24,6 +24,7 @@ pub mod head;
 pub mod inference;
 pub mod metrics;
 pub mod model_file;
+pub mod ood;
 pub mod preprocess;
 pub mod project_file;
 pub mod readback;

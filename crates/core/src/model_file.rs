@@ -15,7 +15,12 @@
 //! Version 3 adds a fine-tuned model: the header's `fine_tuning` settings and, after the head
 //! and its standardisation, the tuned last blocks and head convolution (`tail.blocks.14.…`,
 //! `tail.head.bias`, see [`crate::efficientnet::tail`]). A head-only model is still written as
-//! version 2, so builds from before fine-tuning read it; every version up to 3 is read.
+//! version 2, so builds from before fine-tuning read it.
+//!
+//! Version 4 adds the out-of-distribution reference: the header's `ood` calibration and, last,
+//! the `ood.reference` tensor `[references, 1280]` (unit-length frozen embeddings of training
+//! images, see [`crate::ood`]). A file is written with the lowest version that holds what it
+//! has; every version up to 4 is read (a file without the reference gives no OOD warning).
 //!
 //! The JSON header names the backbone and preprocessing the head expects, the class names, the
 //! head's configuration and tensor shapes, the training settings and seed, the validation
@@ -29,6 +34,7 @@ use crate::embeddings::{BACKBONE_ID, PREPROCESSING_ID};
 use crate::finetune::{FineTuneConfig, FineTuned};
 use crate::head::{HeadConfig, HeadWeights};
 use crate::metrics::Evaluation;
+use crate::ood::{OodCalibration, OodReference};
 use crate::recipe::Search;
 use crate::threshold::Threshold;
 use crate::train::{
@@ -37,8 +43,10 @@ use crate::train::{
 
 /// The first bytes of every model file.
 pub const MAGIC: &[u8; 18] = b"MEDTRANSFER-MODEL\n";
-/// The newest format version this build writes (for a fine-tuned model) and reads.
-pub const FORMAT_VERSION: u32 = 3;
+/// The newest format version this build writes (for a model with an OOD reference) and reads.
+pub const FORMAT_VERSION: u32 = 4;
+/// The version of a fine-tuned model without an OOD reference.
+const FINE_TUNED_VERSION: u32 = 3;
 /// The version of a head-only model file (unchanged since before fine-tuning).
 const HEAD_ONLY_VERSION: u32 = 2;
 /// Usual file extension.
@@ -122,6 +130,9 @@ pub struct ModelHeader {
     /// pretrained one and the head reads its embeddings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fine_tuning: Option<FineTuneConfig>,
+    /// The out-of-distribution reference's calibration (version 4; absent: no OOD warning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ood: Option<OodCalibration>,
     /// The tensors that follow the header, in order.
     pub tensors: Vec<TensorEntry>,
 }
@@ -137,10 +148,14 @@ pub struct ModelFile {
     pub normalization: FeatureNormalization,
     /// The fine-tuned last blocks and head convolution, when [`ModelHeader::fine_tuning`] is set.
     pub tail: Option<TailWeights>,
+    /// The out-of-distribution reference, when [`ModelHeader::ood`] is set.
+    pub ood: Option<OodReference>,
 }
 
 /// Prefix of the tail's tensor names in the file.
 const TAIL_PREFIX: &str = "tail.";
+/// The OOD reference's tensor.
+const OOD_REFERENCE: &str = "ood.reference";
 
 const MEAN: &str = "normalization.mean";
 const STD: &str = "normalization.std";
@@ -185,11 +200,13 @@ impl ModelFile {
                 threshold: trained.threshold,
                 search: None,
                 fine_tuning: None,
+                ood: None,
                 tensors,
             },
             weights: trained.weights.clone(),
             normalization: trained.normalization.clone(),
             tail: None,
+            ood: None,
         }
     }
 
@@ -197,7 +214,7 @@ impl ModelFile {
     /// [`Self::from_trained`] writes it, the fine-tuning settings and the tuned tail.
     pub fn from_fine_tuned(tuned: &FineTuned, created_by: &str) -> Self {
         let mut file = Self::from_trained(&tuned.head, created_by);
-        file.header.format_version = FORMAT_VERSION;
+        file.header.format_version = FINE_TUNED_VERSION;
         file.header.fine_tuning = Some(tuned.config.clone());
         file.header.tensors.extend(
             tuned
@@ -220,6 +237,31 @@ impl ModelFile {
         self
     }
 
+    /// The same file with the out-of-distribution `reference` (version [`FORMAT_VERSION`]),
+    /// replacing any it had.
+    pub fn with_ood(mut self, reference: OodReference) -> Self {
+        self.header.tensors.retain(|t| t.name != OOD_REFERENCE);
+        self.header.tensors.push(TensorEntry {
+            name: OOD_REFERENCE.into(),
+            shape: vec![reference.calibration.references, reference.dim],
+        });
+        self.header.ood = Some(reference.calibration.clone());
+        self.ood = Some(reference);
+        self.header.format_version = self.version();
+        self
+    }
+
+    /// The lowest format version that holds what the file has.
+    fn version(&self) -> u32 {
+        if self.ood.is_some() {
+            FORMAT_VERSION
+        } else if self.tail.is_some() {
+            FINE_TUNED_VERSION
+        } else {
+            HEAD_ONLY_VERSION
+        }
+    }
+
     /// The file's bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         // Serialising plain data structs to JSON cannot fail; fall back to an empty header
@@ -227,12 +269,7 @@ impl ModelFile {
         let header = serde_json::to_vec(&self.header).unwrap_or_default();
         let mut out = Vec::new();
         out.extend_from_slice(MAGIC);
-        let version = if self.tail.is_some() {
-            FORMAT_VERSION
-        } else {
-            HEAD_ONLY_VERSION
-        };
-        out.extend_from_slice(&version.to_le_bytes());
+        out.extend_from_slice(&self.version().to_le_bytes());
         out.extend_from_slice(&(header.len() as u64).to_le_bytes());
         out.extend_from_slice(&header);
         for (_, _, values) in &self.weights.tensors {
@@ -243,6 +280,9 @@ impl ModelFile {
         }
         for (_, _, values) in self.tail.iter().flat_map(|t| &t.tensors) {
             out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        }
+        if let Some(reference) = &self.ood {
+            out.extend(reference.embeddings.iter().flat_map(|v| v.to_le_bytes()));
         }
         let digest = Sha256::digest(&out);
         out.extend_from_slice(&digest);
@@ -315,7 +355,7 @@ impl ModelFile {
             ));
         }
         let tail_blocks = match &header.fine_tuning {
-            Some(_) if version < FORMAT_VERSION => {
+            Some(_) if version < FINE_TUNED_VERSION => {
                 return Err(damaged(
                     "its header describes a fine-tuned model, which needs format version 3",
                 ));
@@ -326,6 +366,17 @@ impl ModelFile {
             }
             None => None,
         };
+        if header.ood.is_some() && version < FORMAT_VERSION {
+            return Err(damaged(
+                "its header has an out-of-distribution reference, which needs format version 4",
+            ));
+        }
+        let ood_shape = header.ood.as_ref().map(|c| {
+            (
+                OOD_REFERENCE.to_string(),
+                vec![c.references, header.head.input_dim],
+            )
+        });
         let tail_shapes = tail_blocks.map(tail_tensor_shapes).unwrap_or_default();
         let expected: Vec<(String, Vec<usize>)> = header
             .head
@@ -340,6 +391,7 @@ impl ModelFile {
                     .iter()
                     .map(|(name, shape)| (format!("{TAIL_PREFIX}{name}"), shape.clone())),
             )
+            .chain(ood_shape.clone())
             .collect();
         let listed: Vec<(String, Vec<usize>)> = header
             .tensors
@@ -368,6 +420,16 @@ impl ModelFile {
         if !payload.is_empty() {
             return Err(damaged("it has unexpected bytes after its tensors"));
         }
+        let ood = match (header.ood.clone(), ood_shape) {
+            (Some(calibration), Some(_)) => {
+                let values = tensors.pop().map(|t| t.2).unwrap_or_default();
+                Some(
+                    OodReference::from_parts(calibration, header.head.input_dim, values)
+                        .map_err(|e| ModelFileError::Damaged(e.to_string()))?,
+                )
+            }
+            _ => None,
+        };
         let tail_tensors = tensors.split_off(tensors.len() - tail_shapes.len());
         let tail = match tail_blocks {
             Some(blocks) => {
@@ -400,6 +462,7 @@ impl ModelFile {
             weights,
             normalization,
             tail,
+            ood,
         })
     }
 }

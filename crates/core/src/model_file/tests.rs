@@ -194,3 +194,61 @@ fn inconsistent_content_is_refused_even_with_a_valid_checksum() {
     });
     assert!(ModelFile::from_bytes(&bad_shape).is_err());
 }
+
+/// An OOD reference of the sample's 4-value embeddings.
+fn reference() -> OodReference {
+    let embeddings: Vec<Vec<f32>> = (0..12)
+        .map(|i| vec![1.0, i as f32 * 0.1, (i % 3) as f32, 0.5])
+        .collect();
+    let labels: Vec<usize> = (0..12).map(|i| i % 2).collect();
+    OodReference::fit(&embeddings, &labels, None, 1).expect("fits")
+}
+
+#[test]
+fn an_ood_reference_round_trips_as_version_4_and_a_version_3_header_with_one_is_refused() {
+    let model = sample().with_ood(reference());
+    let bytes = model.to_bytes();
+    assert_eq!(bytes[MAGIC.len()..MAGIC.len() + 4], 4u32.to_le_bytes());
+    let back = ModelFile::from_bytes(&bytes).expect("reads");
+    assert_eq!(back, model);
+    assert_eq!(
+        back.ood.as_ref().map(|r| r.calibration.references),
+        Some(12)
+    );
+    // Adding it again replaces it.
+    assert_eq!(model.clone().with_ood(reference()), model);
+    // The reference's rows must have the head's input length.
+    let wrong_width = resign(model.clone(), |m| {
+        if let Some(r) = &mut m.ood {
+            r.embeddings.truncate(12 * 3);
+            r.dim = 3;
+        }
+        m.header.tensors.last_mut().expect("listed").shape = vec![12, 3];
+    });
+    assert!(matches!(
+        ModelFile::from_bytes(&wrong_width),
+        Err(ModelFileError::Damaged(_))
+    ));
+    // A non-finite reference value behind a valid checksum is refused.
+    let nan = resign(model.clone(), |m| {
+        if let Some(r) = &mut m.ood {
+            r.embeddings[5] = f32::NAN;
+        }
+    });
+    assert!(ModelFile::from_bytes(&nan).is_err());
+    // The header in a version-3 file (checksum made right): refused, naming version 4.
+    let mut older = bytes.clone();
+    older[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&3u32.to_le_bytes());
+    let body = older.len() - 32;
+    let digest = Sha256::digest(&older[..body]);
+    older[body..].copy_from_slice(&digest);
+    assert!(matches!(
+        ModelFile::from_bytes(&older),
+        Err(ModelFileError::Damaged(m)) if m.contains("version 4")
+    ));
+    // A head-only file without it is still version 2.
+    assert_eq!(
+        sample().to_bytes()[MAGIC.len()..MAGIC.len() + 4],
+        2u32.to_le_bytes()
+    );
+}
