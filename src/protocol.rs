@@ -11,6 +11,7 @@ use js_sys::{Array, ArrayBuffer, Uint8Array};
 use medtransfer_core::embeddings::{decode_embedding, decode_rows};
 use medtransfer_core::finetune::{CutFeatures, FineTuneConfig, STORED_BLOCKS};
 use medtransfer_core::metrics::Evaluation;
+use medtransfer_core::ood::OodScore;
 use medtransfer_core::recipe::Search;
 use medtransfer_core::run::RunConfig;
 use medtransfer_core::threshold::Threshold;
@@ -211,9 +212,24 @@ pub enum FromWorker {
     Prediction {
         /// The prediction's id.
         id: ImageId,
-        /// One probability per class, or the error.
-        result: Result<Vec<f32>, String>,
+        /// The prediction, or the error.
+        result: Result<ImagePrediction, String>,
     },
+}
+
+/// What the model says of one new image.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImagePrediction {
+    /// One probability per class, in the model's class order, each in `0..=1`.
+    pub probabilities: Vec<f32>,
+    /// How unlike the training images the image is ([`medtransfer_core::ood`]); `None` when
+    /// the model carries no reference (trained on fewer than
+    /// [`medtransfer_core::ood::MIN_IMAGES`] images, or by a build before version 4 files).
+    #[serde(default)]
+    pub ood: Option<OodScore>,
+    /// Training images the OOD threshold was calibrated on (0 without a reference).
+    #[serde(default)]
+    pub ood_calibration_images: usize,
 }
 
 /// What a fine-tuning run adds to its results.

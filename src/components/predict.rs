@@ -55,6 +55,20 @@ pub fn PredictSection() -> impl IntoView {
                     }
                 })
             }}
+            {move || {
+                // A model without a reference (too few training images, or an older file).
+                let unchecked = project.predictions.get().iter().any(|p| {
+                    matches!(&p.result, Some(Ok(prediction)) if prediction.ood.is_none())
+                });
+                unchecked.then(|| view! {
+                    <p class="hint" data-testid="ood-unavailable">
+                        {format!(
+                            "These predictions are not checked for images unlike the training images: that check needs a model trained on at least {} images with this version.",
+                            medtransfer_core::ood::MIN_IMAGES
+                        )}
+                    </p>
+                })
+            }}
             <ul class="predictions">
                 {move || {
                     let classes = project.training.get().result.map(|r| r.classes).unwrap_or_default();
@@ -62,17 +76,26 @@ pub fn PredictSection() -> impl IntoView {
                         match p.result {
                             None => view! { <li><img src=p.url alt=p.name.clone() width="56" height="56" />{p.name}": computing…"</li> }.into_any(),
                             Some(Err(error)) => view! { <li class="error" data-testid="prediction-error">{p.name}": "{error}</li> }.into_any(),
-                            Some(Ok(probs)) => {
+                            Some(Ok(prediction)) => {
+                                let probs = prediction.probabilities;
                                 let threshold = (probs.len() == 2).then(|| project.threshold.get());
                                 let best = predicted_class(&probs, threshold);
                                 let label = classes.get(best).cloned().unwrap_or_default();
                                 let prob = probs.get(best).copied().unwrap_or(0.0);
                                 let label_attr = label.clone();
+                                let ood_attr = prediction.ood.map(|o| o.score.to_string());
+                                let calibrated_on = prediction.ood_calibration_images;
+                                let warning = prediction.ood.filter(|o| o.out_of_distribution).map(|o| view! {
+                                    <p class="ood-warning" role="note" data-testid="ood-warning">
+                                        {ood_warning(o.score, calibrated_on)}
+                                    </p>
+                                });
                                 view! {
-                                    <li data-testid="prediction" data-label=label_attr data-prob=prob.to_string()>
+                                    <li data-testid="prediction" data-label=label_attr data-prob=prob.to_string() data-ood-score=ood_attr>
                                         <img src=p.url alt=p.name.clone() width="56" height="56" />
                                         <div>
                                         <strong>{p.name}</strong>": "{label}
+                                        {warning}
                                         <ul>
                                             {classes.iter().zip(probs.iter()).map(|(c, &v)| view! {
                                                 <li>
@@ -94,3 +117,28 @@ pub fn PredictSection() -> impl IntoView {
         </section>
     }
 }
+
+/// The warning on a prediction whose OOD `score` is above 1, from a threshold calibrated on
+/// `calibrated_on` training images.
+fn ood_warning(score: f32, calibrated_on: usize) -> String {
+    let rough = if calibrated_on < ROUGH_BELOW {
+        format!(
+            " With only {calibrated_on} training images this check is rough: add images to make it surer."
+        )
+    } else {
+        String::new()
+    };
+    // Just above the threshold is a weaker sign than far above it.
+    let unlike = if score < 1.25 {
+        "Somewhat unlike"
+    } else {
+        "Unlike"
+    };
+    format!(
+        "{unlike} the training images (out-of-distribution score {score:.2}: above 1, it is farther from them than 95% of the {calibrated_on} training images are from the others). This prediction may not hold: check that it is the kind of image the model was trained on.{rough}"
+    )
+}
+
+/// Under this many calibration images the 95% quantile is their largest out-of-fold distance
+/// (one of them sets the threshold).
+const ROUGH_BELOW: usize = 20;

@@ -20,7 +20,7 @@ use medtransfer_core::threshold::Threshold;
 use medtransfer_core::train::{EpochSummary, StopReason};
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::ImageId;
+use crate::protocol::{ImageId, ImagePrediction};
 use crate::storage::{ImageRecord, Storage};
 use crate::worker_client::{EmbedQueue, WorkerClient};
 
@@ -99,8 +99,8 @@ pub struct PredictionEntry {
     pub name: String,
     /// An object URL of the picture (the file, then the worker's thumbnail).
     pub url: String,
-    /// One probability per class, or why there are none; `None` while computing.
-    pub result: Option<Result<Vec<f32>, String>>,
+    /// The prediction, or why there is none; `None` while computing.
+    pub result: Option<Result<ImagePrediction, String>>,
 }
 
 /// What training has produced so far.

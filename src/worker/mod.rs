@@ -13,9 +13,7 @@ use medtransfer_core::efficientnet::{EfficientNetLite0, load_from_bytes};
 use medtransfer_core::embeddings::{
     content_hash, encode_embedding, encode_rows, inputs_with_views,
 };
-use medtransfer_core::finetune::{
-    CutFeatures, ModelClassifier, STORED_BLOCKS, embed_with_activations,
-};
+use medtransfer_core::finetune::{CutFeatures, STORED_BLOCKS, embed_with_activations};
 use medtransfer_core::inference::run_each;
 use medtransfer_core::model_file::ModelFile;
 use medtransfer_core::preprocess::{decode_image, preprocess_decoded, preprocess_image};
@@ -28,6 +26,7 @@ use wasm_bindgen_futures::{JsFuture, spawn_local};
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 mod predictor;
+use predictor::ModelInUse;
 mod training;
 
 use crate::gpu_probe::probe_webgpu;
@@ -85,7 +84,7 @@ struct State {
     embedding_now: HashSet<ImageId>,
     queue: VecDeque<Job>,
     draining: bool,
-    classifier: Option<Rc<ModelClassifier>>,
+    classifier: Option<Rc<ModelInUse>>,
     cancel: CancelToken,
     training: bool,
 }
@@ -242,9 +241,7 @@ fn load_classifier(bytes: &[u8]) {
             .clone()
             .ok_or("the network is not loaded yet".to_string())?;
         let file = ModelFile::from_bytes(bytes).map_err(|e| e.to_string())?;
-        let classifier =
-            ModelClassifier::from_file(&file, &device.device).map_err(|e| e.to_string())?;
-        s.classifier = Some(Rc::new(classifier));
+        s.classifier = Some(Rc::new(ModelInUse::from_file(file, &device)?));
         Ok::<(), String>(())
     });
     post(&FromWorker::ClassifierLoaded {
@@ -465,8 +462,8 @@ async fn drain() {
                     let result = match (result, &classifier) {
                         (Err(error), _) => Err(error),
                         (Ok(_), None) => Err("train a model first".to_string()),
-                        (Ok((image, _)), Some(classifier)) => {
-                            predictor::predict(classifier, &model, image, &device).await
+                        (Ok((image, _)), Some(in_use)) => {
+                            predictor::predict(in_use, &model, image, &device).await
                         }
                     };
                     post_with(&FromWorker::Prediction { id, result }, thumbnail);

@@ -1,23 +1,55 @@
 //! The model in use in the worker: core's [`ModelClassifier`] fed from an image's embedding,
-//! or (a fine-tuned model) from its activations moved from the stored cut to the model's.
+//! or (a fine-tuned model) from its activations moved from the stored cut to the model's; and
+//! the model file's out-of-distribution reference, which reads the frozen embedding either way.
 
 use medtransfer_core::ComputeDevice;
 use medtransfer_core::efficientnet::EfficientNetLite0;
 use medtransfer_core::finetune::{
     EmbeddingWithActivations, ModelClassifier, STORED_BLOCKS, advance,
 };
+use medtransfer_core::model_file::ModelFile;
+use medtransfer_core::ood::OodReference;
 
-/// The class probabilities of one image from its embedding and stored activations.
+use crate::protocol::ImagePrediction;
+
+/// A trained model put to use: its classifier and its OOD reference.
+pub(super) struct ModelInUse {
+    classifier: ModelClassifier,
+    reference: Option<OodReference>,
+}
+
+impl ModelInUse {
+    /// The model of `file` on `device`.
+    ///
+    /// # Errors
+    /// The file's classifier does not fit the backbone, as the page should read it.
+    pub(super) fn from_file(file: ModelFile, device: &ComputeDevice) -> Result<Self, String> {
+        let classifier =
+            ModelClassifier::from_file(&file, &device.device).map_err(|e| e.to_string())?;
+        Ok(Self {
+            classifier,
+            reference: file.ood,
+        })
+    }
+}
+
+/// The class probabilities of one image from its embedding and stored activations, and its
+/// OOD score when the model has a reference.
 ///
 /// # Errors
 /// The device failed, as the page should read it.
 pub(super) async fn predict(
-    classifier: &ModelClassifier,
+    in_use: &ModelInUse,
     model: &EfficientNetLite0,
     image: EmbeddingWithActivations,
     device: &ComputeDevice,
-) -> Result<Vec<f32>, String> {
-    let rows = match classifier {
+) -> Result<ImagePrediction, String> {
+    // A degenerate embedding (all zeros) gets no score rather than failing the prediction.
+    let ood = in_use
+        .reference
+        .as_ref()
+        .and_then(|r| r.score(&image.embedding).ok());
+    let rows = match &in_use.classifier {
         ModelClassifier::Head(head) => head.predict(&[image.embedding]).await,
         ModelClassifier::Tuned(tuned) => {
             let activations = advance(
@@ -33,7 +65,16 @@ pub(super) async fn predict(
         }
     }
     .map_err(|e| e.to_string())?;
-    rows.into_iter()
+    let probabilities = rows
+        .into_iter()
         .next()
-        .ok_or_else(|| "no prediction was returned".to_string())
+        .ok_or_else(|| "no prediction was returned".to_string())?;
+    Ok(ImagePrediction {
+        probabilities,
+        ood,
+        ood_calibration_images: in_use
+            .reference
+            .as_ref()
+            .map_or(0, |r| r.calibration.calibration_images),
+    })
 }

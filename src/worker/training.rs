@@ -8,13 +8,15 @@ use std::rc::Rc;
 use medtransfer_core::ComputeDevice;
 use medtransfer_core::efficientnet::{EfficientNetLite0, TailWeights};
 use medtransfer_core::finetune::{
-    CutFeatures, FineTuneConfig, ModelClassifier, STORED_BLOCKS, advance, fine_tune_run,
+    CutFeatures, FineTuneConfig, STORED_BLOCKS, advance, fine_tune_run,
 };
 use medtransfer_core::model_file::ModelFile;
+use medtransfer_core::ood::OodReference;
 use medtransfer_core::recipe::SearchEvent;
 use medtransfer_core::run::{Progress, Recipe, RunConfig, Validation, run};
 use medtransfer_core::train::{CancelToken, LabelledEmbeddings, TrainError, TrainEvent};
 
+use super::predictor::ModelInUse;
 use super::{STATE, post, post_with, yield_now};
 use crate::protocol::{FineTunedSummary, FromWorker, ImageId};
 
@@ -233,7 +235,9 @@ async fn run_training(
         ),
     };
     keep_and_post(
-        &model_file,
+        model_file,
+        &items,
+        config.train.seed,
         FromWorker::Trained {
             kept_epoch: trained.kept_epoch,
             stop_reason: trained.stop_reason,
@@ -254,17 +258,24 @@ async fn run_training(
     )
 }
 
-/// Keeps `model_file`'s classifier for predictions (as a `LoadClassifier` message would)
-/// and posts `trained` with the file's bytes.
+/// Keeps `model_file`'s model for predictions (as a `LoadClassifier` message would), with
+/// an OOD reference fitted on `items`, and posts `trained` with the file's bytes.
 fn keep_and_post(
-    model_file: &ModelFile,
+    model_file: ModelFile,
+    items: &LabelledEmbeddings,
+    seed: u64,
     trained: FromWorker,
     device: &ComputeDevice,
 ) -> Result<(), String> {
-    let classifier =
-        ModelClassifier::from_file(model_file, &device.device).map_err(|e| e.to_string())?;
-    STATE.with_borrow_mut(|s| s.classifier = Some(Rc::new(classifier)));
-    post_with(&trained, Some(model_file.to_bytes()));
+    // Too few images give no reference (the page says predictions are not checked).
+    let model_file = match OodReference::fit(&items.embeddings, &items.labels, None, seed) {
+        Ok(reference) => model_file.with_ood(reference),
+        Err(_) => model_file,
+    };
+    let bytes = model_file.to_bytes();
+    let in_use = ModelInUse::from_file(model_file, device)?;
+    STATE.with_borrow_mut(|s| s.classifier = Some(Rc::new(in_use)));
+    post_with(&trained, Some(bytes));
     Ok(())
 }
 
@@ -336,7 +347,9 @@ async fn run_fine_tuning(
     }
     let head_only = finished.head_run.trained.validation.as_ref();
     keep_and_post(
-        &model_file,
+        model_file,
+        &items,
+        config.train.seed,
         FromWorker::Trained {
             kept_epoch: tuned.head.kept_epoch,
             stop_reason: tuned.head.stop_reason,
