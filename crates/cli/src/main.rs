@@ -1,6 +1,7 @@
 //! `medtransfer`: the MedTransfer core on the command line.
 
 mod backbone;
+mod check;
 mod dataset;
 mod device;
 mod embed;
@@ -73,6 +74,8 @@ enum Command {
     Predict(evaluate::PredictArgs),
     /// Split a labelled folder into train/ and test/ (seeded, stratified, optionally grouped).
     Split(evaluate::SplitArgs),
+    /// Check a labelled folder: exact and near-duplicates, label suspects, shortcuts.
+    Check(Box<check::CheckArgs>),
 }
 
 fn main() -> ExitCode {
@@ -85,5 +88,6 @@ fn main() -> ExitCode {
         Command::Eval(args) => evaluate::eval(&args),
         Command::Predict(args) => evaluate::predict(&args),
         Command::Split(args) => evaluate::split(&args),
+        Command::Check(args) => check::check(&args),
     }
 }

@@ -3,7 +3,7 @@
 //! manual split, training and evaluation); this file maps flags to core's [`RunConfig`],
 //! `progress.rs` shows the run's progress and `report.rs` its results.
 
-mod flags;
+pub(crate) mod flags;
 mod progress;
 mod report;
 mod tune;
@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
+use medtransfer_core::check::{NEAR_DUPLICATE_COSINE, near_duplicate_pairs, split_groups};
 use medtransfer_core::efficientnet::MAX_TRAIN_BLOCKS;
 use medtransfer_core::model_file::ModelFile;
 use medtransfer_core::ood::OodReference;
@@ -284,6 +285,17 @@ pub fn train(args: &TrainArgs) -> ExitCode {
         Ok(g) => g,
         Err(e) => return fail(e),
     };
+    // Near-duplicates (copies included) stay on one side of the split and of every fold.
+    let duplicate_pairs = near_duplicate_pairs(&all_set.embeddings);
+    let groups = if duplicate_pairs.is_empty() {
+        groups
+    } else {
+        Some(split_groups(
+            all_set.labels.len(),
+            groups.as_deref(),
+            &duplicate_pairs,
+        ))
+    };
     let validation = match &val_folder_set {
         Some((set, _)) => Validation::Given {
             set,
@@ -436,9 +448,16 @@ pub fn train(args: &TrainArgs) -> ExitCode {
     if args.json {
         let mut report = outcome.json();
         report["out_of_distribution"] = serde_json::json!(model.header.ood);
+        report["near_duplicate_pairs"] = serde_json::json!(duplicate_pairs.len());
         println!("{report}");
     } else {
         outcome.print();
+        if !duplicate_pairs.is_empty() {
+            println!(
+                "{} pairs of near-duplicate images (embedding cosine ≥ {NEAR_DUPLICATE_COSINE}) were kept on one side of the split and of every fold; `medtransfer check` lists them",
+                duplicate_pairs.len()
+            );
+        }
         if let Some(ood) = &model.header.ood {
             println!(
                 "out-of-distribution warning: above cosine distance {:.4} to the {}th nearest of {} training images ({:.0}% of {} training images are within it, out of fold)",

@@ -670,3 +670,81 @@ fn fine_tuning_the_last_blocks_writes_a_model_that_eval_and_predict_run() {
     }
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn check_reports_a_label_conflict_and_each_unreadable_file() {
+    let Some(weights) = ready_weights() else {
+        return;
+    };
+    let root = std::env::temp_dir().join(format!("mt-cli-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    tiny_dataset(&root);
+    // The same file under both classes.
+    std::fs::copy(root.join("dark/0.png"), root.join("bright/also-0.png")).expect("copy");
+    let data = root.to_string_lossy().to_string();
+    let cache = root.with_extension("cache").to_string_lossy().to_string();
+    let args = [
+        "check",
+        "--data",
+        &data,
+        "--backend",
+        "cpu",
+        "--cache",
+        &cache,
+    ];
+    let output = medtransfer(&[&args[..], &["--json"]].concat(), &weights);
+    assert_eq!(output.status.code(), Some(2), "the broken file: {output:?}");
+    let report = json_stdout(&output);
+    assert_eq!(report["images"], 9, "{report}");
+    assert_eq!(report["classes"], serde_json::json!(["bright", "dark"]));
+    let conflicts: Vec<&Value> = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["kind"] == "exact_duplicate")
+        .collect();
+    assert_eq!(conflicts.len(), 1, "{report}");
+    let files: Vec<&str> = conflicts[0]["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| f.as_str().expect("path"))
+        .collect();
+    assert!(
+        files.len() == 2
+            && files[0].ends_with("bright/also-0.png")
+            && files[1].ends_with("dark/0.png"),
+        "{files:?}"
+    );
+    assert_eq!(
+        conflicts[0]["file_classes"],
+        serde_json::json!(["bright", "dark"])
+    );
+    assert!(
+        conflicts[0]["advice"]
+            .as_str()
+            .expect("advice")
+            .starts_with("Label conflict")
+    );
+    let skipped = report["skipped"].as_array().expect("skipped");
+    assert!(
+        skipped.len() == 1
+            && skipped[0]["path"]
+                .as_str()
+                .expect("path")
+                .ends_with("broken.png"),
+        "{skipped:?}"
+    );
+    // Four readable images in `dark` are too few to score the properties (five are needed).
+    assert_eq!(report["properties"], serde_json::json!([]), "{report}");
+    // The text report says the same.
+    let text = medtransfer(&args, &weights);
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        stdout.contains("9 images in 2 classes checked")
+            && stdout.contains("EXACT DUPLICATE: Label conflict"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_dir_all(root.with_extension("cache"));
+}

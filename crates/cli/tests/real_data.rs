@@ -391,3 +391,144 @@ fn same_seed_same_model_file() {
     assert!(a != c, "another seed gave the same model file");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `medtransfer check` finds a planted label conflict and a planted resized copy among real
+/// chest X-rays, and the eye-fundus set's documented shortcuts (`../shared/data/README.md`:
+/// pixel size alone 43%, with the extension 68%, chance 25%).
+#[test]
+fn check_finds_planted_duplicates_and_the_fundus_shortcuts() {
+    let Some((data, weights)) = ready() else {
+        return;
+    };
+    let dir = scratch("check");
+    let train = data.join("chest-xray-pneumonia/train");
+    let mut picked = std::collections::BTreeMap::new();
+    for class in ["NORMAL", "PNEUMONIA"] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(train.join(class))
+            .expect("class folder")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        files.sort();
+        std::fs::create_dir_all(dir.join(class)).expect("mkdir");
+        for f in &files[..8] {
+            std::fs::copy(f, dir.join(class).join(f.file_name().expect("name"))).expect("copy");
+        }
+        picked.insert(class, files[..8].to_vec());
+    }
+    // A label conflict: a NORMAL X-ray filed under PNEUMONIA too.
+    let conflict = &picked["NORMAL"][0];
+    std::fs::copy(conflict, dir.join("PNEUMONIA/copy-of-normal.jpeg")).expect("copy");
+    // A near-duplicate: a PNEUMONIA X-ray resized to 90% and saved as PNG.
+    let original = &picked["PNEUMONIA"][1];
+    let image = image::open(original).expect("decodes").to_luma8();
+    let (w, h) = image.dimensions();
+    image::imageops::resize(
+        &image,
+        w * 9 / 10,
+        h * 9 / 10,
+        image::imageops::FilterType::Triangle,
+    )
+    .save(dir.join("PNEUMONIA/resized.png"))
+    .expect("png");
+    let report = json(&medtransfer(
+        &["check", "--data", &dir.to_string_lossy(), "--json"],
+        &weights,
+    ));
+    let findings = report["findings"].as_array().expect("findings");
+    let with = |kind: &str, a: &str, b: &str| {
+        findings.iter().any(|f| {
+            let files: Vec<&str> = f["files"]
+                .as_array()
+                .expect("files")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            f["kind"] == kind
+                && files.len() == 2
+                && files.iter().any(|p| p.ends_with(a))
+                && files.iter().any(|p| p.ends_with(b))
+        })
+    };
+    let name = |p: &PathBuf| p.file_name().expect("name").to_string_lossy().to_string();
+    assert!(
+        with(
+            "exact_duplicate",
+            &format!("NORMAL/{}", name(conflict)),
+            "PNEUMONIA/copy-of-normal.jpeg"
+        ),
+        "{report}"
+    );
+    assert!(
+        with(
+            "near_duplicate",
+            &format!("PNEUMONIA/{}", name(original)),
+            "PNEUMONIA/resized.png"
+        ),
+        "{report}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let fundus = data.join("eye-fundus-4class");
+    let report = json(&medtransfer(
+        &["check", "--data", &fundus.to_string_lossy(), "--json"],
+        &weights,
+    ));
+    let score = |property: &str| {
+        report["properties"]
+            .as_array()
+            .expect("properties")
+            .iter()
+            .find(|p| p["property"] == property)
+            .map(|p| {
+                (
+                    p["balanced_accuracy"].as_f64().expect("number"),
+                    p["flagged"] == true,
+                )
+            })
+            .unwrap_or_else(|| panic!("no {property} in {report}"))
+    };
+    let (size, size_flagged) = score("pixel_size");
+    let (both, both_flagged) = score("size_and_format");
+    eprintln!("check: fundus pixel size {size:.3}, with format {both:.3} (chance 0.25)");
+    assert!(
+        size_flagged && (0.38..0.48).contains(&size),
+        "pixel size {size}"
+    );
+    assert!(
+        both_flagged && (0.63..0.73).contains(&both),
+        "size and format {both}"
+    );
+    assert!(findings_of(&report, "shortcut") >= 2, "{report}");
+
+    // BUSI as shipped files one ultrasound image under both benign and malignant.
+    let report = json(&medtransfer(
+        &[
+            "check",
+            "--data",
+            &data.join("busi").to_string_lossy(),
+            "--json",
+        ],
+        &weights,
+    ));
+    let conflict = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .any(|f| {
+            f["kind"] == "exact_duplicate"
+                && f["file_classes"] == serde_json::json!(["benign", "malignant"])
+                && f["files"][0]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("benign/benign (433).png"))
+                && f["files"][1]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("malignant/malignant (145).png"))
+        });
+    assert!(conflict, "no label conflict in BUSI: {report}");
+}
+
+fn findings_of(report: &Value, kind: &str) -> usize {
+    report["findings"]
+        .as_array()
+        .map_or(0, |f| f.iter().filter(|f| f["kind"] == kind).count())
+}

@@ -14,6 +14,7 @@
 //!   (classes, thumbnails, embeddings, model) as one file.
 
 pub mod augment;
+pub mod check;
 pub mod dataset_folder;
 pub mod device;
 pub mod efficientnet;
