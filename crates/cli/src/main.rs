@@ -6,6 +6,7 @@ mod dataset;
 mod device;
 mod embed;
 mod evaluate;
+mod explain;
 mod predictor;
 mod pretrained;
 mod train;
@@ -76,6 +77,8 @@ enum Command {
     Split(evaluate::SplitArgs),
     /// Check a labelled folder: exact and near-duplicates, label suspects, shortcuts.
     Check(Box<check::CheckArgs>),
+    /// Grad-CAM heat maps: where in each image the evidence for a class lies.
+    Explain(Box<explain::ExplainArgs>),
 }
 
 fn main() -> ExitCode {
@@ -89,5 +92,6 @@ fn main() -> ExitCode {
         Command::Predict(args) => evaluate::predict(&args),
         Command::Split(args) => evaluate::split(&args),
         Command::Check(args) => check::check(&args),
+        Command::Explain(args) => explain::explain(&args),
     }
 }

@@ -643,6 +643,34 @@ fn fine_tuning_the_last_blocks_writes_a_model_that_eval_and_predict_run() {
         text.contains("WARNING: unlike the training images"),
         "{text}"
     );
+    // Grad-CAM through the tuned blocks: the class and probability `predict` gave.
+    let first = predictions[0]["path"].as_str().expect("path");
+    let out = root.join("heatmaps").to_string_lossy().to_string();
+    let output = medtransfer(
+        &[
+            "explain",
+            "--model",
+            &m,
+            "--backend",
+            "cpu",
+            "--out",
+            &out,
+            "--json",
+            first,
+        ],
+        &weights,
+    );
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let explained = &json_stdout(&output)[0];
+    assert_eq!(explained["class"], predictions[0]["label"], "{explained}");
+    let (p_explain, p_predict) = (
+        explained["probability"].as_f64().expect("p"),
+        predictions[0]["probability"].as_f64().expect("p"),
+    );
+    assert!(
+        (p_explain - p_predict).abs() < 1e-2,
+        "{p_explain} vs {p_predict}"
+    );
     // Fine-tuning needs held-out images; other flags it cannot serve are refused.
     for extra in [
         &["--val-split", "0"][..],
@@ -747,4 +775,187 @@ fn check_reports_a_label_conflict_and_each_unreadable_file() {
     );
     let _ = std::fs::remove_dir_all(&root);
     let _ = std::fs::remove_dir_all(root.with_extension("cache"));
+}
+
+/// A 224×224 image of a textured background with grey distractor squares and, when `mark` is
+/// given, a white disc (radius 14 px) with a black rim centred there (0–1 coordinates).
+fn marked_image(seed: u64, mark: Option<(f32, f32)>) -> image::RgbImage {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as f32) / (1u64 << 31) as f32
+    };
+    let (fx, fy, phase) = (next() * 0.1 + 0.02, next() * 0.1 + 0.02, next() * 6.0);
+    let mut image = image::RgbImage::from_fn(224, 224, |x, y| {
+        let wave = ((x as f32 * fx + phase).sin() + (y as f32 * fy).cos()) * 25.0;
+        let v = (110.0 + wave) as u8;
+        image::Rgb([v, v, v])
+    });
+    for _ in 0..4 {
+        let (sx, sy, grey) = ((next() * 200.0) as u32, (next() * 200.0) as u32, next());
+        let level = (40.0 + grey * 120.0) as u8;
+        for y in sy..(sy + 20).min(224) {
+            for x in sx..(sx + 20).min(224) {
+                image.put_pixel(x, y, image::Rgb([level, level, level]));
+            }
+        }
+    }
+    if let Some((mx, my)) = mark {
+        let (cx, cy) = (mx * 224.0, my * 224.0);
+        for (x, y, pixel) in image.enumerate_pixels_mut() {
+            let d = ((x as f32 + 0.5 - cx).powi(2) + (y as f32 + 0.5 - cy).powi(2)).sqrt();
+            if d <= 14.0 {
+                *pixel = image::Rgb([255, 255, 255]);
+            } else if d <= 17.0 {
+                *pixel = image::Rgb([0, 0, 0]);
+            }
+        }
+    }
+    image
+}
+
+/// Grad-CAM on a task whose evidence is known: an image is `marked` when it has a mark in one
+/// place (both classes have the same textures and distractor squares), so each marked image's
+/// heat map must peak on its mark; and `explain` reports bad files and unknown classes.
+#[test]
+fn explain_puts_the_grad_cam_peak_on_the_mark_that_decides_the_class() {
+    let Some(weights) = ready_weights() else {
+        return;
+    };
+    let root = std::env::temp_dir().join(format!("mt-cli-explain-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (mx, my) = (0.7f32, 0.3f32);
+    for (class, mark) in [("marked", Some((mx, my))), ("plain", None)] {
+        let dir = root.join("data").join(class);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for i in 0..16u64 {
+            let seed = i * 2 + u64::from(mark.is_some());
+            marked_image(seed, mark)
+                .save(dir.join(format!("{i}.png")))
+                .expect("png");
+        }
+    }
+    let new = root.join("new");
+    std::fs::create_dir_all(&new).expect("mkdir");
+    for i in 0..4u64 {
+        marked_image(1000 + i, Some((mx, my)))
+            .save(new.join(format!("marked-{i}.png")))
+            .expect("png");
+    }
+    let s = |p: &std::path::Path| p.to_string_lossy().to_string();
+    let (data, cache, model) = (
+        s(&root.join("data")),
+        s(&root.join("cache")),
+        s(&root.join("m.mtmodel")),
+    );
+    let output = medtransfer(
+        &[
+            "train",
+            "--data",
+            &data,
+            "--backend",
+            "cpu",
+            "--cache",
+            &cache,
+            "--out",
+            &model,
+            "--json",
+        ],
+        &weights,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let out = root.join("heatmaps");
+    let new_dir = s(&new);
+    let output = medtransfer(
+        &[
+            "explain",
+            "--model",
+            &model,
+            "--backend",
+            "cpu",
+            "--out",
+            &s(&out),
+            "--json",
+            &new_dir,
+        ],
+        &weights,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let entries = json_stdout(&output);
+    let entries = entries.as_array().expect("an array");
+    assert_eq!(entries.len(), 4);
+    for entry in entries {
+        let path = entry["path"].as_str().expect("path");
+        assert_eq!(entry["class"], "marked", "predicted class of {path}");
+        let peak: Vec<f64> = entry["peak"]
+            .as_array()
+            .expect("peak")
+            .iter()
+            .map(|v| v.as_f64().expect("number"))
+            .collect();
+        eprintln!("{path}: peak {peak:?}, mark ({mx}, {my})");
+        assert!(
+            (peak[0] - f64::from(mx)).abs() <= 0.15 && (peak[1] - f64::from(my)).abs() <= 0.15,
+            "{path}: the heat map peaks at {peak:?}, the mark is at ({mx}, {my})"
+        );
+        let rows = entry["heatmap"].as_array().expect("heatmap");
+        assert_eq!(rows.len(), 7);
+        assert!(
+            rows.iter()
+                .all(|r| r.as_array().is_some_and(|r| r.len() == 7))
+        );
+        let overlay = image::open(entry["overlay"].as_str().expect("overlay")).expect("a PNG");
+        assert_eq!((overlay.width(), overlay.height()), (224, 224));
+    }
+
+    // An unknown class is refused before any image; a broken file is reported on its own.
+    let output = medtransfer(
+        &["explain", "--model", &model, "--class", "middle", &new_dir],
+        &weights,
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("marked, plain"));
+    let broken = root.join("broken.png");
+    std::fs::write(&broken, b"not an image").expect("write");
+    let one = s(&new.join("marked-0.png"));
+    let output = medtransfer(
+        &[
+            "explain",
+            "--model",
+            &model,
+            "--backend",
+            "cpu",
+            "--class",
+            "plain",
+            "--out",
+            &s(&out),
+            "--json",
+            &s(&broken),
+            &one,
+        ],
+        &weights,
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let entries = json_stdout(&output);
+    assert!(entries[0]["error"].is_string(), "{entries}");
+    assert_eq!(entries[1]["class"], "plain", "the class asked for");
+    let _ = std::fs::remove_dir_all(&root);
 }

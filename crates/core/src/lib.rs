@@ -21,6 +21,7 @@ pub mod efficientnet;
 pub mod embeddings;
 pub mod finetune;
 pub mod formats;
+pub mod gradcam;
 pub mod head;
 pub mod inference;
 pub mod metrics;

@@ -590,3 +590,51 @@ fn embedding_with_activations_and_advancing_the_cut_agree_with_the_direct_paths(
     }
     assert!(pollster::block_on(advance(&model, &stored, 2, 8, &device)).is_err());
 }
+
+/// The last convolutional feature map Grad-CAM weighs, `[N, 1280, 7, 7]`, pools to the
+/// network's embedding, from the whole network and from a cut through the pretrained tail.
+#[test]
+fn the_feature_map_pools_to_the_embedding_with_and_without_a_tail() {
+    use medtransfer_core::efficientnet::{Tail, TailWeights};
+    use medtransfer_core::gradcam::FeatureMap;
+    let Some(model) =
+        model_or_skip("the_feature_map_pools_to_the_embedding_with_and_without_a_tail")
+    else {
+        return;
+    };
+    let device = Device::flex();
+    let images = golden_inputs(&golden_fixtures());
+    let batch = || batch_to_tensor(&images, &device).expect("batch");
+    let embeddings = read(model.forward_embedding(batch()));
+    let weights = pollster::block_on(TailWeights::pretrained(&model, 2)).expect("reads");
+    let tail = Tail::from_weights(&weights, &device).expect("fits");
+    for (what, map) in [
+        ("network", model.forward_feature_map(batch())),
+        (
+            "tail",
+            tail.forward_feature_map(model.forward_cut(batch(), 14)),
+        ),
+    ] {
+        assert_eq!(map.dims(), [images.len(), EMBEDDING_DIM, 7, 7], "{what}");
+        let values = pollster::block_on(read_f32(map)).expect("reads");
+        for (i, image) in values.chunks(EMBEDDING_DIM * 49).enumerate() {
+            let pooled = FeatureMap {
+                channels: EMBEDDING_DIM,
+                height: 7,
+                width: 7,
+                values: image.to_vec(),
+            }
+            .embedding();
+            let expected = &embeddings[i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM];
+            let diff = pooled
+                .iter()
+                .zip(expected)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                diff < 1e-4,
+                "{what}, image {i}: pooled map vs embedding {diff}"
+            );
+        }
+    }
+}

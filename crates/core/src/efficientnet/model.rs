@@ -168,6 +168,13 @@ impl MbConvBlock {
     }
 }
 
+/// Global average pooling: `[N, C, H, W]` → `[N, C]`, each channel's mean over its `H × W`
+/// positions.
+pub fn global_average_pool(x: Tensor<4>) -> Tensor<2> {
+    let [n, c, h, w] = x.dims();
+    x.reshape([n, c, h * w]).mean_dim(2).reshape([n, c])
+}
+
 /// What [`EfficientNetLite0::forward`] returns for a batch.
 #[derive(Debug, Clone)]
 pub struct EfficientNetOutput {
@@ -221,13 +228,18 @@ impl EfficientNetLite0 {
     /// average pooling. Panics (inside Burn) if the input does not have 3 channels; see
     /// [`Self::check_input_dims`].
     pub fn forward_embedding(&self, x: Tensor<4>) -> Tensor<2> {
+        global_average_pool(self.forward_feature_map(x))
+    }
+
+    /// The last convolutional feature map `[N, 1280, H/32, W/32]` (7×7 for 224×224) of a
+    /// `[N, 3, H, W]` batch: stem, blocks, head convolution and ReLU6, before the pooling that
+    /// makes the embedding (what Grad-CAM weighs, [`crate::gradcam`]).
+    pub fn forward_feature_map(&self, x: Tensor<4>) -> Tensor<4> {
         let mut x = relu6(self.stem.forward(x));
         for block in &self.blocks {
             x = block.forward(x);
         }
-        let x = relu6(self.head.forward(x));
-        let [n, c, h, w] = x.dims();
-        x.reshape([n, c, h * w]).mean_dim(2).reshape([n, c])
+        relu6(self.head.forward(x))
     }
 
     /// The activations `[N, C, H, W]` after the stem and the first `blocks` blocks of a
@@ -255,9 +267,17 @@ impl EfficientNetLite0 {
     /// remaining blocks, the head, ReLU6, global average pooling.
     pub fn embedding_from_cut(&self, x: Tensor<4>, blocks: usize) -> Tensor<2> {
         let x = self.forward_blocks(x, blocks..self.blocks.len());
-        let x = relu6(self.head.forward(x));
-        let [n, c, h, w] = x.dims();
-        x.reshape([n, c, h * w]).mean_dim(2).reshape([n, c])
+        global_average_pool(relu6(self.head.forward(x)))
+    }
+
+    /// The last convolutional feature map `[N, 1280, 7, 7]` (for 224×224 images) from the
+    /// activations before block `first` `[N, C, H, W]`: the remaining blocks, the head
+    /// convolution and ReLU6 (Grad-CAM from the activations the page keeps).
+    pub fn feature_map_from(&self, x: Tensor<4>, first: usize) -> Tensor<4> {
+        relu6(
+            self.head
+                .forward(self.forward_blocks(x, first..self.blocks.len())),
+        )
     }
 
     /// ImageNet logits `[N, 1000]` from embeddings `[N, 1280]` (the pretrained linear head).

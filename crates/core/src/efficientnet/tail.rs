@@ -14,7 +14,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::model::{
     BlockSpec, EfficientNetLite0, HEAD_IN_CHANNELS, MbConvBlock, STEM_CHANNELS, SameConv2d,
-    block_specs,
+    block_specs, global_average_pool,
 };
 use super::{EMBEDDING_DIM, IMAGE_SIZE, same_output_size};
 use crate::readback::{ComputeError, read_f32};
@@ -272,13 +272,18 @@ impl Tail {
     /// The `[N, 1280]` embedding from cut-point activations `[N, C, H, W]` (see
     /// [`cut_shape`]): the blocks, the head convolution, ReLU6, global average pooling.
     pub fn forward(&self, features: Tensor<4>) -> Tensor<2> {
+        global_average_pool(self.forward_feature_map(features))
+    }
+
+    /// The last convolutional feature map `[N, 1280, 7, 7]` (for 224×224 images) from
+    /// cut-point activations `[N, C, H, W]`: the blocks, the head convolution and ReLU6, before
+    /// the pooling of [`Self::forward`] (what Grad-CAM weighs, [`crate::gradcam`]).
+    pub fn forward_feature_map(&self, features: Tensor<4>) -> Tensor<4> {
         let mut x = features;
         for block in &self.blocks {
             x = block.forward(x);
         }
-        let x = relu6(self.head.forward(x));
-        let [n, c, h, w] = x.dims();
-        x.reshape([n, c, h * w]).mean_dim(2).reshape([n, c])
+        relu6(self.head.forward(x))
     }
 
     /// Reads the weights back to the host (asynchronously, so it works on WebGPU).

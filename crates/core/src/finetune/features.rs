@@ -373,7 +373,7 @@ pub async fn cut_features_cached(
 }
 
 /// A batch of cut-point activations as one `[N, C, H, W]` f32 tensor on `device`.
-pub(super) fn batch_tensor(rows: &[&CutFeatures], blocks: usize, device: &Device) -> Tensor<4> {
+pub(crate) fn batch_tensor(rows: &[&CutFeatures], blocks: usize, device: &Device) -> Tensor<4> {
     let (c, h, w) = cut_shape(blocks);
     let mut flat = Vec::with_capacity(rows.len() * c * h * w);
     for row in rows {
