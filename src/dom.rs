@@ -39,6 +39,15 @@ fn blob_url(bytes: &[u8], mime: &str) -> Result<String, JsValue> {
     web_sys::Url::create_object_url_with_blob(&blob)
 }
 
+/// A `data:` URL of PNG bytes (small images made in the page, e.g. a heat map).
+pub fn png_data_url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
 /// An object URL of JPEG bytes (a thumbnail), `None` for no bytes.
 pub fn jpeg_url(bytes: &[u8]) -> Option<String> {
     (!bytes.is_empty())

@@ -10,6 +10,7 @@
 use js_sys::{Array, ArrayBuffer, Uint8Array};
 use medtransfer_core::embeddings::{decode_embedding, decode_rows};
 use medtransfer_core::finetune::{CutFeatures, FineTuneConfig, STORED_BLOCKS};
+use medtransfer_core::gradcam::Heatmap;
 use medtransfer_core::metrics::Evaluation;
 use medtransfer_core::ood::OodScore;
 use medtransfer_core::recipe::Search;
@@ -230,6 +231,10 @@ pub struct ImagePrediction {
     /// Training images the OOD threshold was calibrated on (0 without a reference).
     #[serde(default)]
     pub ood_calibration_images: usize,
+    /// Grad-CAM of each class, in the model's class order ([`medtransfer_core::gradcam`],
+    /// 7×7 values in `0..=1`); empty when none could be made.
+    #[serde(default)]
+    pub heatmaps: Vec<Heatmap>,
 }
 
 /// What a fine-tuning run adds to its results.

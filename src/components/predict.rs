@@ -2,9 +2,10 @@
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use medtransfer_core::gradcam::{Heatmap, heatmap_png};
 use medtransfer_core::metrics::predicted_class;
 
-use crate::dom::{IMAGE_ACCEPT, file_url, files_of_input, read_file};
+use crate::dom::{IMAGE_ACCEPT, file_url, files_of_input, png_data_url, read_file};
 use crate::protocol::{Envelope, ToWorker};
 use crate::state::{PredictionEntry, use_project};
 
@@ -12,6 +13,7 @@ use crate::state::{PredictionEntry, use_project};
 #[component]
 pub fn PredictSection() -> impl IntoView {
     let project = use_project();
+    let show_heatmaps = RwSignal::new(false);
     let trained =
         move || project.has_model.get() && project.worker_backend.get().is_some_and(|b| b.is_ok());
     let on_pick = move |event: leptos::ev::Event| {
@@ -69,7 +71,20 @@ pub fn PredictSection() -> impl IntoView {
                     </p>
                 })
             }}
-            <ul class="predictions">
+            {move || {
+                let explained = project.predictions.get().iter().any(|p| {
+                    matches!(&p.result, Some(Ok(prediction)) if !prediction.heatmaps.is_empty())
+                });
+                explained.then(|| view! {
+                    <label class="gradcam-toggle">
+                        <input type="checkbox" data-testid="gradcam-toggle"
+                            prop:checked=move || show_heatmaps.get()
+                            on:change=move |e| show_heatmaps.set(event_target_checked(&e)) />
+                        " Show where the model looked (Grad-CAM: red marks the strongest evidence for the class it gives)"
+                    </label>
+                })
+            }}
+            <ul class="predictions" class:with-heatmaps=move || show_heatmaps.get()>
                 {move || {
                     let classes = project.training.get().result.map(|r| r.classes).unwrap_or_default();
                     project.predictions.get().into_iter().map(|p| {
@@ -90,9 +105,13 @@ pub fn PredictSection() -> impl IntoView {
                                         {ood_warning(o.score, calibrated_on)}
                                     </p>
                                 });
+                                let heatmap = prediction.heatmaps.get(best).cloned();
                                 view! {
                                     <li data-testid="prediction" data-label=label_attr data-prob=prob.to_string() data-ood-score=ood_attr>
-                                        <img src=p.url alt=p.name.clone() width="56" height="56" />
+                                        <span class="thumb">
+                                            <img src=p.url alt=p.name.clone() width="56" height="56" />
+                                            {move || show_heatmaps.get().then(|| heatmap.as_ref().and_then(heatmap_view)).flatten()}
+                                        </span>
                                         <div>
                                         <strong>{p.name}</strong>": "{label}
                                         {warning}
@@ -117,6 +136,21 @@ pub fn PredictSection() -> impl IntoView {
         </section>
     }
 }
+
+/// A heat map laid over its thumbnail, with its peak (0–1 image coordinates) for tests and
+/// screen readers.
+fn heatmap_view(heatmap: &Heatmap) -> Option<impl IntoView + use<>> {
+    let url = png_data_url(&heatmap_png(heatmap, HEATMAP_PIXELS).ok()?);
+    let [x, y] = heatmap.peak;
+    Some(view! {
+        <img class="heatmap" data-testid="heatmap" src=url width="56" height="56"
+            alt=format!("Grad-CAM heat map; strongest evidence at {:.0}% across, {:.0}% down", x * 100.0, y * 100.0)
+            data-peak-x=x.to_string() data-peak-y=y.to_string() />
+    })
+}
+
+/// Side of the heat-map images (the thumbnail's size when shown large).
+const HEATMAP_PIXELS: u32 = 112;
 
 /// The warning on a prediction whose OOD `score` is above 1, from a threshold calibrated on
 /// `calibrated_on` training images.

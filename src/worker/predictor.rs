@@ -1,21 +1,25 @@
 //! The model in use in the worker: core's [`ModelClassifier`] fed from an image's embedding,
 //! or (a fine-tuned model) from its activations moved from the stored cut to the model's; and
-//! the model file's out-of-distribution reference, which reads the frozen embedding either way.
+//! the model file's out-of-distribution reference, which reads the frozen embedding either way;
+//! and its Grad-CAM heat maps, from the same stored activations.
 
 use medtransfer_core::ComputeDevice;
 use medtransfer_core::efficientnet::EfficientNetLite0;
 use medtransfer_core::finetune::{
-    EmbeddingWithActivations, ModelClassifier, STORED_BLOCKS, advance,
+    CutFeatures, EmbeddingWithActivations, ModelClassifier, STORED_BLOCKS, advance,
 };
+use medtransfer_core::gradcam::{Explainer, Heatmap};
 use medtransfer_core::model_file::ModelFile;
 use medtransfer_core::ood::OodReference;
 
 use crate::protocol::ImagePrediction;
 
-/// A trained model put to use: its classifier and its OOD reference.
+/// A trained model put to use: its classifier, its OOD reference and its explainer.
 pub(super) struct ModelInUse {
     classifier: ModelClassifier,
     reference: Option<OodReference>,
+    /// `None` when the file's head cannot be explained (predictions still work).
+    explainer: Option<Explainer>,
 }
 
 impl ModelInUse {
@@ -26,11 +30,39 @@ impl ModelInUse {
     pub(super) fn from_file(file: ModelFile, device: &ComputeDevice) -> Result<Self, String> {
         let classifier =
             ModelClassifier::from_file(&file, &device.device).map_err(|e| e.to_string())?;
+        let explainer = Explainer::from_file(&file, &device.device).ok();
         Ok(Self {
             classifier,
             reference: file.ood,
+            explainer,
         })
     }
+}
+
+/// The Grad-CAM of every class of the model for one image, from its stored activations
+/// ([`STORED_BLOCKS`]); empty when the model has no explainer or the device fails (the
+/// prediction does not depend on it).
+pub(super) async fn heatmaps(
+    in_use: &ModelInUse,
+    model: &EfficientNetLite0,
+    activations: &CutFeatures,
+) -> Vec<Heatmap> {
+    let Some(explainer) = &in_use.explainer else {
+        return Vec::new();
+    };
+    let map = match explainer
+        .feature_map_from_activations(model, activations, STORED_BLOCKS)
+        .await
+    {
+        Ok(map) => map,
+        Err(error) => {
+            web_sys::console::warn_1(&format!("no heat map: {error}").into());
+            return Vec::new();
+        }
+    };
+    (0..explainer.classes())
+        .filter_map(|class| explainer.explain(&map, Some(class)).ok())
+        .collect()
 }
 
 /// The class probabilities of one image from its embedding and stored activations, and its
@@ -49,6 +81,7 @@ pub(super) async fn predict(
         .reference
         .as_ref()
         .and_then(|r| r.score(&image.embedding).ok());
+    let heatmaps = heatmaps(in_use, model, &image.activations).await;
     let rows = match &in_use.classifier {
         ModelClassifier::Head(head) => head.predict(&[image.embedding]).await,
         ModelClassifier::Tuned(tuned) => {
@@ -76,5 +109,6 @@ pub(super) async fn predict(
             .reference
             .as_ref()
             .map_or(0, |r| r.calibration.calibration_images),
+        heatmaps,
     })
 }
