@@ -109,6 +109,12 @@ pub enum ToWorker {
         /// The prediction's id.
         id: ImageId,
     },
+    /// Grad-CAM of stored images with the model in use: `(image, class)` pairs, each
+    /// answered by a [`FromWorker::Explained`].
+    Explain {
+        /// The images and the class to explain in each.
+        requests: Vec<(ImageId, usize)>,
+    },
 }
 
 /// Worker → page.
@@ -207,6 +213,14 @@ pub enum FromWorker {
         id: ImageId,
         /// 1,000 logits, or the error.
         result: Result<Vec<f32>, String>,
+    },
+    /// The Grad-CAM of a [`ToWorker::Explain`] request's image, or why there is none (no
+    /// model, or the image's activations are not kept).
+    Explained {
+        /// The image.
+        id: ImageId,
+        /// The heat map of the class asked for, or the error.
+        heatmap: Result<Heatmap, String>,
     },
     /// A prediction's class probabilities, or why it failed; the image's JPEG thumbnail follows
     /// as transferred bytes when it could be decoded.

@@ -3,6 +3,7 @@
 
 pub mod classes;
 pub mod fine_tune;
+pub mod heatmap;
 pub mod predict;
 pub mod project_box;
 pub mod recipe;

@@ -2,10 +2,10 @@
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use medtransfer_core::gradcam::{Heatmap, heatmap_png};
 use medtransfer_core::metrics::predicted_class;
 
-use crate::dom::{IMAGE_ACCEPT, file_url, files_of_input, png_data_url, read_file};
+use super::heatmap::heatmap_overlay;
+use crate::dom::{IMAGE_ACCEPT, file_url, files_of_input, read_file};
 use crate::protocol::{Envelope, ToWorker};
 use crate::state::{PredictionEntry, use_project};
 
@@ -110,7 +110,7 @@ pub fn PredictSection() -> impl IntoView {
                                     <li data-testid="prediction" data-label=label_attr data-prob=prob.to_string() data-ood-score=ood_attr>
                                         <span class="thumb">
                                             <img src=p.url alt=p.name.clone() width="56" height="56" />
-                                            {move || show_heatmaps.get().then(|| heatmap.as_ref().and_then(heatmap_view)).flatten()}
+                                            {move || show_heatmaps.get().then(|| heatmap.as_ref().and_then(|h| heatmap_overlay(h, 56))).flatten()}
                                         </span>
                                         <div>
                                         <strong>{p.name}</strong>": "{label}
@@ -136,21 +136,6 @@ pub fn PredictSection() -> impl IntoView {
         </section>
     }
 }
-
-/// A heat map laid over its thumbnail, with its peak (0–1 image coordinates) for tests and
-/// screen readers.
-fn heatmap_view(heatmap: &Heatmap) -> Option<impl IntoView + use<>> {
-    let url = png_data_url(&heatmap_png(heatmap, HEATMAP_PIXELS).ok()?);
-    let [x, y] = heatmap.peak;
-    Some(view! {
-        <img class="heatmap" data-testid="heatmap" src=url width="56" height="56"
-            alt=format!("Grad-CAM heat map; strongest evidence at {:.0}% across, {:.0}% down", x * 100.0, y * 100.0)
-            data-peak-x=x.to_string() data-peak-y=y.to_string() />
-    })
-}
-
-/// Side of the heat-map images (the thumbnail's size when shown large).
-const HEATMAP_PIXELS: u32 = 112;
 
 /// The warning on a prediction whose OOD `score` is above 1, from a threshold calibrated on
 /// `calibrated_on` training images.

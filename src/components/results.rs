@@ -7,7 +7,9 @@ use leptos_chartistry::{
 };
 use medtransfer_core::metrics::Evaluation;
 
+use super::heatmap::heatmap_overlay;
 use super::recipe::search_summary;
+use crate::protocol::ImageId;
 use crate::state::{Project, use_project};
 
 /// The ROC curve(s) of the validation images: one for two classes, one per class above.
@@ -76,6 +78,7 @@ fn fmt_ci(ci: Option<[f64; 2]>) -> String {
 #[component]
 pub fn ResultsSection() -> impl IntoView {
     let project = use_project();
+    let show_heatmaps = RwSignal::new(false);
     view! {
         <section aria-labelledby="results-heading">
             <h2 id="results-heading">"3. Results"</h2>
@@ -151,7 +154,27 @@ pub fn ResultsSection() -> impl IntoView {
                             }).collect_view()}
                         </tbody>
                     </table>
-                    <table class="confusion" data-testid="confusion-matrix" tabindex="0">
+                    {(!misclassified.is_empty()).then(|| {
+                        // Each misclassified image, explained for the class it was wrongly given.
+                        let requests: Vec<(ImageId, usize)> = misclassified.iter()
+                            .filter_map(|m| ids.get(m.index).map(|&id| (id, m.predicted_class)))
+                            .collect();
+                        view! {
+                            <label class="gradcam-toggle">
+                                <input type="checkbox" data-testid="validation-gradcam-toggle"
+                                    prop:checked=move || show_heatmaps.get()
+                                    on:change=move |e| {
+                                        let on = event_target_checked(&e);
+                                        show_heatmaps.set(on);
+                                        if on {
+                                            project.explain(requests.clone());
+                                        }
+                                    } />
+                                " Show where the model looked on the misclassified images (Grad-CAM of the class it wrongly gave, by the model in use)"
+                            </label>
+                        }
+                    })}
+                    <table class="confusion" class:with-heatmaps=move || show_heatmaps.get() data-testid="confusion-matrix" tabindex="0">
                         <caption>"Confusion matrix: rows are the true class, columns the predicted one; wrong cells show their images."</caption>
                         <thead><tr><th></th>{classes.iter().map(|c| view! { <th scope="col">{c.clone()}</th> }).collect_view()}</tr></thead>
                         <tbody>
@@ -159,8 +182,16 @@ pub fn ResultsSection() -> impl IntoView {
                                 let cells = row.iter().enumerate().map(|(p, n)| {
                                     let thumbs = misclassified.iter()
                                         .filter(|m| m.true_class == t && m.predicted_class == p)
-                                        .filter_map(|m| ids.get(m.index).and_then(|&id| project.image_url(id)))
-                                        .map(|(url, name)| view! { <img src=url alt=name.clone() title=name width="32" height="32" /> })
+                                        .filter_map(|m| ids.get(m.index).and_then(|&id| project.image_url(id).map(|u| (id, u))))
+                                        .map(|(id, (url, name))| view! {
+                                            <span class="thumb" data-testid="misclassified-thumb">
+                                                <img src=url alt=name.clone() title=name width="32" height="32" />
+                                                {move || show_heatmaps.get()
+                                                    .then(|| project.validation_heatmaps.with(|m| m.get(&id).cloned()))
+                                                    .flatten()
+                                                    .and_then(|h| heatmap_overlay(&h, 32))}
+                                            </span>
+                                        })
                                         .collect_view();
                                     view! { <td>{*n}<div class="cell-thumbs">{thumbs}</div></td> }
                                 }).collect_view();

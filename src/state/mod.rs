@@ -13,14 +13,17 @@ pub mod tab_lock;
 pub mod training;
 pub mod worker_events;
 
+use std::collections::HashMap;
+
 use leptos::prelude::*;
+use medtransfer_core::gradcam::Heatmap;
 use medtransfer_core::metrics::Evaluation;
 use medtransfer_core::recipe::Search;
 use medtransfer_core::threshold::Threshold;
 use medtransfer_core::train::{EpochSummary, StopReason};
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{ImageId, ImagePrediction};
+use crate::protocol::{Envelope, ImageId, ImagePrediction, ToWorker};
 use crate::storage::{ImageRecord, Storage};
 use crate::worker_client::{EmbedQueue, WorkerClient};
 
@@ -222,6 +225,9 @@ pub struct Project {
     pub training: RwSignal<TrainingState>,
     /// The predictions asked for in this session.
     pub predictions: RwSignal<Vec<PredictionEntry>>,
+    /// Grad-CAM of validation images with the model in use (the class it gave each), by
+    /// image; emptied when the model changes.
+    pub validation_heatmaps: RwSignal<HashMap<ImageId, Heatmap>>,
     /// The training settings.
     pub settings: RwSignal<Settings>,
     /// Augmented views embedded with each image added from now on (0: none).
@@ -313,6 +319,7 @@ impl Project {
             embed_started: RwSignal::new(None),
             training: RwSignal::new(TrainingState::default()),
             predictions: RwSignal::new(Vec::new()),
+            validation_heatmaps: RwSignal::new(HashMap::new()),
             settings: RwSignal::new(Settings::default()),
             augmented_views: RwSignal::new(0),
             train_blocks: RwSignal::new(0),
@@ -359,6 +366,20 @@ impl Project {
     /// Embedded images per class.
     pub fn ready_counts(self) -> Vec<usize> {
         self.counts.with(|c| c.0.clone())
+    }
+
+    /// Asks the worker for the Grad-CAM of `(image, class)` pairs not shown yet; the answers
+    /// land in [`Project::validation_heatmaps`].
+    pub fn explain(self, requests: Vec<(ImageId, usize)>) {
+        let missing: Vec<(ImageId, usize)> = self.validation_heatmaps.with_untracked(|shown| {
+            requests
+                .into_iter()
+                .filter(|(id, class)| shown.get(id).is_none_or(|h| h.class != *class))
+                .collect()
+        });
+        if !missing.is_empty() {
+            self.send(Envelope::new(ToWorker::Explain { requests: missing }));
+        }
     }
 
     /// The thumbnail URL and name of an image, when it is in a class.

@@ -2,6 +2,8 @@
 //! replies, and surviving its death (a lost GPU, or a file that crashes the decoder) without
 //! losing anything the user did.
 
+use std::collections::HashMap;
+
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
@@ -234,7 +236,10 @@ impl Project {
             }
             FromWorker::ModelFailed { error } => self.worker_backend.set(Some(Err(error))),
             FromWorker::ClassifierLoaded { error } => match error {
-                None => self.has_model.set(true),
+                None => {
+                    self.validation_heatmaps.set(HashMap::new());
+                    self.has_model.set(true)
+                }
                 Some(error) => self.tell(
                     NoticeKind::Error,
                     format!("The saved model could not be loaded ({error}); train again."),
@@ -293,6 +298,8 @@ impl Project {
                         return;
                     }
                 }
+                // The old model's heat maps do not explain the new one.
+                self.validation_heatmaps.set(HashMap::new());
                 // The new model's threshold, or argmax's 0.5 when it has none.
                 self.threshold.set(threshold.map_or(0.5, |t| t.value));
                 // Predictions of the model this one replaces no longer hold: each says so.
@@ -318,6 +325,14 @@ impl Project {
                 })
             }
             FromWorker::TrainFailed { error } => self.training_failed(error),
+            FromWorker::Explained { id, heatmap } => match heatmap {
+                Ok(heatmap) => self.validation_heatmaps.update(|m| {
+                    m.insert(id, heatmap);
+                }),
+                Err(error) => {
+                    web_sys::console::warn_1(&format!("no heat map for image {id}: {error}").into())
+                }
+            },
             FromWorker::Prediction { id, result } => {
                 self.made_progress();
                 self.predictions.update(|list| {

@@ -179,6 +179,7 @@ fn on_message(event: MessageEvent) {
             ..Job::new(id, bytes, JobKind::Embed)
         }),
         ToWorker::Predict { id } => enqueue(Job::new(id, bytes, JobKind::Predict)),
+        ToWorker::Explain { requests } => spawn_local(explain_images(requests)),
         ToWorker::Forget { id } => STATE.with_borrow_mut(|s| {
             s.embeddings.remove(&id);
             s.views.remove(&id);
@@ -247,6 +248,30 @@ fn load_classifier(bytes: &[u8]) {
     post(&FromWorker::ClassifierLoaded {
         error: result.err(),
     });
+}
+
+/// Answers a [`ToWorker::Explain`]: each image's Grad-CAM from its stored activations.
+async fn explain_images(requests: Vec<(ImageId, usize)>) {
+    for (id, class) in requests {
+        let (model, classifier, activations) = STATE.with_borrow(|s| {
+            (
+                s.model.clone(),
+                s.classifier.clone(),
+                s.activations.get(&id).cloned(),
+            )
+        });
+        let heatmap = match (model, classifier, activations) {
+            (None, _, _) | (_, None, _) => Err("train a model first".to_string()),
+            (_, _, None) => Err("this image's activations are not kept".to_string()),
+            (Some(model), Some(in_use), Some(activations)) => {
+                predictor::explain(&in_use, &model, &activations, [class])
+                    .await
+                    .and_then(|mut maps| maps.pop().ok_or("no heat map was made".into()))
+            }
+        };
+        post(&FromWorker::Explained { id, heatmap });
+        yield_now().await;
+    }
 }
 
 fn enqueue(job: Job) {

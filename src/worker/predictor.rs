@@ -39,30 +39,50 @@ impl ModelInUse {
     }
 }
 
-/// The Grad-CAM of every class of the model for one image, from its stored activations
-/// ([`STORED_BLOCKS`]); empty when the model has no explainer or the device fails (the
+/// The Grad-CAM of each of `classes` for one image, from its stored activations
+/// ([`STORED_BLOCKS`]).
+///
+/// # Errors
+/// The model has no explainer, a class is not the model's, or the device failed, as the page
+/// should read it.
+pub(super) async fn explain(
+    in_use: &ModelInUse,
+    model: &EfficientNetLite0,
+    activations: &CutFeatures,
+    classes: impl IntoIterator<Item = usize>,
+) -> Result<Vec<Heatmap>, String> {
+    let explainer = in_use
+        .explainer
+        .as_ref()
+        .ok_or("this model cannot be explained")?;
+    let map = explainer
+        .feature_map_from_activations(model, activations, STORED_BLOCKS)
+        .await
+        .map_err(|e| e.to_string())?;
+    classes
+        .into_iter()
+        .map(|class| {
+            explainer
+                .explain(&map, Some(class))
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// The Grad-CAM of every class for one predicted image; empty when there is none (the
 /// prediction does not depend on it).
-pub(super) async fn heatmaps(
+async fn heatmaps(
     in_use: &ModelInUse,
     model: &EfficientNetLite0,
     activations: &CutFeatures,
 ) -> Vec<Heatmap> {
-    let Some(explainer) = &in_use.explainer else {
-        return Vec::new();
-    };
-    let map = match explainer
-        .feature_map_from_activations(model, activations, STORED_BLOCKS)
+    let classes = in_use.explainer.as_ref().map_or(0, Explainer::classes);
+    explain(in_use, model, activations, 0..classes)
         .await
-    {
-        Ok(map) => map,
-        Err(error) => {
+        .unwrap_or_else(|error| {
             web_sys::console::warn_1(&format!("no heat map: {error}").into());
-            return Vec::new();
-        }
-    };
-    (0..explainer.classes())
-        .filter_map(|class| explainer.explain(&map, Some(class)).ok())
-        .collect()
+            Vec::new()
+        })
 }
 
 /// The class probabilities of one image from its embedding and stored activations, and its

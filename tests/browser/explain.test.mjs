@@ -1,7 +1,8 @@
 // Grad-CAM in the page, on a task whose evidence is known: made images are `marked` when they
 // have a mark in one place (both classes share the textures and the grey distractor squares).
-// After training, each new marked image's heat map (toggled over its thumbnail) must peak on
-// the mark. Once on WebGPU, once on the CPU fallback; the images are drawn by the browser, so
+// After training, the heat map of a marked image mislabelled as plain (misclassified out of
+// fold, shown in the confusion matrix) and of each new marked image (toggled over its
+// thumbnail) must peak on the mark. Once on WebGPU, once on the CPU fallback; the images are drawn by the browser, so
 // no shared data is needed. Screenshots under target/screenshots/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -71,19 +72,33 @@ for (const mode of [
       const seeds = (odd) => Array.from({ length: 8 }, (_, i) => 2 * i + odd);
       await cards.nth(0).getByTestId('class-files').setInputFiles(await madeImages(page, 'marked', seeds(1), true));
       await cards.nth(1).getByTestId('class-files').setInputFiles(await madeImages(page, 'plain', seeds(0), false));
+      // A labelling error: a marked image filed as plain. The model calls it marked out of fold.
+      await cards.nth(1).getByTestId('class-files').setInputFiles(await madeImages(page, 'mislabelled', [501], true));
       await page.locator('[data-testid="embed-status"][data-pending="0"]').waitFor({ timeout: 600_000 });
       await page.getByTestId('train').click();
       await page.getByTestId('metric-accuracy').waitFor({ timeout: 600_000 });
+
+      // The mislabelled image sits in the confusion matrix's plain → marked cell; its heat map
+      // (asked of the worker when the toggle is turned on) peaks on the mark too.
+      const wrong = page.getByTestId('misclassified-thumb');
+      assert.ok(await wrong.count() >= 1, 'the mislabelled image is misclassified');
+      assert.equal(await wrong.getByTestId('heatmap').count(), 0);
+      await page.getByTestId('validation-gradcam-toggle').check();
+      const wrongMap = wrong.filter({ has: page.locator('img[alt="mislabelled-0.png"]') }).getByTestId('heatmap');
+      await wrongMap.waitFor({ timeout: 300_000 });
+      const [wx, wy] = [Number(await wrongMap.getAttribute('data-peak-x')), Number(await wrongMap.getAttribute('data-peak-y'))];
+      console.log(`${mode.name}: the mislabelled image's map peaks at (${wx.toFixed(3)}, ${wy.toFixed(3)})`);
+      assert.ok(Math.abs(wx - MARK.x) <= 0.15 && Math.abs(wy - MARK.y) <= 0.15, `peak (${wx}, ${wy})`);
+      await screenshot(page, `explain-${mode.name}-misclassified`);
 
       const fresh = await madeImages(page, 'new-marked', [1001, 1002], true);
       await page.getByTestId('predict-files').setInputFiles(fresh);
       const predictions = page.getByTestId('prediction');
       await predictions.nth(1).waitFor({ timeout: 300_000 });
       // Off by default: a prediction shows no heat map until asked.
-      assert.equal(await page.getByTestId('heatmap').count(), 0);
+      assert.equal(await predictions.getByTestId('heatmap').count(), 0);
       await page.getByTestId('gradcam-toggle').check();
-      const heatmaps = page.getByTestId('heatmap');
-      assert.equal(await heatmaps.count(), 2);
+      assert.equal(await predictions.getByTestId('heatmap').count(), 2);
       for (let i = 0; i < 2; i++) {
         assert.equal(await predictions.nth(i).getAttribute('data-label'), 'marked');
         const map = predictions.nth(i).getByTestId('heatmap');
@@ -97,7 +112,7 @@ for (const mode of [
       }
       await screenshot(page, `explain-${mode.name}-heatmaps`);
       await page.getByTestId('gradcam-toggle').uncheck();
-      assert.equal(await page.getByTestId('heatmap').count(), 0);
+      assert.equal(await predictions.getByTestId('heatmap').count(), 0);
       assert.deepEqual(record.foreign, [], 'requests left the page origin');
       assert.deepEqual(record.errors, [], 'page errors');
     } finally {
