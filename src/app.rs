@@ -11,7 +11,8 @@ use wasm_bindgen::JsCast;
 
 use crate::cached_fetch::{FetchSource, Progress, evict, fetch_cached};
 use crate::components::{
-    ClassesSection, PredictSection, ProjectSection, ResultsSection, TrainSection,
+    ClassesSection, EmbeddingMapSection, PredictSection, ProjectSection, ResultsSection,
+    TrainSection,
 };
 use crate::dom::{IMAGE_ACCEPT, read_file};
 use crate::gpu_probe::probe_webgpu;
@@ -115,6 +116,7 @@ pub fn App() -> impl IntoView {
             <TrainSection />
             <ResultsSection />
             <PredictSection />
+            <EmbeddingMapSection />
             <PretrainedSection model_state=model_state labels=labels />
         </main>
     }

@@ -8,6 +8,7 @@
 //! reload or a crash ([`ToWorker::Restore`]).
 
 use js_sys::{Array, ArrayBuffer, Uint8Array};
+use medtransfer_core::embedding_map::EmbeddingMap;
 use medtransfer_core::embeddings::{decode_embedding, decode_rows};
 use medtransfer_core::finetune::{CutFeatures, FineTuneConfig, STORED_BLOCKS};
 use medtransfer_core::gradcam::Heatmap;
@@ -108,6 +109,14 @@ pub enum ToWorker {
     Predict {
         /// The prediction's id.
         id: ImageId,
+    },
+    /// The embedding map of these images (PCA of their embeddings) and the data check's
+    /// findings on their embeddings, answered by a [`FromWorker::Mapped`].
+    Map {
+        /// Class names in label order.
+        classes: Vec<String>,
+        /// `(image, label)` pairs.
+        items: Vec<(ImageId, usize)>,
     },
     /// Grad-CAM of stored images with the model in use: `(image, class)` pairs, each
     /// answered by a [`FromWorker::Explained`].
@@ -214,6 +223,11 @@ pub enum FromWorker {
         /// 1,000 logits, or the error.
         result: Result<Vec<f32>, String>,
     },
+    /// The answer to a [`ToWorker::Map`]: the map, or why there is none.
+    Mapped {
+        /// The map and findings, or the error.
+        result: Result<MapAnswer, String>,
+    },
     /// The Grad-CAM of a [`ToWorker::Explain`] request's image, or why there is none (no
     /// model, or the image's activations are not kept).
     Explained {
@@ -230,6 +244,33 @@ pub enum FromWorker {
         /// The prediction, or the error.
         result: Result<ImagePrediction, String>,
     },
+}
+
+/// The embedding map of a project's images with the findings of the data check that need
+/// only their embeddings (near-duplicates, label suspects; [`medtransfer_core::check`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MapAnswer {
+    /// The images mapped (those whose embedding the worker holds), in the map's order.
+    pub ids: Vec<ImageId>,
+    /// Their labels.
+    pub labels: Vec<usize>,
+    /// The map: one point per image.
+    pub map: EmbeddingMap,
+    /// Per image, the kinds of finding that name it ([`medtransfer_core::check::DataCheck::flags`]).
+    pub flags: Vec<Vec<String>>,
+    /// Each finding: its kind, its images and what to do.
+    pub findings: Vec<MapFinding>,
+}
+
+/// One finding of the data check, as the page lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MapFinding {
+    /// `near_duplicate` or `label_suspect`.
+    pub kind: String,
+    /// The images it names.
+    pub ids: Vec<ImageId>,
+    /// What to do, in words.
+    pub advice: String,
 }
 
 /// What the model says of one new image.

@@ -2,6 +2,7 @@
 //! and call its methods; they hold no state of the project themselves.
 
 pub mod classes;
+pub mod embedding_map;
 pub mod fine_tune;
 pub mod heatmap;
 pub mod predict;
@@ -11,6 +12,7 @@ pub mod results;
 pub mod training;
 
 pub use classes::ClassesSection;
+pub use embedding_map::EmbeddingMapSection;
 pub use predict::PredictSection;
 pub use project_box::ProjectSection;
 pub use results::ResultsSection;

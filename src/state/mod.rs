@@ -23,7 +23,7 @@ use medtransfer_core::threshold::Threshold;
 use medtransfer_core::train::{EpochSummary, StopReason};
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{Envelope, ImageId, ImagePrediction, ToWorker};
+use crate::protocol::{Envelope, ImageId, ImagePrediction, MapAnswer, ToWorker};
 use crate::storage::{ImageRecord, Storage};
 use crate::worker_client::{EmbedQueue, WorkerClient};
 
@@ -225,6 +225,9 @@ pub struct Project {
     pub training: RwSignal<TrainingState>,
     /// The predictions asked for in this session.
     pub predictions: RwSignal<Vec<PredictionEntry>>,
+    /// The embedding map last drawn (and the data check on the embeddings), or why it failed;
+    /// `None` until asked for.
+    pub embedding_map: RwSignal<Option<Result<MapAnswer, String>>>,
     /// Grad-CAM of validation images with the model in use (the class it gave each), by
     /// image; emptied when the model changes.
     pub validation_heatmaps: RwSignal<HashMap<ImageId, Heatmap>>,
@@ -320,6 +323,7 @@ impl Project {
             training: RwSignal::new(TrainingState::default()),
             predictions: RwSignal::new(Vec::new()),
             validation_heatmaps: RwSignal::new(HashMap::new()),
+            embedding_map: RwSignal::new(None),
             settings: RwSignal::new(Settings::default()),
             augmented_views: RwSignal::new(0),
             train_blocks: RwSignal::new(0),

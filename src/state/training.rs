@@ -186,15 +186,11 @@ pub(crate) fn deserialize_settings<'de, D: serde::Deserializer<'de>>(
 }
 
 impl Project {
-    /// Sends every embedded image to the worker to train a new head. The model in use and its
-    /// metrics stay until the new one exists.
-    pub fn start_training(self) {
-        let settings = self.settings.get_untracked().clamped();
-        let planned_epochs = settings.train.epochs;
+    /// The class names and every embedded image with its label (class index).
+    pub fn ready_items(self) -> (Vec<String>, Vec<(ImageId, usize)>) {
         let classes = self.classes.get_untracked();
-        let names: Vec<String> = classes.iter().map(|c| c.name.get_untracked()).collect();
-        self.training_classes.set_value(names.clone());
-        let items: Vec<(ImageId, usize)> = classes
+        let names = classes.iter().map(|c| c.name.get_untracked()).collect();
+        let items = classes
             .iter()
             .enumerate()
             .flat_map(|(label, c)| {
@@ -205,6 +201,24 @@ impl Project {
                     .map(move |i| (i.id, label))
             })
             .collect();
+        (names, items)
+    }
+
+    /// Asks the worker for the embedding map of every embedded image (and the data check's
+    /// findings on their embeddings); the answer lands in [`Project::embedding_map`].
+    pub fn draw_embedding_map(self) {
+        let (classes, items) = self.ready_items();
+        self.embedding_map.set(None);
+        self.send(Envelope::new(ToWorker::Map { classes, items }));
+    }
+
+    /// Sends every embedded image to the worker to train a new head. The model in use and its
+    /// metrics stay until the new one exists.
+    pub fn start_training(self) {
+        let settings = self.settings.get_untracked().clamped();
+        let planned_epochs = settings.train.epochs;
+        let (names, items) = self.ready_items();
+        self.training_classes.set_value(names.clone());
         let (epochs, result) = self
             .training
             .with_untracked(|t| (t.epochs.clone(), t.result.clone()));

@@ -325,6 +325,7 @@ impl Project {
                 })
             }
             FromWorker::TrainFailed { error } => self.training_failed(error),
+            FromWorker::Mapped { result } => self.embedding_map.set(Some(result)),
             FromWorker::Explained { id, heatmap } => match heatmap {
                 Ok(heatmap) => self.validation_heatmaps.update(|m| {
                     m.insert(id, heatmap);

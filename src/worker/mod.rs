@@ -9,7 +9,9 @@ use std::rc::Rc;
 
 use js_sys::{Function, Promise, Reflect};
 use medtransfer_core::augment::AugmentConfig;
+use medtransfer_core::check::{DataCheck, Finding};
 use medtransfer_core::efficientnet::{EfficientNetLite0, load_from_bytes};
+use medtransfer_core::embedding_map::pca_map;
 use medtransfer_core::embeddings::{
     content_hash, encode_embedding, encode_rows, inputs_with_views,
 };
@@ -31,7 +33,8 @@ mod training;
 
 use crate::gpu_probe::probe_webgpu;
 use crate::protocol::{
-    Envelope, FromWorker, ImageId, ImageRows, ToWorker, restore_activations, restore_rows,
+    Envelope, FromWorker, ImageId, ImageRows, MapAnswer, MapFinding, ToWorker, restore_activations,
+    restore_rows,
 };
 
 /// Images embedded per forward pass (the core splits larger batches anyway).
@@ -180,6 +183,10 @@ fn on_message(event: MessageEvent) {
         }),
         ToWorker::Predict { id } => enqueue(Job::new(id, bytes, JobKind::Predict)),
         ToWorker::Explain { requests } => spawn_local(explain_images(requests)),
+        ToWorker::Map { classes, items } => {
+            let result = STATE.with_borrow(|s| map_images(&classes, &items, &s.embeddings));
+            post(&FromWorker::Mapped { result });
+        }
         ToWorker::Forget { id } => STATE.with_borrow_mut(|s| {
             s.embeddings.remove(&id);
             s.views.remove(&id);
@@ -248,6 +255,55 @@ fn load_classifier(bytes: &[u8]) {
     post(&FromWorker::ClassifierLoaded {
         error: result.err(),
     });
+}
+
+/// Answers a [`ToWorker::Map`]: the PCA map of the images whose embedding is held, and the
+/// data check on those embeddings (no file facts: the originals are not kept, so exact
+/// duplicates and shortcuts are the CLI's `check`).
+fn map_images(
+    classes: &[String],
+    items: &[(ImageId, usize)],
+    embeddings: &HashMap<ImageId, Vec<f32>>,
+) -> Result<MapAnswer, String> {
+    let (mut ids, mut labels, mut rows) = (Vec::new(), Vec::new(), Vec::new());
+    for &(id, label) in items {
+        if let Some(row) = embeddings.get(&id) {
+            ids.push(id);
+            labels.push(label);
+            rows.push(row.clone());
+        }
+    }
+    let map = pca_map(&rows).map_err(|e| e.to_string())?;
+    let facts = vec![None; rows.len()];
+    let check = DataCheck::run(classes.len(), &labels, &rows, &facts, None, 0)
+        .map_err(|e| e.to_string())?;
+    let findings = check
+        .findings
+        .iter()
+        .filter_map(|f| {
+            let (kind, items) = match f {
+                Finding::NearDuplicate { a, b, .. } => ("near_duplicate", vec![*a, *b]),
+                Finding::LabelSuspect { item, .. } => ("label_suspect", vec![*item]),
+                _ => return None,
+            };
+            Some(MapFinding {
+                kind: kind.into(),
+                ids: items.iter().filter_map(|&i| ids.get(i).copied()).collect(),
+                advice: f.advice(classes, &labels),
+            })
+        })
+        .collect();
+    Ok(MapAnswer {
+        flags: check
+            .flags()
+            .into_iter()
+            .map(|f| f.into_iter().map(String::from).collect())
+            .collect(),
+        ids,
+        labels,
+        map,
+        findings,
+    })
 }
 
 /// Answers a [`ToWorker::Explain`]: each image's Grad-CAM from its stored activations.

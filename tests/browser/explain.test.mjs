@@ -2,7 +2,8 @@
 // have a mark in one place (both classes share the textures and the grey distractor squares).
 // After training, the heat map of a marked image mislabelled as plain (misclassified out of
 // fold, shown in the confusion matrix) and of each new marked image (toggled over its
-// thumbnail) must peak on the mark. Once on WebGPU, once on the CPU fallback; the images are drawn by the browser, so
+// thumbnail) must peak on the mark; the embedding map shows every image, the mislabelled one
+// flagged by the data check. Once on WebGPU, once on the CPU fallback; the images are drawn by the browser, so
 // no shared data is needed. Screenshots under target/screenshots/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -90,6 +91,22 @@ for (const mode of [
       console.log(`${mode.name}: the mislabelled image's map peaks at (${wx.toFixed(3)}, ${wy.toFixed(3)})`);
       assert.ok(Math.abs(wx - MARK.x) <= 0.15 && Math.abs(wy - MARK.y) <= 0.15, `peak (${wx}, ${wy})`);
       await screenshot(page, `explain-${mode.name}-misclassified`);
+
+      // The embedding map: every image a point, the mislabelled one ringed as misclassified
+      // and flagged by the data check as a label suspect, its thumbnail shown on hover.
+      await page.getByTestId('draw-map').click();
+      const points = page.getByTestId('map-point');
+      await points.nth(16).waitFor({ timeout: 120_000 });
+      assert.equal(await points.count(), 17);
+      assert.equal(await page.locator('[data-testid="map-point"][data-class="marked"]').count(), 8);
+      const suspect = page.locator('[data-testid="map-point"][aria-label="mislabelled-0.png, plain"]');
+      assert.match(await suspect.getAttribute('data-flags'), /label_suspect/);
+      assert.match(await suspect.getAttribute('class'), /misclassified/);
+      assert.match(await page.getByTestId('map-findings').innerText(), /label suspect: mislabelled-0\.png\. Labelled plain, but its 5 most similar images are all marked/);
+      await suspect.hover();
+      assert.equal(await page.getByTestId('map-preview').locator('figcaption').innerText(), 'mislabelled-0.png');
+      assert.match(await page.getByTestId('map-axes').innerText(), /^17 images\. Across: the first principal component \(\d+%/);
+      await screenshot(page, `explain-${mode.name}-map`);
 
       const fresh = await madeImages(page, 'new-marked', [1001, 1002], true);
       await page.getByTestId('predict-files').setInputFiles(fresh);

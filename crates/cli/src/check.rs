@@ -2,11 +2,12 @@
 //! folder: exact and near-duplicates, label suspects and shortcuts, each with its files and
 //! what to do.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
 use medtransfer_core::check::{DataCheck, Finding, ImageFacts};
+use medtransfer_core::train::LabelledEmbeddings;
 use serde_json::{Value, json};
 
 use crate::backbone::{
@@ -67,25 +68,35 @@ fn read_facts(files: &[&LabelledFile]) -> Vec<Result<ImageFacts, String>> {
     })
 }
 
-/// Checks the folder and prints the findings: JSON `{"images", "classes", "findings": [{"kind",
-/// "files", "classes", "advice", …}], "properties", "skipped"}`, or text. Exit status 1 when the
-/// folder or the weights cannot be read (nothing on stdout), 2 when some file could not be
-/// checked; findings do not change it.
-pub fn check(args: &CheckArgs) -> ExitCode {
-    let fail = |e: String| {
-        eprintln!("error: {e}");
-        ExitCode::FAILURE
-    };
-    let dataset = match FolderDataset::open(&args.data) {
-        Ok(d) => d,
-        Err(e) => return fail(e),
-    };
-    let mut backbone = match Backbone::open(&args.backbone) {
-        Ok(b) => b,
-        Err(e) => return fail(e),
-    };
+/// A labelled folder embedded and checked: what `check` reports and `map` marks.
+pub(crate) struct CheckedFolder {
+    /// The folder's classes and files.
+    pub dataset: FolderDataset,
+    /// The path of each usable image, in the order of `set` and `report`.
+    pub paths: Vec<PathBuf>,
+    /// Their embeddings and labels.
+    pub set: LabelledEmbeddings,
+    /// The data check on them.
+    pub report: DataCheck,
+    /// The files that could not be used, as `{"path", "error"}`.
+    pub skipped: Vec<Value>,
+}
+
+/// Embeds every image of `data` (through the cache) and runs the data check on them.
+///
+/// # Errors
+/// The folder, the weights or the group pattern cannot be used.
+pub(crate) fn check_folder(
+    data: &Path,
+    group_pattern: Option<&str>,
+    seed: u64,
+    backbone: &BackboneArgs,
+    quiet: bool,
+) -> Result<CheckedFolder, String> {
+    let dataset = FolderDataset::open(data)?;
+    let mut backbone = Backbone::open(backbone)?;
     let files: Vec<&LabelledFile> = dataset.files.iter().collect();
-    let bar = progress_bar(files.len(), "embedding", args.json);
+    let bar = progress_bar(files.len(), "embedding", quiet);
     let (set, kept, mut skipped) = embed_files(&mut backbone, &files, &bar);
     bar.finish_and_clear();
     let usable: Vec<&LabelledFile> = kept.iter().map(|&i| files[i]).collect();
@@ -101,22 +112,51 @@ pub fn check(args: &CheckArgs) -> ExitCode {
         })
         .collect();
     skipped.extend(folder_skipped(&dataset));
-    let groups = match group_keys(&usable, args.group_pattern.as_deref()) {
-        Ok(g) => g,
-        Err(e) => return fail(e),
-    };
-    let report = match DataCheck::run(
+    let groups = group_keys(&usable, group_pattern)?;
+    let report = DataCheck::run(
         dataset.classes.len(),
         &set.labels,
         &set.embeddings,
         &facts,
         groups.as_deref(),
+        seed,
+    )
+    .map_err(|e| e.to_string())?;
+    let paths = usable.iter().map(|f| f.path.clone()).collect();
+    Ok(CheckedFolder {
+        dataset,
+        paths,
+        set,
+        report,
+        skipped,
+    })
+}
+
+/// Checks the folder and prints the findings: JSON `{"images", "classes", "findings": [{"kind",
+/// "files", "classes", "advice", …}], "properties", "skipped"}`, or text. Exit status 1 when the
+/// folder or the weights cannot be read (nothing on stdout), 2 when some file could not be
+/// checked; findings do not change it.
+pub fn check(args: &CheckArgs) -> ExitCode {
+    let CheckedFolder {
+        dataset,
+        paths,
+        set,
+        report,
+        skipped,
+    } = match check_folder(
+        &args.data,
+        args.group_pattern.as_deref(),
         args.seed,
+        &args.backbone,
+        args.json,
     ) {
-        Ok(r) => r,
-        Err(e) => return fail(e.to_string()),
+        Ok(checked) => checked,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
     };
-    let path = |i: usize| usable[i].path.display().to_string();
+    let path = |i: usize| paths[i].display().to_string();
     let class = |i: usize| dataset.classes[set.labels[i]].clone();
     let findings: Vec<Value> = report
         .findings

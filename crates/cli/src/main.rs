@@ -7,6 +7,7 @@ mod device;
 mod embed;
 mod evaluate;
 mod explain;
+mod map;
 mod predictor;
 mod pretrained;
 mod train;
@@ -79,6 +80,8 @@ enum Command {
     Check(Box<check::CheckArgs>),
     /// Grad-CAM heat maps: where in each image the evidence for a class lies.
     Explain(Box<explain::ExplainArgs>),
+    /// The embedding map: each image's embedding on two principal components, as CSV.
+    Map(Box<map::MapArgs>),
 }
 
 fn main() -> ExitCode {
@@ -93,5 +96,6 @@ fn main() -> ExitCode {
         Command::Split(args) => evaluate::split(&args),
         Command::Check(args) => check::check(&args),
         Command::Explain(args) => explain::explain(&args),
+        Command::Map(args) => map::map(&args),
     }
 }

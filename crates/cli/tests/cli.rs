@@ -773,6 +773,54 @@ fn check_reports_a_label_conflict_and_each_unreadable_file() {
             && stdout.contains("EXACT DUPLICATE: Label conflict"),
         "{stdout}"
     );
+    // The embedding map of the same folder: one CSV row per usable image, the conflict's
+    // two files flagged, the two classes apart on the first axis (dark vs bright images).
+    let csv_path = root.with_extension("csv");
+    let csv_arg = csv_path.to_string_lossy().to_string();
+    let output = medtransfer(
+        &[
+            "map",
+            "--data",
+            &data,
+            "--backend",
+            "cpu",
+            "--cache",
+            &cache,
+            "--out",
+            &csv_arg,
+        ],
+        &weights,
+    );
+    assert_eq!(output.status.code(), Some(2), "the broken file: {output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("9 images mapped"));
+    let csv = std::fs::read_to_string(&csv_path).expect("the CSV");
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("path,class,pc1,pc2,flags"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 9);
+    for row in &rows {
+        let flagged = row[4].contains("exact_duplicate");
+        let conflict = row[0].ends_with("bright/also-0.png") || row[0].ends_with("dark/0.png");
+        assert_eq!(flagged, conflict, "{row:?}");
+    }
+    let mean_pc1 = |class: &str| {
+        let xs: Vec<f64> = rows
+            .iter()
+            .filter(|r| r[1] == class && !r[0].ends_with("also-0.png"))
+            .map(|r| r[2].parse::<f64>().expect("a number"))
+            .collect();
+        xs.iter().sum::<f64>() / xs.len() as f64
+    };
+    let (dark, bright) = (mean_pc1("dark"), mean_pc1("bright"));
+    let spread: f64 = rows
+        .iter()
+        .map(|r| r[3].parse::<f64>().expect("a number").abs())
+        .fold(0.0, f64::max);
+    assert!(
+        (dark - bright).abs() > spread,
+        "classes on the first axis: dark {dark}, bright {bright}; second axis within {spread}"
+    );
+    let _ = std::fs::remove_file(&csv_path);
     let _ = std::fs::remove_dir_all(&root);
     let _ = std::fs::remove_dir_all(root.with_extension("cache"));
 }

@@ -205,6 +205,34 @@ impl DataCheck {
         })
     }
 
+    /// For each of the images, the kinds of finding that name it (`"exact_duplicate"`,
+    /// `"near_duplicate"`, `"label_suspect"`; shortcuts name no image), each once, in that
+    /// order: what the embedding map marks.
+    pub fn flags(&self) -> Vec<Vec<&'static str>> {
+        let mut flags: Vec<Vec<&'static str>> = vec![Vec::new(); self.images];
+        let mut mark = |item: usize, kind: &'static str| {
+            if let Some(f) = flags.get_mut(item)
+                && !f.contains(&kind)
+            {
+                f.push(kind);
+            }
+        };
+        for finding in &self.findings {
+            match finding {
+                Finding::ExactDuplicate { items, .. } => {
+                    items.iter().for_each(|&i| mark(i, "exact_duplicate"));
+                }
+                Finding::NearDuplicate { a, b, .. } => {
+                    mark(*a, "near_duplicate");
+                    mark(*b, "near_duplicate");
+                }
+                Finding::LabelSuspect { item, .. } => mark(*item, "label_suspect"),
+                Finding::Shortcut(_) => {}
+            }
+        }
+        flags
+    }
+
     /// The pairs of images the splitter should keep together: exact and near-duplicates.
     pub fn duplicate_pairs(&self) -> Vec<(usize, usize)> {
         self.findings

@@ -18,6 +18,7 @@ pub mod check;
 pub mod dataset_folder;
 pub mod device;
 pub mod efficientnet;
+pub mod embedding_map;
 pub mod embeddings;
 pub mod finetune;
 pub mod formats;

@@ -58,6 +58,11 @@ fn a_file_under_two_classes_is_a_label_conflict_and_not_also_a_near_duplicate() 
             .any(|f| matches!(f, Finding::NearDuplicate { .. }))
     );
     assert_eq!(check.duplicate_pairs(), [(0, 3)]);
+    let flags = check.flags();
+    assert_eq!(flags.len(), 4);
+    assert_eq!(flags[0], ["exact_duplicate"]);
+    assert_eq!(flags[3], ["exact_duplicate"]);
+    assert!(flags[1].is_empty() && flags[2].is_empty());
 }
 
 #[test]
