@@ -107,6 +107,13 @@ fn map_view(
                     on:mouseenter=move |_| shown.set(Some(id))
                     on:focus=move |_| shown.set(Some(id))
                     on:mouseleave=move |_| shown.set(None)
+                    on:blur=move |_| shown.set(None)
+                    on:keydown=move |e: leptos::ev::KeyboardEvent| {
+                        if e.key() == "Enter" || e.key() == " " {
+                            e.prevent_default();
+                            kept.set(Some(id));
+                        }
+                    }
                     on:click=move |_| kept.set(Some(id))>
                     <title>{format!("{name} ({class})")}</title>
                 </circle>

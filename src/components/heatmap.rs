@@ -10,14 +10,23 @@ use crate::dom::png_data_url;
 const HEATMAP_PIXELS: u32 = 112;
 
 /// The heat map as an `<img class="heatmap">` of `size` CSS pixels, with its peak (0–1 image
-/// coordinates) in `data-peak-x`/`data-peak-y` and in words in its alt text; `None` when it
+/// coordinates; absent without evidence) in `data-peak-x`/`data-peak-y` and in words in its alt text; `None` when it
 /// cannot be drawn.
 pub fn heatmap_overlay(heatmap: &Heatmap, size: u32) -> Option<impl IntoView + use<>> {
     let url = png_data_url(&heatmap_png(heatmap, HEATMAP_PIXELS).ok()?);
-    let [x, y] = heatmap.peak;
+    let alt = match heatmap.peak {
+        Some([x, y]) => format!(
+            "Grad-CAM heat map; strongest evidence at {:.0}% across, {:.0}% down",
+            x * 100.0,
+            y * 100.0
+        ),
+        None => "Grad-CAM heat map; no evidence for this class anywhere in the image".into(),
+    };
+    let [x, y] = heatmap
+        .peak
+        .map_or([None, None], |[x, y]| [Some(x), Some(y)]);
     Some(view! {
-        <img class="heatmap" data-testid="heatmap" src=url width=size height=size
-            alt=format!("Grad-CAM heat map; strongest evidence at {:.0}% across, {:.0}% down", x * 100.0, y * 100.0)
-            data-peak-x=x.to_string() data-peak-y=y.to_string() />
+        <img class="heatmap" data-testid="heatmap" src=url width=size height=size alt=alt
+            data-peak-x=x.map(|v| v.to_string()) data-peak-y=y.map(|v| v.to_string()) />
     })
 }

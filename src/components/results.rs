@@ -10,7 +10,7 @@ use medtransfer_core::metrics::Evaluation;
 use super::heatmap::heatmap_overlay;
 use super::recipe::search_summary;
 use crate::protocol::ImageId;
-use crate::state::{Project, use_project};
+use crate::state::{Project, TrainingState, use_project};
 
 /// The ROC curve(s) of the validation images: one for two classes, one per class above.
 #[component]
@@ -62,6 +62,26 @@ fn RocChart(evaluation: Evaluation) -> impl IntoView {
         .collect_view()
 }
 
+/// `(image, predicted class)` of each misclassified validation image of the model in use.
+fn misclassified_requests(training: &TrainingState) -> Vec<(ImageId, usize)> {
+    training
+        .result
+        .as_ref()
+        .and_then(|r| {
+            r.validation.as_ref().map(|v| {
+                v.misclassified
+                    .iter()
+                    .filter_map(|m| {
+                        r.validation_ids
+                            .get(m.index)
+                            .map(|&id| (id, m.predicted_class))
+                    })
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
 fn set_threshold(project: Project, event: &leptos::ev::Event) {
     if let Ok(t) = event_target_value(event).parse::<f64>() {
         project.threshold.set(t.clamp(0.0, 1.0));
@@ -79,6 +99,14 @@ fn fmt_ci(ci: Option<[f64; 2]>) -> String {
 pub fn ResultsSection() -> impl IntoView {
     let project = use_project();
     let show_heatmaps = RwSignal::new(false);
+    // While the toggle is on, each misclassified image of the model in use is explained for
+    // the class it was wrongly given: again whenever the model or its results change.
+    Effect::new(move |_| {
+        project.has_model.track();
+        if show_heatmaps.get() {
+            project.explain(project.training.with(misclassified_requests));
+        }
+    });
     view! {
         <section aria-labelledby="results-heading">
             <h2 id="results-heading">"3. Results"</h2>
@@ -154,25 +182,13 @@ pub fn ResultsSection() -> impl IntoView {
                             }).collect_view()}
                         </tbody>
                     </table>
-                    {(!misclassified.is_empty()).then(|| {
-                        // Each misclassified image, explained for the class it was wrongly given.
-                        let requests: Vec<(ImageId, usize)> = misclassified.iter()
-                            .filter_map(|m| ids.get(m.index).map(|&id| (id, m.predicted_class)))
-                            .collect();
-                        view! {
-                            <label class="gradcam-toggle">
-                                <input type="checkbox" data-testid="validation-gradcam-toggle"
-                                    prop:checked=move || show_heatmaps.get()
-                                    on:change=move |e| {
-                                        let on = event_target_checked(&e);
-                                        show_heatmaps.set(on);
-                                        if on {
-                                            project.explain(requests.clone());
-                                        }
-                                    } />
-                                " Show where the model looked on the misclassified images (Grad-CAM of the class it wrongly gave, by the model in use)"
-                            </label>
-                        }
+                    {(!misclassified.is_empty()).then(|| view! {
+                        <label class="gradcam-toggle">
+                            <input type="checkbox" data-testid="validation-gradcam-toggle"
+                                prop:checked=move || show_heatmaps.get()
+                                on:change=move |e| show_heatmaps.set(event_target_checked(&e)) />
+                            " Show where the model looked on the misclassified images (Grad-CAM of the class it wrongly gave, by the model in use)"
+                        </label>
                     })}
                     <table class="confusion" class:with-heatmaps=move || show_heatmaps.get() data-testid="confusion-matrix" tabindex="0">
                         <caption>"Confusion matrix: rows are the true class, columns the predicted one; wrong cells show their images."</caption>
@@ -182,13 +198,14 @@ pub fn ResultsSection() -> impl IntoView {
                                 let cells = row.iter().enumerate().map(|(p, n)| {
                                     let thumbs = misclassified.iter()
                                         .filter(|m| m.true_class == t && m.predicted_class == p)
-                                        .filter_map(|m| ids.get(m.index).and_then(|&id| project.image_url(id).map(|u| (id, u))))
-                                        .map(|(id, (url, name))| view! {
+                                        .filter_map(|m| ids.get(m.index).and_then(|&id| project.image_url(id).map(|u| (id, m.predicted_class, u))))
+                                        .map(|(id, class, (url, name))| view! {
                                             <span class="thumb" data-testid="misclassified-thumb">
                                                 <img src=url alt=name.clone() title=name width="32" height="32" />
                                                 {move || show_heatmaps.get()
                                                     .then(|| project.validation_heatmaps.with(|m| m.get(&id).cloned()))
                                                     .flatten()
+                                                    .filter(|h| h.class == class)
                                                     .and_then(|h| heatmap_overlay(&h, 32))}
                                             </span>
                                         })

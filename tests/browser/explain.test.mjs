@@ -91,6 +91,11 @@ for (const mode of [
       console.log(`${mode.name}: the mislabelled image's map peaks at (${wx.toFixed(3)}, ${wy.toFixed(3)})`);
       assert.ok(Math.abs(wx - MARK.x) <= 0.15 && Math.abs(wy - MARK.y) <= 0.15, `peak (${wx}, ${wy})`);
       await screenshot(page, `explain-${mode.name}-misclassified`);
+      // Training again replaces the model: with the toggle still on, its maps come by themselves.
+      await page.getByTestId('train').click();
+      await page.locator('[data-testid="train-status"][data-running="true"]').waitFor({ timeout: 10_000 }).catch(() => {});
+      await page.locator('[data-testid="train-status"][data-running="false"]').waitFor({ timeout: 600_000 });
+      await wrong.filter({ has: page.locator('img[alt="mislabelled-0.png"]') }).getByTestId('heatmap').waitFor({ timeout: 300_000 });
 
       // The embedding map: every image a point, the mislabelled one ringed as misclassified
       // and flagged by the data check as a label suspect, its thumbnail shown on hover.

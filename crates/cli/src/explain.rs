@@ -76,7 +76,8 @@ fn explain_one(
 }
 
 /// `medtransfer explain`: JSON `[{"path", "class", "probability", "peak": [x, y], "heatmap":
-/// [[…]], "overlay"}]` (peak in 0–1 image coordinates, x to the right, y down; heatmap rows top
+/// [[…]], "overlay"}]` (peak in 0–1 image coordinates, x to the right, y down, `null` when no
+/// cell holds evidence for the class; heatmap rows top
 /// to bottom, values 0–1), or text. Exit status 1 when the model, the weights, the class or the
 /// output folder are unusable (nothing on stdout), 2 when some image failed (its entry says
 /// why; the others are explained).
@@ -113,10 +114,24 @@ pub fn explain(args: &ExplainArgs) -> ExitCode {
     if let Err(e) = std::fs::create_dir_all(&args.out) {
         return fail(format!("cannot create {}: {e}", args.out.display()));
     }
+    // Heat maps written by an earlier run are not images to explain.
+    let out = std::fs::canonicalize(&args.out).ok();
     let mut paths = Vec::new();
     for input in &args.inputs {
         if input.is_dir() {
-            paths.extend(walk_tree(input).files.into_iter().map(|(_, path)| path));
+            paths.extend(
+                walk_tree(input)
+                    .files
+                    .into_iter()
+                    .map(|(_, path)| path)
+                    .filter(|path| {
+                        let inside = std::fs::canonicalize(path)
+                            .ok()
+                            .zip(out.as_ref())
+                            .is_some_and(|(p, o)| p.starts_with(o));
+                        !inside
+                    }),
+            );
         } else {
             paths.push(input.clone());
         }
@@ -151,14 +166,22 @@ pub fn explain(args: &ExplainArgs) -> ExitCode {
             let path = e["path"].as_str().unwrap_or("?");
             match e.get("error") {
                 Some(error) => println!("{path}: ERROR {}", error.as_str().unwrap_or("?")),
-                None => println!(
-                    "{path}: {} (p {:.3}), strongest evidence at x {:.2}, y {:.2} -> {}",
-                    e["class"].as_str().unwrap_or("?"),
-                    e["probability"].as_f64().unwrap_or(f64::NAN),
-                    e["peak"][0].as_f64().unwrap_or(f64::NAN),
-                    e["peak"][1].as_f64().unwrap_or(f64::NAN),
-                    e["overlay"].as_str().unwrap_or("?"),
-                ),
+                None => {
+                    let evidence = match e["peak"].as_array() {
+                        Some(peak) => format!(
+                            "strongest evidence at x {:.2}, y {:.2}",
+                            peak.first().and_then(Value::as_f64).unwrap_or(f64::NAN),
+                            peak.get(1).and_then(Value::as_f64).unwrap_or(f64::NAN)
+                        ),
+                        None => "no evidence for it anywhere in the image".to_string(),
+                    };
+                    println!(
+                        "{path}: {} (p {:.3}), {evidence} -> {}",
+                        e["class"].as_str().unwrap_or("?"),
+                        e["probability"].as_f64().unwrap_or(f64::NAN),
+                        e["overlay"].as_str().unwrap_or("?"),
+                    )
+                }
             }
         }
     }

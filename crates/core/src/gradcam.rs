@@ -103,8 +103,8 @@ pub struct Heatmap {
     pub values: Vec<f32>,
     /// The strongest cell's centre `[x, y]` in `0..=1` image coordinates (x to the right, y
     /// down; the network sees the whole image stretched to 224×224, so they hold for the
-    /// original image too).
-    pub peak: [f32; 2],
+    /// original image too); `None` when no cell holds positive evidence.
+    pub peak: Option<[f32; 2]>,
 }
 
 impl Heatmap {
@@ -141,8 +141,9 @@ impl Explainer {
             .map_err(|e| GradCamError::Model(e.to_string()))?;
         if config.input_dim != EMBEDDING_DIM || !file.normalization.is_valid_for(EMBEDDING_DIM) {
             return Err(GradCamError::Model(format!(
-                "the head takes {} features, the network gives {EMBEDDING_DIM}",
-                config.input_dim
+                "the head takes {} features and its standardisation {}, the network gives {EMBEDDING_DIM}",
+                config.input_dim,
+                file.normalization.mean.len()
             )));
         }
         let device = device.clone().without_autodiff();
@@ -192,7 +193,7 @@ impl Explainer {
 
     /// The feature map from one image's activations at the cut before the last `blocks` blocks
     /// (as [`crate::finetune::CutFeatures`] hold them: the page keeps
-    /// [`crate::finetune::STORED_BLOCKS`]'), without the image itself.
+    /// [`crate::finetune::STORED_BLOCKS`] blocks'), without the image itself.
     ///
     /// # Errors
     /// [`GradCamError::Input`] for activations of another size; [`GradCamError::Model`] when
@@ -438,17 +439,21 @@ pub fn grad_cam(map: &FeatureMap, gradient: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-/// The centre of the largest cell, `[x, y]` in `0..=1` (the first one on ties).
-fn peak(values: &[f32], height: usize, width: usize) -> [f32; 2] {
+/// The centre of the largest cell, `[x, y]` in `0..=1` (the first one on ties); `None` when
+/// none is positive.
+fn peak(values: &[f32], height: usize, width: usize) -> Option<[f32; 2]> {
     let best = values
         .iter()
         .enumerate()
         .fold(0, |best, (i, &v)| if v > values[best] { i } else { best });
+    if values.get(best).is_none_or(|&v| v <= 0.0) {
+        return None;
+    }
     let (row, column) = (best / width.max(1), best % width.max(1));
-    [
+    Some([
         (column as f32 + 0.5) / width.max(1) as f32,
         (row as f32 + 0.5) / height.max(1) as f32,
-    ]
+    ])
 }
 
 #[cfg(test)]

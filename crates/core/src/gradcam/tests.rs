@@ -133,15 +133,17 @@ fn grad_cam_peaks_where_the_class_evidence_is_and_drops_the_evidence_against() {
         "the weaker mark keeps its ratio"
     );
     assert_eq!(cam[0], 0.0, "evidence against the class is cut by the ReLU");
-    let p = peak(&cam, 7, 7);
+    let p = peak(&cam, 7, 7).expect("a peak");
     assert!(
         (p[0] - 5.5 / 7.0).abs() < 1e-6 && (p[1] - 2.5 / 7.0).abs() < 1e-6,
         "{p:?}"
     );
     // The opposite gradient finds the other mark, and none at all gives zeros, not NaN.
     let against = grad_cam(&map, &[-1.0, 1.0, 0.0]);
-    assert_eq!(peak(&against, 7, 7), [0.5 / 7.0, 0.5 / 7.0]);
-    assert!(grad_cam(&map, &[0.0, 0.0, -1.0]).iter().all(|&v| v == 0.0));
+    assert_eq!(peak(&against, 7, 7), Some([0.5 / 7.0, 0.5 / 7.0]));
+    let none = grad_cam(&map, &[0.0, 0.0, -1.0]);
+    assert!(none.iter().all(|&v| v == 0.0));
+    assert_eq!(peak(&none, 7, 7), None, "no evidence, no peak");
 }
 
 #[test]
@@ -186,9 +188,9 @@ fn explain_weighs_the_map_by_the_heads_gradient_and_picks_the_predicted_class() 
     let predicted = explainer.explain(&map, None).expect("explained");
     assert_eq!(predicted.class, 1, "channel 0 is stronger: class 1");
     assert!(predicted.probabilities[1] > 0.5);
-    assert_eq!(predicted.peak, [1.5 / 7.0, 1.5 / 7.0]);
+    assert_eq!(predicted.peak, Some([1.5 / 7.0, 1.5 / 7.0]));
     let other = explainer.explain(&map, Some(0)).expect("explained");
-    assert_eq!(other.peak, [4.5 / 7.0, 5.5 / 7.0]);
+    assert_eq!(other.peak, Some([4.5 / 7.0, 5.5 / 7.0]));
     assert_eq!(other.rows().len(), 7);
     assert!(matches!(
         explainer.explain(&map, Some(2)),
@@ -213,7 +215,7 @@ fn the_overlay_colours_the_evidence_and_leaves_the_rest() {
         height: 7,
         width: 7,
         values,
-        peak: [0.5 / 7.0, 0.5 / 7.0],
+        peak: Some([0.5 / 7.0, 0.5 / 7.0]),
     };
     let grey = RgbImage::from_pixel(140, 70, Rgb([128, 128, 128]));
     let out = overlay(&grey, &heatmap);
