@@ -6,6 +6,23 @@ use medtransfer_core::gradcam::{Heatmap, heatmap_png};
 
 use crate::dom::png_data_url;
 
+/// The checkbox that shows or hides a section's heat maps (`testid`: its `data-testid`).
+#[component]
+pub fn HeatmapToggle(
+    show: RwSignal<bool>,
+    testid: &'static str,
+    label: &'static str,
+) -> impl IntoView {
+    view! {
+        <label class="gradcam-toggle">
+            <input type="checkbox" data-testid=testid
+                prop:checked=move || show.get()
+                on:change=move |e| show.set(event_target_checked(&e)) />
+            " "{label}
+        </label>
+    }
+}
+
 /// Side of the heat-map images in pixels (CSS scales them over the thumbnail, smoothly).
 const HEATMAP_PIXELS: u32 = 112;
 

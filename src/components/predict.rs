@@ -4,7 +4,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use medtransfer_core::metrics::predicted_class;
 
-use super::heatmap::heatmap_overlay;
+use super::heatmap::{HeatmapToggle, heatmap_overlay};
 use crate::dom::{IMAGE_ACCEPT, file_url, files_of_input, read_file};
 use crate::protocol::{Envelope, ToWorker};
 use crate::state::{PredictionEntry, use_project};
@@ -76,12 +76,8 @@ pub fn PredictSection() -> impl IntoView {
                     matches!(&p.result, Some(Ok(prediction)) if !prediction.heatmaps.is_empty())
                 });
                 explained.then(|| view! {
-                    <label class="gradcam-toggle">
-                        <input type="checkbox" data-testid="gradcam-toggle"
-                            prop:checked=move || show_heatmaps.get()
-                            on:change=move |e| show_heatmaps.set(event_target_checked(&e)) />
-                        " Show where the model looked (Grad-CAM: red marks the strongest evidence for the class it gives)"
-                    </label>
+                    <HeatmapToggle show=show_heatmaps testid="gradcam-toggle"
+                        label="Show where the model looked (Grad-CAM: red marks the strongest evidence for the class it gives)" />
                 })
             }}
             <ul class="predictions" class:with-heatmaps=move || show_heatmaps.get()>

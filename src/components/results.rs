@@ -7,7 +7,7 @@ use leptos_chartistry::{
 };
 use medtransfer_core::metrics::Evaluation;
 
-use super::heatmap::heatmap_overlay;
+use super::heatmap::{HeatmapToggle, heatmap_overlay};
 use super::recipe::search_summary;
 use crate::protocol::ImageId;
 use crate::state::{Project, TrainingState, use_project};
@@ -183,12 +183,8 @@ pub fn ResultsSection() -> impl IntoView {
                         </tbody>
                     </table>
                     {(!misclassified.is_empty()).then(|| view! {
-                        <label class="gradcam-toggle">
-                            <input type="checkbox" data-testid="validation-gradcam-toggle"
-                                prop:checked=move || show_heatmaps.get()
-                                on:change=move |e| show_heatmaps.set(event_target_checked(&e)) />
-                            " Show where the model looked on the misclassified images (Grad-CAM of the class it wrongly gave, by the model in use)"
-                        </label>
+                        <HeatmapToggle show=show_heatmaps testid="validation-gradcam-toggle"
+                            label="Show where the model looked on the misclassified images (Grad-CAM of the class it wrongly gave, by the model in use)" />
                     })}
                     <table class="confusion" class:with-heatmaps=move || show_heatmaps.get() data-testid="confusion-matrix" tabindex="0">
                         <caption>"Confusion matrix: rows are the true class, columns the predicted one; wrong cells show their images."</caption>
