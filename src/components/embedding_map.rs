@@ -46,23 +46,6 @@ pub fn EmbeddingMapSection() -> impl IntoView {
     }
 }
 
-/// The validation's misclassified images of the model in use.
-fn misclassified(project: Project) -> HashSet<ImageId> {
-    project.training.with(|t| {
-        t.result
-            .as_ref()
-            .and_then(|r| {
-                r.validation.as_ref().map(|v| {
-                    v.misclassified
-                        .iter()
-                        .filter_map(|m| r.validation_ids.get(m.index).copied())
-                        .collect()
-                })
-            })
-            .unwrap_or_default()
-    })
-}
-
 fn map_view(
     project: Project,
     answer: MapAnswer,
@@ -87,7 +70,9 @@ fn map_view(
         let span = (hi[k] - lo[k]).max(f32::EPSILON);
         MARGIN + (v - lo[k]) / span * (size - 2.0 * MARGIN)
     };
-    let wrong = misclassified(project);
+    let wrong: HashSet<ImageId> = project
+        .training
+        .with(|t| t.misclassified().into_iter().map(|(id, _)| id).collect());
     let circles = answer
         .ids
         .iter()

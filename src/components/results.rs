@@ -9,7 +9,6 @@ use medtransfer_core::metrics::Evaluation;
 
 use super::heatmap::{HeatmapToggle, heatmap_overlay};
 use super::recipe::search_summary;
-use crate::protocol::ImageId;
 use crate::state::{Project, TrainingState, use_project};
 
 /// The ROC curve(s) of the validation images: one for two classes, one per class above.
@@ -62,26 +61,6 @@ fn RocChart(evaluation: Evaluation) -> impl IntoView {
         .collect_view()
 }
 
-/// `(image, predicted class)` of each misclassified validation image of the model in use.
-fn misclassified_requests(training: &TrainingState) -> Vec<(ImageId, usize)> {
-    training
-        .result
-        .as_ref()
-        .and_then(|r| {
-            r.validation.as_ref().map(|v| {
-                v.misclassified
-                    .iter()
-                    .filter_map(|m| {
-                        r.validation_ids
-                            .get(m.index)
-                            .map(|&id| (id, m.predicted_class))
-                    })
-                    .collect()
-            })
-        })
-        .unwrap_or_default()
-}
-
 fn set_threshold(project: Project, event: &leptos::ev::Event) {
     if let Ok(t) = event_target_value(event).parse::<f64>() {
         project.threshold.set(t.clamp(0.0, 1.0));
@@ -104,7 +83,7 @@ pub fn ResultsSection() -> impl IntoView {
     Effect::new(move |_| {
         project.has_model.track();
         if show_heatmaps.get() {
-            project.explain(project.training.with(misclassified_requests));
+            project.explain(project.training.with(TrainingState::misclassified));
         }
     });
     view! {

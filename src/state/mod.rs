@@ -123,6 +123,27 @@ pub struct TrainingState {
     pub error: Option<String>,
 }
 
+impl TrainingState {
+    /// `(image, predicted class)` of each misclassified validation image of the model in use.
+    pub fn misclassified(&self) -> Vec<(ImageId, usize)> {
+        self.result
+            .as_ref()
+            .and_then(|r| {
+                r.validation.as_ref().map(|v| {
+                    v.misclassified
+                        .iter()
+                        .filter_map(|m| {
+                            r.validation_ids
+                                .get(m.index)
+                                .map(|&id| (id, m.predicted_class))
+                        })
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// How the model in use came to be. Saved as `stop_reason`, with the same words as core's
 /// [`StopReason`] (projects saved by earlier versions read back unchanged).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

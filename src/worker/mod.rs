@@ -320,7 +320,7 @@ async fn explain_images(requests: Vec<(ImageId, usize)>) {
             (None, _, _) | (_, None, _) => Err("train a model first".to_string()),
             (_, _, None) => Err("this image's activations are not kept".to_string()),
             (Some(model), Some(in_use), Some(activations)) => {
-                predictor::explain(&in_use, &model, &activations, [class])
+                predictor::explain(&in_use, &model, (&activations, STORED_BLOCKS), [class])
                     .await
                     .and_then(|mut maps| maps.pop().ok_or("no heat map was made".into()))
             }

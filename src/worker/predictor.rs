@@ -39,8 +39,8 @@ impl ModelInUse {
     }
 }
 
-/// The Grad-CAM of each of `classes` for one image, from its stored activations
-/// ([`STORED_BLOCKS`]).
+/// The Grad-CAM of each of `classes` for one image, from its activations at the cut before
+/// the last `blocks` blocks (the stored [`STORED_BLOCKS`], or those a tuned model was fed).
 ///
 /// # Errors
 /// The model has no explainer, a class is not the model's, or the device failed, as the page
@@ -48,7 +48,7 @@ impl ModelInUse {
 pub(super) async fn explain(
     in_use: &ModelInUse,
     model: &EfficientNetLite0,
-    activations: &CutFeatures,
+    (activations, blocks): (&CutFeatures, usize),
     classes: impl IntoIterator<Item = usize>,
 ) -> Result<Vec<Heatmap>, String> {
     let explainer = in_use
@@ -56,17 +56,12 @@ pub(super) async fn explain(
         .as_ref()
         .ok_or("this model cannot be explained")?;
     let map = explainer
-        .feature_map_from_activations(model, activations, STORED_BLOCKS)
+        .feature_map_from_activations(model, activations, blocks)
         .await
         .map_err(|e| e.to_string())?;
-    classes
-        .into_iter()
-        .map(|class| {
-            explainer
-                .explain(&map, Some(class))
-                .map_err(|e| e.to_string())
-        })
-        .collect()
+    explainer
+        .explain_classes(&map, classes)
+        .map_err(|e| e.to_string())
 }
 
 /// The Grad-CAM of every class for one predicted image; empty when there is none (the
@@ -74,9 +69,12 @@ pub(super) async fn explain(
 async fn heatmaps(
     in_use: &ModelInUse,
     model: &EfficientNetLite0,
-    activations: &CutFeatures,
+    activations: (&CutFeatures, usize),
 ) -> Vec<Heatmap> {
     let classes = in_use.explainer.as_ref().map_or(0, Explainer::classes);
+    if classes == 0 {
+        return Vec::new();
+    }
     explain(in_use, model, activations, 0..classes)
         .await
         .unwrap_or_else(|error| {
@@ -101,9 +99,13 @@ pub(super) async fn predict(
         .reference
         .as_ref()
         .and_then(|r| r.score(&image.embedding).ok());
-    let heatmaps = heatmaps(in_use, model, &image.activations).await;
-    let rows = match &in_use.classifier {
-        ModelClassifier::Head(head) => head.predict(&[image.embedding]).await,
+    // The heat maps start from the activations the classifier takes: a tuned model's frozen
+    // blocks past the stored cut run once, for both.
+    let (rows, heatmaps) = match &in_use.classifier {
+        ModelClassifier::Head(head) => (
+            head.predict(&[image.embedding]).await,
+            heatmaps(in_use, model, (&image.activations, STORED_BLOCKS)).await,
+        ),
         ModelClassifier::Tuned(tuned) => {
             let activations = advance(
                 model,
@@ -114,10 +116,14 @@ pub(super) async fn predict(
             )
             .await
             .map_err(|e| e.to_string())?;
-            tuned.predict(&activations).await
+            let heatmaps = match activations.first() {
+                Some(first) => heatmaps(in_use, model, (first, tuned.blocks())).await,
+                None => Vec::new(),
+            };
+            (tuned.predict(&activations).await, heatmaps)
         }
-    }
-    .map_err(|e| e.to_string())?;
+    };
+    let rows = rows.map_err(|e| e.to_string())?;
     let probabilities = rows
         .into_iter()
         .next()

@@ -255,9 +255,25 @@ impl Explainer {
     /// two-class threshold) when `None`.
     ///
     /// # Errors
+    /// As [`Self::explain_classes`].
+    pub fn explain(&self, map: &FeatureMap, class: Option<usize>) -> Result<Heatmap, GradCamError> {
+        // An empty request explains the predicted class: one heat map either way.
+        self.explain_classes(map, class)?
+            .pop()
+            .ok_or_else(|| GradCamError::Model("no heat map was made".into()))
+    }
+
+    /// The Grad-CAM of `map` for each of `classes`, in order (for the predicted class when
+    /// `classes` is empty), the head's forward pass computed once for all.
+    ///
+    /// # Errors
     /// [`GradCamError::NoSuchClass`]; [`GradCamError::Model`] when the map does not have the
     /// head's channel count.
-    pub fn explain(&self, map: &FeatureMap, class: Option<usize>) -> Result<Heatmap, GradCamError> {
+    pub fn explain_classes(
+        &self,
+        map: &FeatureMap,
+        classes: impl IntoIterator<Item = usize>,
+    ) -> Result<Vec<Heatmap>, GradCamError> {
         if map.channels != self.config.input_dim || map.values.is_empty() {
             return Err(GradCamError::Model(format!(
                 "the feature map has {} channels, the head takes {}",
@@ -265,25 +281,43 @@ impl Explainer {
             )));
         }
         let embedding = map.embedding();
-        let logits = head_logits(&self.config, &self.weights, &self.normalization, &embedding);
-        let probabilities = to_probabilities(&logits, self.config.output);
-        let class = class.unwrap_or_else(|| predicted_class(&probabilities, self.threshold));
-        let gradient = embedding_gradient(
-            &self.config,
-            &self.weights,
-            &self.normalization,
-            &embedding,
-            class,
-        )?;
-        let values = grad_cam(map, &gradient);
-        Ok(Heatmap {
-            class,
-            probabilities,
-            height: map.height,
-            width: map.width,
-            peak: peak(&values, map.height, map.width),
-            values,
-        })
+        let (z, hidden) =
+            forward_parts(&self.config, &self.weights, &self.normalization, &embedding);
+        let probabilities = to_probabilities(
+            &logits_from_parts(&self.weights, z, hidden.as_deref()),
+            self.config.output,
+        );
+        let mut classes: Vec<usize> = classes.into_iter().collect();
+        if classes.is_empty() {
+            classes.push(predicted_class(&probabilities, self.threshold));
+        }
+        classes
+            .into_iter()
+            .map(|class| {
+                if class >= self.config.num_classes {
+                    return Err(GradCamError::NoSuchClass {
+                        class,
+                        classes: self.config.num_classes,
+                    });
+                }
+                let gradient = gradient_through_head(
+                    &self.config,
+                    &self.weights,
+                    &self.normalization,
+                    hidden.as_deref(),
+                    class,
+                );
+                let values = grad_cam(map, &gradient);
+                Ok(Heatmap {
+                    class,
+                    probabilities: probabilities.clone(),
+                    height: map.height,
+                    width: map.width,
+                    peak: peak(&values, map.height, map.width),
+                    values,
+                })
+            })
+            .collect()
     }
 
     /// Number of classes.
@@ -345,8 +379,13 @@ pub fn head_logits(
     embedding: &[f32],
 ) -> Vec<f32> {
     let (z, hidden) = forward_parts(config, weights, normalization, embedding);
+    logits_from_parts(weights, z, hidden.as_deref())
+}
+
+/// The output layer on the standardised embedding `z`, or on the ReLU of the MLP's `hidden`.
+fn logits_from_parts(weights: &HeadWeights, z: Vec<f32>, hidden: Option<&[f32]>) -> Vec<f32> {
     let input = match hidden {
-        Some(h) => h.into_iter().map(|v| v.max(0.0)).collect(),
+        Some(h) => h.iter().map(|v| v.max(0.0)).collect(),
         None => z,
     };
     dense(
@@ -386,25 +425,42 @@ pub fn embedding_gradient(
             classes: config.num_classes,
         });
     }
+    let (_, hidden) = forward_parts(config, weights, normalization, embedding);
+    Ok(gradient_through_head(
+        config,
+        weights,
+        normalization,
+        hidden.as_deref(),
+        class,
+    ))
+}
+
+/// [`embedding_gradient`] for a valid `class`, given the MLP's hidden layer before its ReLU
+/// (`None` for a linear head), as [`forward_parts`] gives it.
+fn gradient_through_head(
+    config: &HeadConfig,
+    weights: &HeadWeights,
+    normalization: &FeatureNormalization,
+    hidden: Option<&[f32]>,
+    class: usize,
+) -> Vec<f32> {
     let outputs = config.output_dim();
     let (column, sign) = match config.output {
         OutputKind::Softmax => (class, 1.0),
         OutputKind::Sigmoid => (0, if class == 1 { 1.0 } else { -1.0 }),
     };
     // ∂y/∂(the output layer's input): the class's column of the output weights.
-    let output_weight = tensor(weights, "output.weight");
-    let upstream: Vec<f32> = output_weight
+    let upstream: Vec<f32> = tensor(weights, "output.weight")
         .chunks(outputs)
         .map(|row| sign * row.get(column).copied().unwrap_or(0.0))
         .collect();
-    let (_, hidden) = forward_parts(config, weights, normalization, embedding);
     // Through the hidden layer: ReLU's mask, then the hidden weights `[inputs, hidden]`.
     let dz = match hidden {
         None => upstream,
         Some(h) => {
             let dh: Vec<f32> = upstream
                 .iter()
-                .zip(&h)
+                .zip(h)
                 .map(|(g, &v)| if v > 0.0 { *g } else { 0.0 })
                 .collect();
             tensor(weights, "hidden.weight")
@@ -413,11 +469,10 @@ pub fn embedding_gradient(
                 .collect()
         }
     };
-    Ok(dz
-        .iter()
+    dz.iter()
         .zip(&normalization.std)
         .map(|(g, s)| g / s)
-        .collect())
+        .collect()
 }
 
 /// Grad-CAM's map: `ReLU(Σ_k α_k A[k])` with `α_k = gradient_k / (height·width)`, divided by
